@@ -1,0 +1,118 @@
+"""The model contract: what a model expects and what its outputs mean, travelling with the model.
+
+A sidecar JSON file sits next to every model this project writes (`model.keras` -> `model.json`,
+`default.tflite` -> `default.json`). It holds the labels in output order, the input size and colour mode,
+and the preprocessing parameters. The daemon finds it by itself, so it never needs a labels argument, and
+labels are never mapped by position between stages.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+FORMAT = "emotion-edge-model/1"
+
+
+class ContractError(ValueError):
+    """The contract is missing or malformed; the message names the file and the problem."""
+
+
+@dataclass
+class ModelContract:
+    labels: list[str]
+    input_height: int = 48
+    input_width: int = 48
+    color: str = "gray"  # the only mode the preprocessing contract produces today
+    crop_margin: float = 0.0  # fraction of the face box added on each side before resizing
+    arch: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)  # provenance, metrics: informational only
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return (self.input_height, self.input_width)
+
+    def validate(self, source: str = "model contract") -> ModelContract:
+        if not isinstance(self.labels, list) or len(self.labels) < 2:
+            raise ContractError(f"{source}: 'labels' must list at least two class names")
+        if not all(isinstance(x, str) and x for x in self.labels):
+            raise ContractError(f"{source}: every label must be a non-empty string")
+        if len(set(self.labels)) != len(self.labels):
+            raise ContractError(f"{source}: labels repeat: {self.labels}")
+        for key in ("input_height", "input_width"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or not 8 <= value <= 512:
+                raise ContractError(f"{source}: '{key}' must be an integer in 8..512, got {value!r}")
+        if self.color != "gray":
+            raise ContractError(f"{source}: colour mode {self.color!r} is not supported (only 'gray')")
+        if not isinstance(self.crop_margin, (int, float)) or not 0.0 <= self.crop_margin <= 1.0:
+            raise ContractError(f"{source}: 'crop_margin' must be a number in 0..1, got {self.crop_margin!r}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": FORMAT, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "model contract") -> ModelContract:
+        if not isinstance(data, dict):
+            raise ContractError(f"{source}: expected a JSON object")
+        if data.get("format") != FORMAT:
+            raise ContractError(f"{source}: format is {data.get('format')!r}, expected {FORMAT!r}")
+        known = {"labels", "input_height", "input_width", "color", "crop_margin", "arch", "extra"}
+        unknown = sorted(set(data) - known - {"format"})
+        if unknown:
+            raise ContractError(f"{source}: unknown key(s) {unknown}")
+        if "labels" not in data:
+            raise ContractError(f"{source}: 'labels' is missing")
+        return cls(**{k: v for k, v in data.items() if k in known}).validate(source)
+
+
+def sidecar_path(model_path: str | os.PathLike) -> Path:
+    """`dir/name.tflite` or `dir/name.keras` -> `dir/name.json`."""
+    return Path(model_path).with_suffix(".json")
+
+
+def load_contract(model_path: str | os.PathLike) -> ModelContract:
+    path = sidecar_path(model_path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ContractError(
+            f"{path} is missing: a model needs its contract file (labels, input size) next to it"
+        ) from None
+    except OSError as exc:
+        raise ContractError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ContractError(f"{path} is not valid JSON: {exc}") from None
+    return ModelContract.from_dict(data, source=str(path))
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write a file so a reader never sees half of it: temp file in the same folder, then rename."""
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_contract(model_path: str | os.PathLike, contract: ModelContract) -> Path:
+    path = sidecar_path(model_path)
+    write_text_atomic(path, json.dumps(contract.validate(str(path)).to_dict(), indent=2) + "\n")
+    return path
