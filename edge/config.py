@@ -1,0 +1,422 @@
+"""The daemon's typed configuration: defaults < YAML file < environment < command-line flags.
+
+Every key has a type and a range. Each layer is checked on its own before it is merged, so an error names
+the dotted key, what was expected, what was given and where it came from, e.g.
+`mqtt.port: must be an integer in 1..65535, got 'abc' (from EMOTION_EDGE_MQTT__PORT)`. Unknown keys are
+errors too: a typo in a config file must not silently fall back to a default.
+
+Environment: `EMOTION_EDGE_<SECTION>__<KEY>` (nested sections add another `__`), `EMOTION_EDGE_DEVICE_ID`, and
+`EMOTION_EDGE_CONFIG` for the config file path. When `mqtt.password` is unset and systemd's
+`$CREDENTIALS_DIRECTORY/mqtt_password` exists (LoadCredential=), the password is read from there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_CONFIG_PATH = "/etc/emotion-edge/config.yaml"
+ENV_PREFIX = "EMOTION_EDGE_"
+ENV_CONFIG_PATH = "EMOTION_EDGE_CONFIG"
+CREDENTIAL_NAME = "mqtt_password"
+SECRET_KEYS = {"mqtt.password"}
+MASK = "********"
+OUTPUT_NAMES = ("stdout", "mqtt")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_DEVICE_ID_RE = re.compile(r"^[a-z0-9_-]{1,64}$")
+
+
+class ConfigError(ValueError):
+    """Invalid configuration; the message names the dotted key and the source of the bad value."""
+
+
+def _spec(default, kind, *, lo=None, hi=None, choices=None, nullable=False, pattern=None, factory=None):
+    """A dataclass field carrying its validation rule (kind: int, float, str, bool, list)."""
+    meta = {"kind": kind, "lo": lo, "hi": hi, "choices": choices, "nullable": nullable, "pattern": pattern}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def default_device_id() -> str:
+    """The hostname made safe for MQTT topics and Home Assistant ids: lower case, [a-z0-9_-] only."""
+    name = re.sub(r"[^a-z0-9_-]+", "-", socket.gethostname().lower()).strip("-")
+    return name[:64] or "emotion-edge"
+
+
+@dataclass
+class SourceConfig:
+    uri: str = _spec("picamera2", str)
+    width: int | None = _spec(640, int, lo=16, hi=8192, nullable=True)
+    height: int | None = _spec(480, int, lo=16, hi=8192, nullable=True)
+    fps: float | None = _spec(15, float, lo=0.1, hi=240, nullable=True)
+    reopen_backoff_max_s: float = _spec(30, float, lo=0.1, hi=3600)
+
+
+@dataclass
+class ModelConfig:
+    path: str | None = _spec(None, str, nullable=True)  # None = the shipped edge/models/default.tflite
+    threads: int = _spec(2, int, lo=1, hi=64)
+
+
+@dataclass
+class DetectorConfig:
+    type: str = _spec("haar", str, choices=("haar", "lbp", "blazeface"))
+    every_n_frames: int = _spec(1, int, lo=1, hi=1000)
+    min_face_px: int = _spec(40, int, lo=8, hi=4096)
+    detect_width: int = _spec(320, int, lo=32, hi=8192)
+    scale_factor: float = _spec(1.1, float, lo=1.01, hi=2.0)
+    min_neighbors: int = _spec(5, int, lo=0, hi=100)
+    min_confidence: float = _spec(0.6, float, lo=0.0, hi=1.0)
+    blazeface_model: str | None = _spec(None, str, nullable=True)
+
+
+@dataclass
+class TrackingConfig:
+    iou_threshold: float = _spec(0.3, float, lo=0.0, hi=1.0)
+    max_missing_frames: int = _spec(5, int, lo=0, hi=10000)
+    smoothing: float = _spec(0.6, float, lo=0.0, hi=0.99)
+    hysteresis: float = _spec(0.1, float, lo=0.0, hi=1.0)
+    tta_flip: bool = _spec(False, bool)
+
+
+@dataclass
+class PublishConfig:
+    outputs: list[str] = _spec(None, list, choices=OUTPUT_NAMES, factory=lambda: ["stdout"])
+    policy: str = _spec("change", str, choices=("every", "change"))
+    max_rate_hz: float = _spec(0, float, lo=0.0, hi=1000.0)  # 0 = unlimited
+
+
+@dataclass
+class TlsConfig:
+    enabled: bool = _spec(False, bool)
+    ca_certs: str | None = _spec(None, str, nullable=True)
+    certfile: str | None = _spec(None, str, nullable=True)
+    keyfile: str | None = _spec(None, str, nullable=True)
+    insecure: bool = _spec(False, bool)  # skip host name verification (self-signed test brokers only)
+
+
+@dataclass
+class DiscoveryConfig:
+    enabled: bool = _spec(True, bool)
+    prefix: str = _spec("homeassistant", str, pattern=r"^[^#+/][^#+]*[^#+/]$|^[^#+/]$")
+
+
+@dataclass
+class MqttConfig:
+    host: str = _spec("localhost", str, pattern=r"^\S+$")
+    port: int = _spec(1883, int, lo=1, hi=65535)
+    client_id: str | None = _spec(None, str, nullable=True)  # None = emotion-edge-<device_id>
+    username: str | None = _spec(None, str, nullable=True)
+    password: str | None = _spec(None, str, nullable=True)
+    tls: TlsConfig = field(default_factory=TlsConfig)
+    qos: int = _spec(1, int, lo=0, hi=2)
+    # A topic level prefix: no MQTT wildcards, no leading/trailing slash.
+    topic_prefix: str = _spec("emotion", str, pattern=r"^[^#+/][^#+]*[^#+/]$|^[^#+/]$")
+    keepalive: int = _spec(30, int, lo=5, hi=3600)
+    buffer_size: int = _spec(1000, int, lo=0, hi=1_000_000)  # events kept while the broker is away
+    discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
+
+
+@dataclass
+class StatsConfig:
+    interval_s: float = _spec(30, float, lo=0.0, hi=86400.0)  # 0 = no periodic stats
+
+
+@dataclass
+class LogConfig:
+    level: str = _spec("INFO", str, choices=LOG_LEVELS)
+
+
+@dataclass
+class DebugConfig:
+    snapshot_dir: str | None = _spec(None, str, nullable=True)  # opt-in: nothing is written otherwise
+
+
+@dataclass
+class Config:
+    device_id: str = _spec(None, str, pattern=_DEVICE_ID_RE.pattern, factory=default_device_id)
+    source: SourceConfig = field(default_factory=SourceConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    publish: PublishConfig = field(default_factory=PublishConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
+    stats: StatsConfig = field(default_factory=StatsConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    debug: DebugConfig = field(default_factory=DebugConfig)
+
+    def to_dict(self, mask_secrets: bool = True) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        if mask_secrets:
+            for dotted in SECRET_KEYS:
+                section, key = dotted.split(".")
+                if data[section][key] is not None:
+                    data[section][key] = MASK
+        return data
+
+    def to_yaml(self, mask_secrets: bool = True) -> str:
+        return yaml.safe_dump(self.to_dict(mask_secrets), sort_keys=False, default_flow_style=False)
+
+
+# --- validation -------------------------------------------------------------------------------------------
+
+
+_SECTIONS = {
+    (Config, "source"): SourceConfig,
+    (Config, "model"): ModelConfig,
+    (Config, "detector"): DetectorConfig,
+    (Config, "tracking"): TrackingConfig,
+    (Config, "publish"): PublishConfig,
+    (Config, "mqtt"): MqttConfig,
+    (Config, "stats"): StatsConfig,
+    (Config, "log"): LogConfig,
+    (Config, "debug"): DebugConfig,
+    (MqttConfig, "tls"): TlsConfig,
+    (MqttConfig, "discovery"): DiscoveryConfig,
+}
+
+
+def _section_class(cls, name: str):
+    return _SECTIONS[(cls, name)]
+
+
+def _fields(cls) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
+def _describe(rule: dict) -> str:
+    kind = rule["kind"]
+    if rule["choices"] and kind is list:
+        text = f"a list drawn from {list(rule['choices'])}"
+    elif rule["choices"]:
+        text = "one of " + ", ".join(rule["choices"])
+    elif kind is int:
+        text = "an integer" + (f" in {rule['lo']}..{rule['hi']}" if rule["lo"] is not None else "")
+    elif kind is float:
+        text = "a number" + (f" in {rule['lo']}..{rule['hi']}" if rule["lo"] is not None else "")
+    elif kind is bool:
+        text = "true or false"
+    else:
+        text = "a non-empty string" + (" matching " + rule["pattern"] if rule["pattern"] else "")
+    return text + (" or null" if rule["nullable"] else "")
+
+
+def _check_value(dotted: str, value: Any, rule: dict, origin: str) -> Any:
+    """Return the normalised value or raise ConfigError naming the key, the rule and the value."""
+
+    given = value
+
+    def bad() -> ConfigError:
+        return ConfigError(f"{dotted}: must be {_describe(rule)}, got {given!r}{origin}")
+
+    kind = rule["kind"]
+    if value is None:
+        if rule["nullable"]:
+            return None
+        raise bad()
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise bad()
+        return value
+    if kind in (int, float):
+        # bool is an int subclass in Python; `port: true` is a mistake, not 1.
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad()
+        if kind is int and not (isinstance(value, int) or float(value).is_integer()):
+            raise bad()
+        value = int(value) if kind is int else float(value)
+        if rule["lo"] is not None and not rule["lo"] <= value <= rule["hi"]:
+            raise bad()
+        return value
+    if kind is list:
+        if isinstance(value, str):  # "stdout,mqtt" from a flag or an env var
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+            raise bad()
+        value = [v.strip().lower() for v in value]
+        if any(v not in rule["choices"] for v in value):
+            raise bad()
+        return list(dict.fromkeys(value))  # drop repeats, keep order
+    if not isinstance(value, str) or not value.strip():
+        raise bad()
+    if rule["choices"]:
+        normalised = value.upper() if rule["choices"] == LOG_LEVELS else value.lower()
+        if normalised not in rule["choices"]:
+            raise bad()
+        return normalised
+    if rule["pattern"] and not re.match(rule["pattern"], value):
+        raise bad()
+    return value
+
+
+def validate_layer(data: Any, origin: str = "", cls=Config, prefix: str = "") -> dict[str, Any]:
+    """Check one partial layer (file, env or flags) against the schema; return it normalised."""
+    where = prefix.rstrip(".") or "config"
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: must be a mapping of keys, got {type(data).__name__}{origin}")
+    known = _fields(cls)
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if not isinstance(key, str) or key not in known:
+            raise ConfigError(f"{dotted}: unknown key{origin} (known in {where}: {', '.join(known)})")
+        f = known[key]
+        if "kind" not in f.metadata:  # a nested section
+            out[key] = validate_layer(value, origin, _section_class(cls, key), f"{dotted}.")
+        else:
+            out[key] = _check_value(dotted, value, f.metadata, origin)
+    return out
+
+
+def _merge(base: dict, layer: dict) -> dict:
+    merged = dict(base)
+    for key, value in layer.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _build(cls, data: dict):
+    kwargs = {}
+    for name, f in _fields(cls).items():
+        if "kind" not in f.metadata:
+            kwargs[name] = _build(_section_class(cls, name), data.get(name, {}))
+        elif name in data:
+            kwargs[name] = data[name]
+    return cls(**kwargs)
+
+
+# --- sources of values ---------------------------------------------------------------------------------------
+
+
+def read_yaml_file(path: str | os.PathLike, explicit: bool) -> dict[str, Any]:
+    """The YAML layer. A missing default file is fine (defaults apply); a missing explicit file is an error."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        if explicit:
+            raise ConfigError(f"config file {path} does not exist") from None
+        return {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(
+            f"config file {path} is not valid YAML{at}: {getattr(exc, 'problem', exc)}"
+        ) from None
+    if data is None:
+        return {}
+    return validate_layer(data, f" (in {path})")
+
+
+def _env_target(parts: list[str]) -> tuple[type, dataclasses.Field] | None:
+    cls = Config
+    for i, part in enumerate(parts):
+        f = _fields(cls).get(part)
+        if f is None:
+            return None
+        if "kind" in f.metadata:
+            return (cls, f) if i == len(parts) - 1 else None
+        cls = _section_class(cls, part)
+    return None
+
+
+def env_layer(environ: dict[str, str]) -> dict[str, Any]:
+    """`EMOTION_EDGE_MQTT__PORT=1884` -> {"mqtt": {"port": 1884}}. Values are parsed as YAML scalars for
+    numbers, booleans and lists; string keys (passwords!) are taken verbatim so "0123" stays "0123"."""
+    layer: dict[str, Any] = {}
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX) or name == ENV_CONFIG_PATH:
+            continue
+        raw = environ[name]
+        parts = name[len(ENV_PREFIX) :].lower().split("__")
+        target = _env_target(parts)
+        origin = f" (from {name})"
+        if target is None:
+            dotted = ".".join(parts)
+            raise ConfigError(f"{dotted}: unknown key{origin}")
+        _, f = target
+        if f.metadata["kind"] is str:
+            value: Any = None if raw == "" and f.metadata["nullable"] else raw
+        elif f.metadata["kind"] is list:
+            value = raw
+        else:
+            try:
+                value = yaml.safe_load(raw) if raw.strip() else None
+            except yaml.YAMLError:
+                value = raw
+        node = layer
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+        layer = validate_layer(layer, origin)  # name the variable in any error
+    return layer
+
+
+def _credential_password(environ: dict[str, str]) -> str | None:
+    directory = environ.get("CREDENTIALS_DIRECTORY")
+    if not directory:
+        return None
+    path = Path(directory) / CREDENTIAL_NAME
+    try:
+        return path.read_text(encoding="utf-8").rstrip("\r\n")
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ConfigError(f"mqtt.password: cannot read credential {path}: {exc.strerror}") from None
+
+
+def load_config(
+    path: str | os.PathLike | None = None,
+    environ: dict[str, str] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> Config:
+    """Build the effective configuration. `overrides` are the command-line flags (highest precedence)."""
+    environ = dict(os.environ if environ is None else environ)
+    explicit = path is not None or bool(environ.get(ENV_CONFIG_PATH))
+    file_path = path if path is not None else environ.get(ENV_CONFIG_PATH) or DEFAULT_CONFIG_PATH
+    merged = read_yaml_file(file_path, explicit)
+    merged = _merge(merged, env_layer(environ))
+    if overrides:
+        merged = _merge(merged, validate_layer(overrides, " (from the command line)"))
+    config = _build(Config, merged)
+    if config.mqtt.password is None:
+        config.mqtt.password = _credential_password(environ)
+    _check_combinations(config)
+    return config
+
+
+def _check_combinations(config: Config) -> None:
+    tls = config.mqtt.tls
+    if tls.keyfile and not tls.certfile:
+        raise ConfigError(
+            "mqtt.tls.keyfile: is set but mqtt.tls.certfile is not (a client key needs its certificate)"
+        )
+    if config.mqtt.password is not None and config.mqtt.username is None:
+        raise ConfigError("mqtt.password: is set but mqtt.username is not")
+
+
+def check_files(config: Config) -> None:
+    """Files named by the config must exist (for --check-config and before connecting)."""
+    tls = config.mqtt.tls
+    if tls.enabled:
+        for key in ("ca_certs", "certfile", "keyfile"):
+            value = getattr(tls, key)
+            if value is not None and not os.path.isfile(value):
+                raise ConfigError(f"mqtt.tls.{key}: file {value} does not exist")
+    if config.detector.blazeface_model is not None and not os.path.isfile(config.detector.blazeface_model):
+        raise ConfigError(f"detector.blazeface_model: file {config.detector.blazeface_model} does not exist")
