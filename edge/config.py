@@ -373,7 +373,9 @@ def _credential_password(environ: dict[str, str]) -> str | None:
         return None
     path = Path(directory) / CREDENTIAL_NAME
     try:
-        return path.read_text(encoding="utf-8").rstrip("\r\n")
+        # install.sh always creates the file (LoadCredential= fails the unit when it is missing),
+        # so an empty file means "no password", not an empty one.
+        return path.read_text(encoding="utf-8").rstrip("\r\n") or None
     except FileNotFoundError:
         return None
     except OSError as exc:
