@@ -1,0 +1,259 @@
+"""MQTT publisher (paho-mqtt 2.x): events, retained state and availability, resilient to broker outages.
+
+Topics under `<topic_prefix>/<device_id>/`: `events` (not retained), `state` (retained), `status` (retained
+`online`/`offline`, with `offline` as the last will, so a crash or power loss still shows as offline) and
+`stats` (not retained).
+
+paho runs its network loop in its own thread (`connect_async` + `loop_start`) and reconnects by itself with
+a 1..60 s backoff. The processing loop only ever enqueues: while connected it calls paho's non-blocking
+`publish`; while disconnected events wait in a bounded deque (oldest dropped and counted) that is flushed
+in order on reconnect. Every (re)connect publishes `online`, the last retained state, runs the connect
+hooks (Home Assistant discovery) and re-subscribes.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from edge.publish.base import Publisher, PublishError, to_json
+
+log = logging.getLogger(__name__)
+
+ONLINE = "online"
+OFFLINE = "offline"
+
+
+class MqttPublisher(Publisher):
+    name = "mqtt"
+
+    def __init__(self, mqtt_config, device_id: str):
+        self.config = mqtt_config
+        self.device_id = device_id
+        base = f"{mqtt_config.topic_prefix}/{device_id}"
+        self.topics = {kind: f"{base}/{kind}" for kind in ("events", "state", "status", "stats")}
+        self.client_id = mqtt_config.client_id or f"emotion-edge-{device_id}"
+        self.address = f"{mqtt_config.host}:{mqtt_config.port}"
+        # One lock orders everything that decides "publish now or buffer": the processing thread's
+        # publish_event and paho's on_connect flush, so events leave in the order they were made.
+        self._lock = threading.RLock()
+        self._connected = False
+        self._ever_connected = False
+        self._outage_logged = False
+        self._closing = False
+        self._buffer: collections.deque[str] = collections.deque()
+        self._last_state: str | None = None
+        self._connect_hooks: list[Callable[[MqttPublisher], None]] = []
+        self._subscriptions: dict[str, Callable[[str, bytes], None]] = {}
+        self._reconnects = 0
+        self._dropped = 0
+        self.published_events = 0
+        self._client = self._make_client()
+
+    # --- set-up --------------------------------------------------------------------------------------------
+
+    def _make_client(self) -> mqtt.Client:
+        cfg = self.config
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id)
+        if cfg.username is not None:
+            client.username_pw_set(cfg.username, cfg.password)
+        if cfg.tls.enabled:
+            try:
+                client.tls_set(
+                    ca_certs=cfg.tls.ca_certs,
+                    certfile=cfg.tls.certfile,
+                    keyfile=cfg.tls.keyfile,
+                    cert_reqs=ssl.CERT_REQUIRED,
+                )
+            except (OSError, ssl.SSLError, ValueError) as exc:
+                raise PublishError(f"mqtt.tls: cannot load the TLS files: {exc}") from None
+            client.tls_insecure_set(cfg.tls.insecure)
+        # Set before connecting: the broker publishes this if we vanish without a clean disconnect.
+        client.will_set(self.topics["status"], OFFLINE, qos=1, retain=True)
+        client.reconnect_delay_set(min_delay=1, max_delay=60)
+        client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_disconnect = self._on_disconnect
+        return client
+
+    def start(self) -> None:
+        try:
+            self._client.connect_async(self.config.host, self.config.port, keepalive=self.config.keepalive)
+        except (OSError, ValueError) as exc:
+            raise PublishError(f"mqtt: cannot connect to {self.address}: {exc}") from None
+        self._client.loop_start()
+        log.info("MQTT publisher for %s connecting to %s as %s", self.device_id, self.address, self.client_id)
+
+    # --- hooks for other modules (Home Assistant discovery) --------------------------------------------------
+
+    def add_connect_hook(self, fn: Callable[[MqttPublisher], None]) -> None:
+        """fn(publisher) runs on every (re)connect, after `online` is published. Runs now if connected."""
+        with self._lock:
+            self._connect_hooks.append(fn)
+            connected = self._connected
+        if connected:
+            self._run_hook(fn)
+
+    def subscribe(self, topic: str, callback: Callable[[str, bytes], None]) -> None:
+        """callback(topic, payload) for messages on `topic`; re-subscribed on every connect."""
+        with self._lock:
+            self._subscriptions[topic] = callback
+            connected = self._connected
+
+        def on_message(client, userdata, message):
+            try:
+                callback(message.topic, bytes(message.payload))
+            except Exception:  # a bad callback must not kill paho's network thread
+                log.exception("MQTT subscription callback for %s failed", topic)
+
+        self._client.message_callback_add(topic, on_message)
+        if connected:
+            self._client.subscribe(topic, qos=1)
+
+    def publish_raw(
+        self, topic: str, payload: str | bytes, retain: bool = False, qos: int | None = None
+    ) -> bool:
+        """Publish now if connected (True); while disconnected nothing is queued (False): connect hooks
+        re-publish what must be there after a reconnect."""
+        with self._lock:
+            if not self._connected:
+                return False
+            info = self._client.publish(
+                topic, payload, qos=self.config.qos if qos is None else qos, retain=retain
+            )
+        return info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN)
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    @property
+    def reconnects(self) -> int:
+        return self._reconnects
+
+    @property
+    def dropped_events(self) -> int:
+        return self._dropped
+
+    @property
+    def buffered_events(self) -> int:
+        return len(self._buffer)
+
+    # --- the processing loop's side: never blocks ---------------------------------------------------------------
+
+    def publish_event(self, event: dict[str, Any]) -> None:
+        payload = to_json(event)
+        with self._lock:
+            if self._connected and not self._buffer:
+                self._send(self.topics["events"], payload)
+                return
+            if self.config.buffer_size == 0:
+                self._dropped += 1
+                return
+            if len(self._buffer) >= self.config.buffer_size:
+                self._buffer.popleft()  # the oldest is the least useful
+                self._dropped += 1
+            self._buffer.append(payload)
+
+    def publish_state(self, state: dict[str, Any]) -> None:
+        payload = to_json(state)
+        with self._lock:
+            self._last_state = payload  # re-published (retained) on every connect
+            if self._connected:
+                self._client.publish(self.topics["state"], payload, qos=self.config.qos, retain=True)
+
+    def publish_stats(self, stats: dict[str, Any]) -> None:
+        with self._lock:
+            if self._connected:  # stale stats are worthless: never buffered
+                self._client.publish(self.topics["stats"], to_json(stats), qos=0, retain=False)
+
+    def _send(self, topic: str, payload: str) -> None:
+        self._client.publish(topic, payload, qos=self.config.qos, retain=False)
+        self.published_events += 1
+
+    # --- paho's network thread ----------------------------------------------------------------------------------
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties):
+        if reason_code.is_failure:
+            # Refused (bad credentials, ...): paho retries; say it once per outage, not per retry.
+            if not self._outage_logged:
+                log.warning("MQTT broker %s refused the connection: %s; retrying", self.address, reason_code)
+                self._outage_logged = True
+            return
+        with self._lock:
+            if self._closing:
+                return
+            if self._ever_connected:
+                self._reconnects += 1
+                log.info("MQTT reconnected to %s (%d buffered events)", self.address, len(self._buffer))
+            else:
+                log.info("MQTT connected to %s", self.address)
+            self._ever_connected = True
+            self._outage_logged = False
+            client.publish(self.topics["status"], ONLINE, qos=1, retain=True)
+            if self._last_state is not None:
+                client.publish(self.topics["state"], self._last_state, qos=self.config.qos, retain=True)
+            while self._buffer:
+                self._send(self.topics["events"], self._buffer.popleft())
+            self._connected = True
+            hooks = list(self._connect_hooks)
+            topics = list(self._subscriptions)
+        for topic in topics:
+            client.subscribe(topic, qos=1)
+        for hook in hooks:
+            self._run_hook(hook)
+
+    def _run_hook(self, hook) -> None:
+        try:
+            hook(self)
+        except Exception:  # discovery trouble must not take events down with it
+            log.exception("MQTT connect hook %r failed", hook)
+
+    def _on_connect_fail(self, client, userdata):
+        if not self._outage_logged:
+            log.warning("MQTT broker %s unreachable, retrying", self.address)
+            self._outage_logged = True
+
+    def _on_disconnect(self, client, userdata, disconnect_flags, reason_code, properties):
+        with self._lock:
+            was_connected = self._connected
+            self._connected = False
+        if was_connected and not self._closing:
+            log.warning(
+                "MQTT connection to %s lost (%s); buffering events, retrying", self.address, reason_code
+            )
+            self._outage_logged = True
+
+    # --- shutdown -----------------------------------------------------------------------------------------------
+
+    def close(self, timeout: float = 1.0) -> None:
+        """Publish `offline` (retained), wait up to `timeout` s for it to leave, disconnect cleanly."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            connected = self._connected
+            self._closing = True
+            info = None
+            if connected:
+                info = self._client.publish(self.topics["status"], OFFLINE, qos=1, retain=True)
+        if info is not None:
+            try:
+                info.wait_for_publish(max(0.05, deadline - time.monotonic()))
+            except (RuntimeError, ValueError) as exc:
+                log.warning("MQTT: could not publish offline status: %s", exc)
+            if not info.is_published():
+                log.warning("MQTT: offline status not confirmed by %s within %.1f s", self.address, timeout)
+        if self._buffer:
+            log.warning("MQTT: %d buffered events were not delivered (broker unreachable)", len(self._buffer))
+        self._client.disconnect()
+        # paho's thread may be asleep in its reconnect backoff (1 s steps) or in a TCP connect to a dead
+        # host; it is a daemon thread, so stop it in the background and bound our wait.
+        stopper = threading.Thread(target=self._client.loop_stop, name="mqtt-stop", daemon=True)
+        stopper.start()
+        stopper.join(max(0.1, deadline - time.monotonic()))
