@@ -1,0 +1,219 @@
+"""systemd/install.sh into a temporary root: what lands where, idempotence, uninstall, bad input.
+
+With `--root DIR` the installer never touches the running system (user creation and `systemctl start` are
+only printed, enabling uses the offline `systemctl --root`); `--skip-venv` leaves out pip for the fast
+tests. One `slow` test does a real install of the base package into a venv.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from edge.config import Config, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+INSTALL = REPO / "systemd" / "install.sh"
+EXAMPLE = REPO / "systemd" / "config.example.yaml"
+UNIT_SRC = REPO / "systemd" / "emotion-edge.service"
+UNIT = "etc/systemd/system/emotion-edge.service"
+WANTS = "etc/systemd/system/multi-user.target.wants/emotion-edge.service"
+CONFIG = "etc/emotion-edge/config.yaml"
+PASSWORD = "etc/emotion-edge/mqtt_password"
+HAS_SYSTEMCTL = shutil.which("systemctl") is not None
+
+
+def run_install(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        ["bash", str(INSTALL), "--root", str(root), *args], capture_output=True, text=True, timeout=600
+    )
+    if check:
+        assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def tree_state(root: Path) -> dict[str, tuple]:
+    """Every entry under root: type, mode, content hash or link target, and mtime (a rewrite counts)."""
+    state = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = Path(dirpath, name)
+            st = path.lstat()
+            rel = str(path.relative_to(root))
+            if path.is_symlink():
+                state[rel] = ("link", os.readlink(path))
+            elif path.is_dir():
+                state[rel] = ("dir", oct(st.st_mode & 0o7777))
+            else:
+                digest = hashlib.sha256(path.read_bytes()).hexdigest()
+                state[rel] = ("file", oct(st.st_mode & 0o7777), digest, st.st_mtime_ns)
+    return state
+
+
+@pytest.fixture
+def root(tmp_path):
+    target = tmp_path / "root"
+    target.mkdir()
+    return target
+
+
+def test_fresh_install_puts_every_file_in_place(root):
+    passwd_before = Path("/etc/passwd").read_bytes()
+    result = run_install(root, "--skip-venv")
+
+    unit = root / UNIT
+    assert unit.read_text() == UNIT_SRC.read_text()
+    assert oct(unit.stat().st_mode & 0o777) == "0o644"
+    config = root / CONFIG
+    assert config.read_text() == EXAMPLE.read_text()
+    assert oct(config.stat().st_mode & 0o777) == "0o640"
+    password = root / PASSWORD
+    assert password.read_bytes() == b"" and oct(password.stat().st_mode & 0o777) == "0o600"
+    if HAS_SYSTEMCTL:
+        assert os.readlink(root / WANTS) == "/etc/systemd/system/emotion-edge.service"
+    # --root never changes the running system: the user is only printed, nothing is started.
+    assert "skip (--root): useradd --system" in result.stdout
+    assert "skip (--root): systemctl restart emotion-edge.service" in result.stdout
+    assert Path("/etc/passwd").read_bytes() == passwd_before
+    assert not (root / "opt").exists(), "--skip-venv must not create the venv"
+
+
+def test_second_run_changes_nothing(root):
+    run_install(root, "--skip-venv")
+    before = tree_state(root)
+    second = run_install(root, "--skip-venv")
+    assert tree_state(root) == before
+    assert "installed" not in second.stdout and "daemon-reload" not in second.stdout
+    assert "keeping existing /etc/emotion-edge/config.yaml" in second.stdout
+
+
+def test_existing_config_and_password_survive_install_and_uninstall(root):
+    (root / "etc/emotion-edge").mkdir(parents=True)
+    (root / CONFIG).write_text("mqtt:\n  host: broker.lan\n")
+    (root / PASSWORD).write_text("s3cret\n")
+    run_install(root, "--skip-venv")
+    assert (root / CONFIG).read_text() == "mqtt:\n  host: broker.lan\n"
+    assert (root / PASSWORD).read_text() == "s3cret\n"
+
+    result = run_install(root, "--uninstall")
+    assert not (root / UNIT).exists() and not (root / WANTS).is_symlink()
+    assert (root / CONFIG).read_text() == "mqtt:\n  host: broker.lan\n"
+    assert (root / PASSWORD).read_text() == "s3cret\n"
+    assert "--purge removes it" in result.stdout
+
+    run_install(root, "--uninstall", "--purge")
+    assert not (root / "etc/emotion-edge").exists()
+
+
+def test_uninstall_removes_exactly_what_install_added(root):
+    # A root as on a real system: /opt and /etc/systemd/system exist (and stay) before the install.
+    (root / "opt").mkdir()
+    (root / "etc/systemd/system").mkdir(parents=True)
+    (root / "etc/systemd/system/other.service").write_text("[Service]\nExecStart=/bin/true\n")
+    before = tree_state(root)
+    run_install(root, "--skip-venv")
+    assert tree_state(root) != before
+    fake_venv = root / "opt/emotion-edge/venv/bin"  # as if pip had run
+    fake_venv.mkdir(parents=True)
+    (fake_venv / "emotion-edge").write_text("#!/bin/sh\n")
+    result = run_install(root, "--uninstall")
+    assert tree_state(root) == before, result.stdout
+    assert "skip (--root): userdel emotion-edge" in result.stdout
+
+
+def test_prefix_and_no_enable(root):
+    run_install(root, "--skip-venv", "--prefix", "/srv/ee", "--no-enable")
+    unit = (root / UNIT).read_text()
+    assert "ExecStart=/srv/ee/venv/bin/emotion-edge --config /etc/emotion-edge/config.yaml" in unit
+    assert "/opt/emotion-edge" not in unit
+    assert not (root / WANTS).is_symlink()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--bogus"], "unknown option '--bogus'"),
+        (["--prefix", "relative/dir"], "--prefix must be an absolute path"),
+        (
+            ["--source", "/nonexistent-source"],
+            "--source '/nonexistent-source' is not an emotion-edge source tree",
+        ),
+        (["--wheel", "/nonexistent.whl"], "--wheel file '/nonexistent.whl' does not exist"),
+        (["--purge"], "--purge only goes with --uninstall"),
+        (["--prefix"], "--prefix needs a value"),
+    ],
+)
+def test_bad_arguments_fail_clearly_and_write_nothing(root, args, message):
+    result = run_install(root, *args, check=False)
+    assert result.returncode == 2
+    assert f"error: {message}" in result.stderr
+    assert list(root.iterdir()) == []
+
+
+def test_missing_root_directory_is_an_error(tmp_path):
+    result = run_install(tmp_path / "absent", check=False)
+    assert result.returncode == 2 and "does not exist" in result.stderr
+
+
+def test_example_config_lists_every_key_with_its_default():
+    # Valid for the daemon (what `emotion-edge --check-config` runs) ...
+    loaded = load_config(path=EXAMPLE, environ={})
+    defaults = Config().to_dict(mask_secrets=False)
+    assert loaded.to_dict(mask_secrets=False) == defaults
+    # ... and complete: every key but device_id (a per-host default, shown commented out) is written out.
+    written = yaml.safe_load(EXAMPLE.read_text())
+
+    def keys(tree, prefix=""):
+        for key, value in tree.items():
+            if isinstance(value, dict):
+                yield from keys(value, f"{prefix}{key}.")
+            else:
+                yield f"{prefix}{key}"
+
+    assert set(keys(written)) == set(keys(defaults)) - {"device_id"}
+    assert "# device_id:" in EXAMPLE.read_text()
+
+
+def test_the_empty_password_file_means_no_password(tmp_path):
+    # install.sh creates an empty mqtt_password so that LoadCredential= never fails the unit.
+    (tmp_path / "mqtt_password").write_text("")
+    config = load_config(path=EXAMPLE, environ={"CREDENTIALS_DIRECTORY": str(tmp_path)})
+    assert config.mqtt.password is None
+    (tmp_path / "mqtt_password").write_text("s3cret\n")
+    env = {"CREDENTIALS_DIRECTORY": str(tmp_path), "EMOTION_EDGE_MQTT__USERNAME": "pi"}
+    assert load_config(path=EXAMPLE, environ=env).mqtt.password == "s3cret"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_real_install_has_a_working_daemon_and_no_tensorflow(root):
+    # The base package from this repository into PREFIX/venv (pip's cache makes this ~1 min).
+    result = run_install(root, "--no-enable")
+    venv = root / "opt/emotion-edge/venv"
+    assert "installed the emotion-edge package" in result.stdout
+    help_run = subprocess.run(
+        [str(venv / "bin/emotion-edge"), "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert help_run.returncode == 0 and "--config" in help_run.stdout, help_run.stderr
+    no_tf = subprocess.run(
+        [str(venv / "bin/python"), "-c", "import tensorflow"], capture_output=True, text=True
+    )
+    assert no_tf.returncode != 0 and "No module named 'tensorflow'" in no_tf.stderr
+    # The shipped default model came with the package.
+    models = subprocess.run(
+        [str(venv / "bin/python"), "-c", "import edge, pathlib; print(pathlib.Path(edge.__file__).parent)"],
+        capture_output=True,
+        text=True,
+    )
+    assert Path(models.stdout.strip(), "models/default.tflite").is_file()
+    # Unchanged source: the second run skips pip and changes nothing.
+    before = tree_state(root)
+    again = run_install(root, "--no-enable")
+    assert "package unchanged" in again.stdout
+    assert tree_state(root) == before
