@@ -1,0 +1,105 @@
+"""The run's final artifacts: contract, metrics.json, report.txt and the two plots (all written atomically)."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import numpy as np
+
+from edge.model_contract import ModelContract, save_contract, write_text_atomic
+from train.metrics import classification_report, format_report, plot_confusion, plot_history
+
+
+def _timing(history_rows: list[dict], train_count: int) -> dict:
+    """Median seconds per epoch and training throughput (validation time excluded) over the epochs run."""
+    seconds = [float(r["seconds"]) for r in history_rows if r.get("seconds")]
+    val_seconds = [float(r.get("val_seconds") or 0) for r in history_rows if r.get("seconds")]
+    if not seconds:
+        return {"seconds_per_epoch": None, "train_images_per_second": None, "epochs_timed": 0}
+    train_seconds = [max(1e-9, s - v) for s, v in zip(seconds, val_seconds, strict=True)]
+    return {
+        "seconds_per_epoch": round(statistics.median(seconds), 2),
+        "train_images_per_second": round(train_count / statistics.median(train_seconds), 1),
+        "epochs_timed": len(seconds),
+    }
+
+
+def write_run_artifacts(
+    run_dir: Path,
+    *,
+    config: dict,
+    dataset,
+    train_count: int,
+    val_name: str,
+    val_labels: np.ndarray,
+    val_pred: np.ndarray,
+    state,
+    history_rows: list[dict],
+    params: int,
+    macs: int,
+) -> dict:
+    run_dir = Path(run_dir)
+    validation = classification_report(val_labels, val_pred, dataset.labels)
+    timing = _timing(history_rows, train_count)
+    metrics = {
+        "validation": validation,
+        "val_split": val_name,
+        "arch": config["arch"],
+        "params": params,
+        "macs": macs,
+        "epochs_run": state.epoch,
+        "best_epoch": state.best_epoch + 1,
+        "stopped_early": state.stopped_early,
+        "train_images": train_count,
+        "val_images": int(len(val_labels)),
+        "skipped_files": len(dataset.skipped),
+        **timing,
+    }
+    # model.json is what convert/ and the daemon read: labels in output order, input size, provenance.
+    contract = ModelContract(
+        labels=list(dataset.labels),
+        input_height=int(config["size"]),
+        input_width=int(config["size"]),
+        arch=config["arch"],
+        extra={
+            "data_source": dataset.source,
+            "data_format": dataset.format,
+            "val_split": val_name,
+            "val_accuracy": round(validation["accuracy"], 4),
+            "val_macro_f1": round(validation["macro_f1"], 4),
+            "params": params,
+            "macs": macs,
+            "best_epoch": state.best_epoch + 1,
+        },
+    )
+    save_contract(run_dir / "model.keras", contract)
+    write_text_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    plot_confusion(validation, run_dir / "confusion.png")
+    plot_history(run_dir / "history.csv", run_dir / "curves.png")
+    write_text_atomic(run_dir / "report.txt", _report_text(metrics, dataset, config))
+    return metrics
+
+
+def _report_text(metrics: dict, dataset, config: dict) -> str:
+    def fmt(value, spec):
+        return "n/a" if value is None else format(value, spec)
+
+    lines = [
+        f"emotion-train run: {config['out']}",
+        f"data:      {dataset.source} ({dataset.format}), labels {', '.join(dataset.labels)}",
+        f"images:    {metrics['train_images']} train, {metrics['val_images']} validation "
+        f"('{metrics['val_split']}'), {metrics['skipped_files']} unreadable files skipped",
+        f"model:     {metrics['arch']}, {metrics['params']:,} parameters, {metrics['macs'] / 1e6:.1f}M MACs per face",
+        f"training:  {metrics['epochs_run']} epochs"
+        f"{' (stopped early)' if metrics['stopped_early'] else ''}, best epoch {metrics['best_epoch']}",
+        f"speed:     {fmt(metrics['seconds_per_epoch'], '.1f')} s/epoch, "
+        f"{fmt(metrics['train_images_per_second'], '.0f')} training images/s (median over "
+        f"{metrics['epochs_timed']} epochs)",
+        "",
+        format_report(
+            metrics["validation"], title=f"validation ('{metrics['val_split']}') of the best model"
+        ),
+    ]
+    return "\n".join(lines)

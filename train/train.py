@@ -1,0 +1,268 @@
+"""The training run, top to bottom: config -> data -> model -> fit (checkpointed, resumable) -> reports.
+
+The model lives in train/model.py, the input pipeline in train/pipeline.py, per-epoch checkpointing in
+train/runstate.py and the final artifacts in train/report.py; this file only wires them together.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+# -----------------------------------------------------------------------------------------------------------
+# Defaults. Every value is saved in RUN_DIR/config.json; --resume reuses them and refuses conflicting flags.
+# -----------------------------------------------------------------------------------------------------------
+DEFAULTS = dict(
+    data="",  # FER-2013 folders, fer2013.csv, or a folder of <label>/ folders
+    out="",  # the run directory
+    arch="cnn",  # a key of train.model.ARCHS
+    epochs=60,  # upper bound; early stopping usually ends sooner
+    batch_size=64,
+    lr=2e-3,  # peak learning rate (reached after warmup)
+    weight_decay=0.01,  # AdamW's decoupled weight decay
+    schedule="cosine",  # "cosine" (linear warmup, then cosine decay to 1% of lr) or "plateau"
+    warmup_epochs=2,
+    seed=1337,
+    val_fraction=0.1,  # only used when the data has neither a val nor a test split
+    label_smoothing=0.0,
+    mixup=0.0,  # Beta(alpha, alpha); 0 = off
+    class_weights=True,  # balanced class weights: FER's "disgust" is 16x rarer than "happy"
+    patience=10,  # early-stopping patience in epochs on val accuracy; 0 = off
+    size=48,  # square input side in pixels
+    width=1.0,  # channel-width multiplier of the architecture
+    dropout=0.3,
+    augment=True,  # flip, rotation/shift/zoom, brightness/contrast
+    random_erasing=0.0,  # probability per image; 0 = off
+)
+# Flags that may change on --resume without conflicting: they do not change what is learned.
+RESUME_MAY_CHANGE = {"quiet", "cache_dir"}
+ARTIFACTS = [
+    "model.keras",
+    "model.json",
+    "config.json",
+    "history.csv",
+    "curves.png",
+    "confusion.png",
+    "metrics.json",
+    "report.txt",
+    "checkpoints",
+]
+
+
+class TrainError(Exception):
+    """A problem with the run directory or the flags; the message says what to do."""
+
+
+@dataclass
+class TrainConfig:
+    data: str = DEFAULTS["data"]
+    out: str = DEFAULTS["out"]
+    arch: str = DEFAULTS["arch"]
+    epochs: int = DEFAULTS["epochs"]
+    batch_size: int = DEFAULTS["batch_size"]
+    lr: float = DEFAULTS["lr"]
+    weight_decay: float = DEFAULTS["weight_decay"]
+    schedule: str = DEFAULTS["schedule"]
+    warmup_epochs: int = DEFAULTS["warmup_epochs"]
+    seed: int = DEFAULTS["seed"]
+    val_fraction: float = DEFAULTS["val_fraction"]
+    label_smoothing: float = DEFAULTS["label_smoothing"]
+    mixup: float = DEFAULTS["mixup"]
+    class_weights: bool = DEFAULTS["class_weights"]
+    patience: int = DEFAULTS["patience"]
+    size: int = DEFAULTS["size"]
+    width: float = DEFAULTS["width"]
+    dropout: float = DEFAULTS["dropout"]
+    augment: bool = DEFAULTS["augment"]
+    random_erasing: float = DEFAULTS["random_erasing"]
+
+    def check(self) -> TrainConfig:
+        from train.model import ARCHS  # light: defining the archs builds nothing
+
+        problems = []
+        if self.arch not in ARCHS:
+            problems.append(f"--arch {self.arch!r} is unknown (choose from {', '.join(sorted(ARCHS))})")
+        for name, low in (("epochs", 1), ("batch_size", 1), ("size", 16)):
+            if getattr(self, name) < low:
+                problems.append(f"--{name.replace('_', '-')} must be at least {low}")
+        if self.lr <= 0:
+            problems.append("--lr must be positive")
+        if not 0 < self.val_fraction < 1:
+            problems.append("--val-fraction must be between 0 and 1")
+        if not 0 <= self.label_smoothing < 1:
+            problems.append("--label-smoothing must be in [0, 1)")
+        if self.mixup < 0:
+            problems.append("--mixup must be 0 (off) or a positive Beta alpha")
+        if self.patience < 0:
+            problems.append("--patience must be 0 (off) or positive")
+        if self.schedule not in ("cosine", "plateau"):
+            problems.append("--schedule must be 'cosine' or 'plateau'")
+        if not 0 <= self.dropout < 1 or not 0 <= self.random_erasing <= 1 or self.width <= 0:
+            problems.append("--dropout must be in [0, 1), --random-erasing in [0, 1], --width positive")
+        if problems:
+            raise TrainError("; ".join(problems))
+        return self
+
+
+def config_for_run(run_dir: Path, given: dict, resume: bool, overwrite: bool) -> TrainConfig:
+    """The resolved config: defaults < saved config (on --resume) < flags given; refuses unsafe states."""
+    config_path = run_dir / "config.json"
+    known = {f.name for f in fields(TrainConfig)}
+    given = {k: v for k, v in given.items() if k in known}
+    if resume:
+        if not (run_dir / "checkpoints" / "state.json").is_file() or not config_path.is_file():
+            raise TrainError(
+                f"nothing to resume in {run_dir}: no checkpoints/state.json (start it without --resume)"
+            )
+        saved = json.loads(config_path.read_text())
+        conflicts = [
+            f"--{k.replace('_', '-')} {given[k]!r} (the run used {saved[k]!r})"
+            for k in given
+            if k in saved and k not in ("data", "out") and given[k] != saved[k]
+        ]
+        if given.get("data") and Path(given["data"]).resolve() != Path(saved["data"]).resolve():
+            conflicts.append(f"--data {given['data']} (the run used {saved['data']})")
+        if conflicts:
+            raise TrainError(
+                f"{run_dir} was started with a different config; conflicting flags: {'; '.join(conflicts)}. "
+                "Drop them to resume, or use a new --out"
+            )
+        return TrainConfig(**{**{k: v for k, v in saved.items() if k in known}, "out": str(run_dir)}).check()
+    existing = [name for name in ARTIFACTS if (run_dir / name).exists()]
+    if existing and not overwrite:
+        if (run_dir / "metrics.json").exists():
+            what = "a finished run"
+        elif (run_dir / "checkpoints" / "state.json").exists():
+            what = "an unfinished run (continue it with --resume)"
+        else:
+            what = "a run that stopped before its first epoch ended"
+        raise TrainError(
+            f"{run_dir} already holds {what}; pass --overwrite to replace it or choose another --out"
+        )
+    for name in existing:  # --overwrite removes only what a run writes, never anything else in the folder
+        target = run_dir / name
+        shutil.rmtree(target) if target.is_dir() else target.unlink()
+    if not given.get("data"):
+        raise TrainError("--data is required")
+    return TrainConfig(**given).check()
+
+
+def run(config: TrainConfig, resume=False, quiet=False, cache_dir=None, use_cache=True, callbacks=()) -> dict:
+    """Train (or continue) the run in config.out; returns metrics.json's content."""
+    import keras  # imported here so `emotion-train --help` and flag errors answer instantly
+
+    from edge.model_contract import write_text_atomic
+    from train import report
+    from train.data import load_dataset, split_for_validation
+    from train.model import estimate_macs, make_model
+    from train.pipeline import balanced_class_weights, make_train_dataset, to_model_input
+    from train.runstate import RunDirCheckpoint, RunState
+
+    say = print
+    run_dir = Path(config.out)
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    write_text_atomic(run_dir / "config.json", json.dumps(asdict(config), indent=2) + "\n")
+    keras.utils.set_random_seed(config.seed)
+
+    # --- data: decoded once, then read from the cache -----------------------------------------------------
+    t0 = time.perf_counter()
+    dataset = load_dataset(config.data, (config.size, config.size), cache_dir=cache_dir, use_cache=use_cache)
+    train_split, val_split, val_name = split_for_validation(dataset, config.val_fraction, config.seed)
+    num_classes = len(dataset.labels)
+    say(
+        f"data: {dataset.source} ({dataset.format}{', cached' if dataset.from_cache else ''}, "
+        f"{time.perf_counter() - t0:.1f}s): {len(train_split)} train, {len(val_split)} validation "
+        f"('{val_name}'), {num_classes} labels {dataset.labels}, {len(dataset.skipped)} files skipped"
+    )
+    class_weights = balanced_class_weights(train_split.labels, num_classes) if config.class_weights else None
+    train_ds = make_train_dataset(
+        train_split.images,
+        train_split.labels,
+        num_classes,
+        config.batch_size,
+        config.seed,
+        class_weights=class_weights,
+        augment=config.augment,
+        random_erasing=config.random_erasing,
+        mixup=config.mixup,
+    )
+    val_x = to_model_input(val_split.images)
+    val_y = keras.utils.to_categorical(val_split.labels, num_classes)
+
+    # --- model: fresh, or the last checkpoint with its optimizer state --------------------------------------
+    state_path = run_dir / "checkpoints" / "state.json"
+    state = RunState.load(state_path) if resume else RunState()
+    finished = state.stopped_early or state.epoch >= config.epochs
+    if resume:
+        model = keras.models.load_model(run_dir / "checkpoints" / "last.keras")
+        say(
+            f"resuming at epoch {state.epoch + 1}/{config.epochs} (best val_accuracy {state.best_val_accuracy:.4f})"
+        )
+    else:
+        model = make_model(
+            config.arch,
+            (config.size, config.size, 1),
+            num_classes,
+            width=config.width,
+            dropout=config.dropout,
+        )
+        steps_per_epoch = -(-len(train_split) // config.batch_size)
+        if config.schedule == "cosine":
+            warmup = min(config.warmup_epochs * steps_per_epoch, config.epochs * steps_per_epoch // 2)
+            lr = keras.optimizers.schedules.CosineDecay(
+                initial_learning_rate=config.lr * 0.01,
+                decay_steps=max(1, config.epochs * steps_per_epoch - warmup),
+                alpha=0.01,
+                warmup_target=config.lr,
+                warmup_steps=warmup,
+            )
+        else:
+            lr = config.lr
+        model.compile(
+            optimizer=keras.optimizers.AdamW(learning_rate=lr, weight_decay=config.weight_decay),
+            loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
+            # A metric object, not the string "accuracy": the string breaks on TF 2.21 + Keras 3.15.
+            metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+        )
+    params, macs = model.count_params(), estimate_macs(model)
+    say(f"model: {config.arch}, {params:,} parameters, {macs / 1e6:.1f}M MACs per face")
+
+    # --- fit: one checkpoint per epoch -----------------------------------------------------------------------
+    checkpoint = RunDirCheckpoint(
+        run_dir, state, config.patience, config.schedule == "plateau", config.epochs, quiet
+    )
+    if not finished:
+        model.fit(
+            train_ds,
+            validation_data=(val_x, val_y),
+            epochs=config.epochs,
+            initial_epoch=state.epoch,
+            callbacks=[checkpoint, *callbacks],
+            verbose=0 if quiet else 1,
+            shuffle=False,  # the tf.data pipeline shuffles
+        )
+
+    # --- reports on the best model --------------------------------------------------------------------------
+    best = keras.models.load_model(run_dir / "model.keras")
+    probs = best.predict(val_x, batch_size=256, verbose=0)
+    metrics = report.write_run_artifacts(
+        run_dir,
+        config=asdict(config),
+        dataset=dataset,
+        train_count=len(train_split),
+        val_name=val_name,
+        val_labels=val_split.labels,
+        val_pred=probs.argmax(axis=1),
+        state=checkpoint.state,
+        history_rows=checkpoint.history_rows,
+        params=params,
+        macs=macs,
+    )
+    say(
+        f"best epoch {state.best_epoch + 1}: val accuracy {metrics['validation']['accuracy']:.4f}, "
+        f"macro-F1 {metrics['validation']['macro_f1']:.4f}; wrote {run_dir}/model.keras and reports"
+    )
+    return metrics
