@@ -1,0 +1,26 @@
+"""Frame sources (camera, V4L2, video, stream, image, folder) and the capture thread feeding the pipeline."""
+
+from edge.capture.sources import (
+    IMAGE_EXTENSIONS,
+    Frame,
+    ImageFileSource,
+    ImageFolderSource,
+    Source,
+    SourceError,
+    VideoCaptureSource,
+    open_source,
+)
+from edge.capture.thread import CaptureThread, reusing_factory
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "CaptureThread",
+    "Frame",
+    "ImageFileSource",
+    "ImageFolderSource",
+    "Source",
+    "SourceError",
+    "VideoCaptureSource",
+    "open_source",
+    "reusing_factory",
+]
