@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from train.train import DEFAULTS, TrainError, config_for_run
+from train.train import ARCH_NAMES, DEFAULTS, TrainError, config_for_run
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the logs
 
@@ -20,8 +20,6 @@ EPILOG = """examples:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from train.model import ARCHS
-
     parser = argparse.ArgumentParser(
         prog="emotion-train",
         description="Train a facial-emotion classifier (Keras) for the Raspberry Pi edge daemon. "
@@ -43,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", metavar="RUN_DIR", required=True, help="run directory for the model, checkpoints and reports"
     )
     add("--epochs", type=int, metavar="N", help=f"maximum epochs (default {d['epochs']})")
-    add("--arch", choices=sorted(ARCHS), help=f"architecture (default {d['arch']})")
+    add("--arch", choices=ARCH_NAMES, help=f"architecture (default {d['arch']})")
     add("--resume", action="store_true", help="continue the interrupted run in RUN_DIR with its saved config")
     add("--overwrite", action="store_true", help="replace a previous run's files in RUN_DIR")
     add("--batch-size", type=int, metavar="N", help=f"batch size (default {d['batch_size']})")

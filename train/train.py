@@ -37,8 +37,8 @@ DEFAULTS = dict(
     augment=True,  # flip, rotation/shift/zoom, brightness/contrast
     random_erasing=0.0,  # probability per image; 0 = off
 )
-# Flags that may change on --resume without conflicting: they do not change what is learned.
-RESUME_MAY_CHANGE = {"quiet", "cache_dir"}
+# The keys of train.model.ARCHS, repeated here so flag checks need no Keras import (a test keeps them equal).
+ARCH_NAMES = ("cnn", "mobilenet")
 ARTIFACTS = [
     "model.keras",
     "model.json",
@@ -80,11 +80,9 @@ class TrainConfig:
     random_erasing: float = DEFAULTS["random_erasing"]
 
     def check(self) -> TrainConfig:
-        from train.model import ARCHS  # light: defining the archs builds nothing
-
         problems = []
-        if self.arch not in ARCHS:
-            problems.append(f"--arch {self.arch!r} is unknown (choose from {', '.join(sorted(ARCHS))})")
+        if self.arch not in ARCH_NAMES:
+            problems.append(f"--arch {self.arch!r} is unknown (choose from {', '.join(ARCH_NAMES)})")
         for name, low in (("epochs", 1), ("batch_size", 1), ("size", 16)):
             if getattr(self, name) < low:
                 problems.append(f"--{name.replace('_', '-')} must be at least {low}")
@@ -152,22 +150,13 @@ def config_for_run(run_dir: Path, given: dict, resume: bool, overwrite: bool) ->
 
 def run(config: TrainConfig, resume=False, quiet=False, cache_dir=None, use_cache=True, callbacks=()) -> dict:
     """Train (or continue) the run in config.out; returns metrics.json's content."""
-    import keras  # imported here so `emotion-train --help` and flag errors answer instantly
-
     from edge.model_contract import write_text_atomic
-    from train import report
     from train.data import load_dataset, split_for_validation
-    from train.model import estimate_macs, make_model
-    from train.pipeline import balanced_class_weights, make_train_dataset, to_model_input
-    from train.runstate import RunDirCheckpoint, RunState
 
     say = print
     run_dir = Path(config.out)
-    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    write_text_atomic(run_dir / "config.json", json.dumps(asdict(config), indent=2) + "\n")
-    keras.utils.set_random_seed(config.seed)
 
-    # --- data: decoded once, then read from the cache -----------------------------------------------------
+    # --- data: decoded once, then read from the cache (before TensorFlow loads, so data errors are quick) ---
     t0 = time.perf_counter()
     dataset = load_dataset(config.data, (config.size, config.size), cache_dir=cache_dir, use_cache=use_cache)
     train_split, val_split, val_name = split_for_validation(dataset, config.val_fraction, config.seed)
@@ -177,6 +166,18 @@ def run(config: TrainConfig, resume=False, quiet=False, cache_dir=None, use_cach
         f"{time.perf_counter() - t0:.1f}s): {len(train_split)} train, {len(val_split)} validation "
         f"('{val_name}'), {num_classes} labels {dataset.labels}, {len(dataset.skipped)} files skipped"
     )
+    # Only now the run directory is created: bad data leaves nothing behind.
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    write_text_atomic(run_dir / "config.json", json.dumps(asdict(config), indent=2) + "\n")
+
+    import keras
+
+    from train import report
+    from train.model import estimate_macs, make_model
+    from train.pipeline import balanced_class_weights, make_train_dataset, to_model_input
+    from train.runstate import RunDirCheckpoint, RunState
+
+    keras.utils.set_random_seed(config.seed)
     class_weights = balanced_class_weights(train_split.labels, num_classes) if config.class_weights else None
     train_ds = make_train_dataset(
         train_split.images,
