@@ -17,7 +17,8 @@
 #   --root DIR       install into DIR as if it were / (tests, image building). Nothing on the running system
 #                    is touched: user/group creation and `systemctl daemon-reload/start` are only printed
 #                    ("skip (--root): ..."), enabling uses `systemctl --root DIR` (works offline), and
-#                    file ownership stays with the caller.
+#                    file ownership stays with the caller. A venv made under --root embeds DIR in its
+#                    paths: it is for testing, not for copying into an image.
 #
 # Idempotent: a second run with the same inputs changes no file (it compares before writing, and re-runs pip
 # only when the package source changed: a fingerprint is kept in PREFIX/.source-fingerprint).
@@ -191,17 +192,29 @@ install_package() {
         "$PYTHON" -m venv --system-site-packages "$R_VENV"
         say "created venv $VENV"
     fi
+    # Bookworm's apt NumPy 1.x is visible through --system-site-packages, and Picamera2's compiled helpers
+    # (simplejpeg) are built against it. OpenCV >= 4.11 wheels require NumPy 2 and pip would shadow apt's
+    # NumPy with it, breaking picamera2; so keep NumPy 1.x and an OpenCV that supports it (4.10).
+    local constraints=""
+    if "$R_VENV/bin/python" -I -c 'import sys, numpy; sys.exit(int(numpy.__version__.split(".")[0]) >= 2)' 2>/dev/null; then
+        constraints=$(mktemp)
+        printf 'numpy<2\nopencv-python-headless<4.11\n' >"$constraints"
+        say "system NumPy is 1.x: keeping it (pip constraints numpy<2, opencv-python-headless<4.11)"
+    fi
     # The base package only: no [train] extra, so no TensorFlow on the device.
     # shellcheck disable=SC2086  # PIP_ARGS is deliberately split into words
-    "$R_VENV/bin/python" -m pip install --quiet --disable-pip-version-check $PIP_ARGS "${WHEEL:-$SOURCE}"
+    "$R_VENV/bin/python" -m pip install --quiet --disable-pip-version-check ${constraints:+-c "$constraints"} \
+        $PIP_ARGS "${WHEEL:-$SOURCE}"
+    [ -z "$constraints" ] || rm -f "$constraints"
     # The default model is package data; without it the service cannot start with model.path: null.
-    "$R_VENV/bin/python" - <<'EOF' || die "the installed package lacks edge/models/default.tflite + default.json"
+    # -I: import the installed package, never a source tree in the current directory.
+    "$R_VENV/bin/python" -I - <<'EOF' || die "the installed package lacks edge/models/default.tflite + default.json"
 import importlib.util, pathlib, sys
 spec = importlib.util.find_spec("edge")
 models = pathlib.Path(spec.origin).parent / "models"
 sys.exit(0 if (models / "default.tflite").is_file() and (models / "default.json").is_file() else 1)
 EOF
-    if "$R_VENV/bin/python" -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("tensorflow") is None)'; then
+    if "$R_VENV/bin/python" -I -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("tensorflow") is None)'; then
         say "warning: tensorflow is importable in $VENV (from the system site-packages?); the daemon does not need it"
     fi
     echo "$fingerprint" >"$stamp.tmp"

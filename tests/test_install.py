@@ -202,16 +202,23 @@ def test_real_install_has_a_working_daemon_and_no_tensorflow(root):
     )
     assert help_run.returncode == 0 and "--config" in help_run.stdout, help_run.stderr
     no_tf = subprocess.run(
-        [str(venv / "bin/python"), "-c", "import tensorflow"], capture_output=True, text=True
+        [str(venv / "bin/python"), "-I", "-c", "import tensorflow"], capture_output=True, text=True
     )
     assert no_tf.returncode != 0 and "No module named 'tensorflow'" in no_tf.stderr
     # The shipped default model came with the package.
     models = subprocess.run(
-        [str(venv / "bin/python"), "-c", "import edge, pathlib; print(pathlib.Path(edge.__file__).parent)"],
+        [
+            str(venv / "bin/python"),
+            "-I",
+            "-c",
+            "import edge, pathlib; print(pathlib.Path(edge.__file__).parent)",
+        ],
         capture_output=True,
         text=True,
     )
-    assert Path(models.stdout.strip(), "models/default.tflite").is_file()
+    installed = Path(models.stdout.strip())
+    assert installed.is_relative_to(venv), installed
+    assert (installed / "models/default.tflite").is_file() and (installed / "models/default.json").is_file()
     # Unchanged source: the second run skips pip and changes nothing.
     before = tree_state(root)
     again = run_install(root, "--no-enable")
