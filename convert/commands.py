@@ -1,0 +1,269 @@
+"""The two flows behind `emotion-convert`: convert a Keras model, and evaluate one model or a pair.
+
+Order matters for the user: everything cheap (paths, output folder, contract, data, labels) is checked
+before TensorFlow is imported or a model is converted, and nothing is written until the converted graph
+passed its int8 check and its verification ran; then the .tflite and its contract are written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from convert.errors import ConvertError
+from convert.evaluate import (
+    compare,
+    evaluate,
+    format_summary,
+    keras_predictor,
+    load_predictor,
+    tflite_predictor,
+)
+from convert.graph_check import inspect_tflite, require_full_integer
+from convert.model_io import (
+    check_labels_match,
+    check_model_matches_contract,
+    contract_for,
+    face_model_shape,
+    has_contract,
+    load_keras_model,
+    resolve_eval_path,
+    resolve_keras_path,
+    to_model_order,
+)
+from convert.quantize import METADATA_NAME, convert_model, embed_metadata
+from edge.model_contract import (
+    ModelContract,
+    save_contract,
+    sidecar_path,
+    write_bytes_atomic,
+    write_text_atomic,
+)
+from train.data import Dataset, load_dataset, stratified_sample
+from train.metrics import format_report
+
+CALIBRATION_SEED = 1337
+
+
+def warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def check_output_path(path: str | os.PathLike, suffix: str, what: str) -> Path:
+    """Fail now, not after a minute of conversion, if the output cannot be written."""
+    out = Path(path)
+    if out.suffix != suffix:
+        raise ConvertError(f"{what} {out} must end in {suffix}")
+    if out.is_dir():
+        raise ConvertError(f"{what} {out} is a folder; give a file name ending in {suffix}")
+    parent = out.parent
+    if not parent.is_dir():
+        raise ConvertError(f"cannot write {what} {out}: folder {parent} does not exist")
+    # A real probe: os.access says yes to root even on a read-only mount.
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".probe", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ConvertError(
+            f"cannot write {what} {out}: folder {parent} is not writable ({exc.strerror})"
+        ) from None
+    return out
+
+
+def choose_eval_split(dataset: Dataset, requested: str | None) -> str:
+    if requested:
+        if requested not in dataset.splits:
+            raise ConvertError(
+                f"{dataset.source} has no '{requested}' split (available: {', '.join(sorted(dataset.splits))})"
+            )
+        return requested
+    for name in ("test", "val"):
+        if name in dataset.splits and len(dataset.splits[name]):
+            return name
+    raise ConvertError(
+        f"{dataset.source} has no test or val split (available: {', '.join(sorted(dataset.splits))}); "
+        "name one with --split"
+    )
+
+
+def _faces(dataset: Dataset, split: str) -> np.ndarray:
+    return dataset.splits[split].images[..., np.newaxis]
+
+
+# ------------------------------------------------------------------------------------------------ convert
+
+
+def run_convert(args) -> int:
+    keras_path = resolve_keras_path(args.model)
+    out = check_output_path(args.out, ".tflite", "output")
+    if args.samples <= 0:
+        raise ConvertError(f"--samples must be positive, got {args.samples}")
+
+    model = None
+    if has_contract(keras_path):
+        contract = contract_for(keras_path)
+    else:  # a bare .keras: its input size comes from the model, its labels from the data
+        model = load_keras_model(keras_path)
+        size, _ = face_model_shape(model, keras_path)
+        contract = ModelContract(labels=["?", "??"], input_height=size[0], input_width=size[1])
+    dataset = load_dataset(args.data, size=contract.input_size, cache_dir=args.cache_dir)
+    if not has_contract(keras_path):
+        warn(
+            f"{sidecar_path(keras_path)} is missing: taking the labels from the data in its order "
+            f"{dataset.labels}; this is only right if the model was trained on that order"
+        )
+        contract = replace(contract, labels=list(dataset.labels))
+    check_labels_match(contract.labels, dataset.labels, str(keras_path), f"data {args.data}")
+
+    if model is None:
+        model = load_keras_model(keras_path)
+    size, classes = face_model_shape(model, keras_path)
+    check_model_matches_contract(keras_path, size, classes, contract)
+
+    calibration_split = "train" if "train" in dataset.splits else sorted(dataset.splits)[0]
+    calibration = stratified_sample(dataset.splits[calibration_split], args.samples, CALIBRATION_SEED)
+    if args.mode == "int8":
+        print(
+            f"calibrating on {len(calibration)} '{calibration_split}' faces (class-stratified, seed {CALIBRATION_SEED})"
+        )
+    tflite, route = convert_model(
+        model, args.mode, calibration.images if args.mode == "int8" else None, args.allow_float_fallback
+    )
+
+    extra = {
+        "mode": args.mode,
+        "calibration_samples": len(calibration) if args.mode == "int8" else 0,
+        "calibration_split": calibration_split if args.mode == "int8" else None,
+        "calibration_seed": CALIBRATION_SEED,
+        "source_model": str(keras_path),
+        "converter": route,
+        "source_extra": contract.extra,
+    }
+    out_contract = replace(contract, extra=extra).validate("converted model contract")
+    try:
+        payload = json.dumps(out_contract.to_dict(), sort_keys=True).encode()
+        tflite = embed_metadata(tflite, METADATA_NAME, payload)
+    except Exception as exc:  # the embedded copy is a convenience; the sidecar is what the daemon reads
+        warn(f"could not embed the contract into the .tflite metadata ({exc}); the sidecar JSON still has it")
+
+    with tempfile.TemporaryDirectory(prefix="emotion-convert-") as staging:
+        staged = Path(staging) / out.name
+        write_bytes_atomic(staged, tflite)
+        save_contract(staged, out_contract)
+        report = inspect_tflite(staged)
+        print(report.summary())
+        if args.mode == "int8":
+            for problem in require_full_integer(report, args.allow_float_fallback):
+                warn(f"kept despite --allow-float-fallback: {problem}")
+            scale, zero_point = report.input_quantization
+            if report.input_is_raw_pixels():
+                print(f"int8 input: scale {scale:g}, zero point {zero_point} (the int8 value is pixel - 128)")
+            else:
+                warn(
+                    f"int8 input scale {scale:g}, zero point {zero_point}, not 1 / -128: the calibration faces "
+                    "do not span 0..255; the classifier still quantizes correctly from these parameters"
+                )
+            extra["input_quantization"] = {"scale": scale, "zero_point": zero_point}
+        extra["full_integer"] = report.full_integer
+        if not args.no_verify:
+            extra["verification"] = _verify(model, keras_path, contract, staged, dataset, args)
+
+    _publish(out, tflite, replace(out_contract, extra=extra))
+    print(f"wrote {out} ({out.stat().st_size / 1024:.1f} KiB) and {sidecar_path(out)}")
+    return 0
+
+
+def _verify(model, keras_path: Path, contract: ModelContract, staged: Path, dataset: Dataset, args) -> dict:
+    """Float vs converted accuracy on the held-out split, so the user sees at once what quantization cost."""
+    try:
+        split = choose_eval_split(dataset, None)
+    except ConvertError as exc:
+        warn(f"verification skipped: {exc}")
+        return {"skipped": str(exc)}
+    faces = _faces(dataset, split)
+    targets = to_model_order(dataset.splits[split].labels, dataset.labels, contract.labels)
+    reference = keras_predictor(keras_path, contract, model)
+    converted = tflite_predictor(staged, num_threads=1)
+    first, first_probs = evaluate(reference, faces, targets, timing_runs=0)
+    second, second_probs = evaluate(converted, faces, targets, timing_runs=0)
+    pair = compare(first, first_probs, second, second_probs, converted.labels)
+    print(f"\nverification on '{split}' ({len(faces)} faces):")
+    print(format_summary([first, second], pair["agreement"]))
+    return {
+        "split": split,
+        "faces": len(faces),
+        "float_accuracy": first["accuracy"],
+        "accuracy": second["accuracy"],
+        "macro_f1": second["macro_f1"],
+        "agreement": pair["agreement"],
+    }
+
+
+def _publish(out: Path, tflite: bytes, contract: ModelContract) -> None:
+    """Model first, then its contract; if the contract cannot be written, take the model back out."""
+    try:
+        write_bytes_atomic(out, tflite)
+    except OSError as exc:
+        raise ConvertError(f"cannot write {out}: {exc.strerror or exc}") from None
+    try:
+        save_contract(out, contract)
+    except OSError as exc:
+        out.unlink(missing_ok=True)
+        raise ConvertError(f"cannot write {sidecar_path(out)}: {exc.strerror or exc}") from None
+
+
+# ----------------------------------------------------------------------------------------------- evaluate
+
+
+def run_evaluate(args) -> int:
+    first_path, first_kind = resolve_eval_path(args.model)
+    second = resolve_eval_path(args.compare) if args.compare else None
+    json_out = check_output_path(args.json, ".json", "--json") if args.json else None
+    if args.timing_runs < 0:
+        raise ConvertError(f"--timing-runs must be 0 or more, got {args.timing_runs}")
+
+    predictors = [load_predictor(first_path, first_kind)]
+    if second:
+        predictors.append(load_predictor(*second))
+        a, b = predictors
+        check_labels_match(a.labels, b.labels, str(a.path), f"model {b.path}")
+        if a.contract.input_size != b.contract.input_size:
+            raise ConvertError(f"{a.path} and {b.path} take different input sizes; they cannot be compared")
+    contract = predictors[0].contract
+    dataset = load_dataset(args.data, size=contract.input_size, cache_dir=args.cache_dir)
+    for predictor in predictors:
+        check_labels_match(predictor.labels, dataset.labels, str(predictor.path), f"data {args.data}")
+    split = choose_eval_split(dataset, args.split)
+    faces = _faces(dataset, split)
+    if len(faces) == 0:
+        raise ConvertError(f"split '{split}' of {args.data} holds no images")
+
+    results, probs = [], []
+    for predictor in predictors:
+        targets = to_model_order(dataset.splits[split].labels, dataset.labels, predictor.labels)
+        result, p = evaluate(predictor, faces, targets, args.tta_flip, args.timing_runs)
+        result["split"] = split
+        results.append(result)
+        probs.append(p)
+        print(format_report(result, f"{Path(result['model']).name} on '{split}' ({len(faces)} faces)"))
+
+    output = dict(results[0])
+    agreement = None
+    if second:
+        output["compare"] = compare(results[0], probs[0], results[1], probs[1], predictors[1].labels)
+        agreement = output["compare"]["agreement"]
+    print(format_summary(results, agreement))
+    if json_out:
+        try:
+            write_text_atomic(json_out, json.dumps(output, indent=2) + "\n")
+        except OSError as exc:
+            raise ConvertError(f"cannot write {json_out}: {exc.strerror or exc}") from None
+        print(f"wrote {json_out}")
+    return 0

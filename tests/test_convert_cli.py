@@ -1,0 +1,411 @@
+"""emotion-convert end to end: a small CNN trained on generated faces, converted to int8, read back.
+
+One model is trained per module (seconds) and converted once; every test reuses them. The int8 checks read
+the real .tflite through ai-edge-litert, the interpreter the daemon uses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.fakefaces import FER_LABELS, write_folder_dataset
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLES = 140
+
+
+def _small_cnn(num_classes: int):
+    import keras
+
+    return keras.Sequential(
+        [
+            keras.Input((48, 48, 1)),
+            keras.layers.Rescaling(1.0 / 255),  # raw pixels in, as the preprocessing contract requires
+            keras.layers.Conv2D(16, 3, padding="same", activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Flatten(),  # keeps where a stroke is (brow vs mouth), which pooling it away would lose
+            keras.layers.Dropout(0.3),
+            keras.layers.Dense(num_classes, activation="softmax"),
+        ]
+    )
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("convert")
+
+
+@pytest.fixture(scope="module")
+def cache_dir(workdir):
+    return str(workdir / "cache")
+
+
+@pytest.fixture(scope="module")
+def data_dir(workdir):
+    return write_folder_dataset(workdir / "faces", splits={"train": 40, "test": 12})
+
+
+@pytest.fixture(scope="module")
+def dataset(data_dir, cache_dir):
+    from train.data import load_dataset
+
+    return load_dataset(data_dir, cache_dir=cache_dir)
+
+
+@pytest.fixture(scope="module")
+def keras_model_path(workdir, dataset):
+    """model.keras + model.json (contract), trained until it clearly learned the generated faces."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+
+    from edge.model_contract import ModelContract, save_contract
+
+    keras.utils.set_random_seed(0)
+    train = dataset.splits["train"]
+    model = _small_cnn(len(dataset.labels))
+    model.compile(optimizer=keras.optimizers.Adam(2e-3), loss="sparse_categorical_crossentropy")
+    model.fit(train.images[..., None].astype(np.float32), train.labels, epochs=30, batch_size=32, verbose=0)
+    run_dir = workdir / "run"
+    run_dir.mkdir()
+    path = run_dir / "model.keras"
+    model.save(path)
+    save_contract(path, ModelContract(labels=list(dataset.labels), arch="test-cnn", extra={"origin": "test"}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def float_probs(keras_model_path, dataset):
+    import keras
+
+    model = keras.saving.load_model(keras_model_path, compile=False)
+    return model.predict(dataset.splits["test"].images[..., None].astype(np.float32), verbose=0)
+
+
+@pytest.fixture(scope="module")
+def converted(workdir, keras_model_path, data_dir, cache_dir):
+    """The CLI's int8 conversion of the run dir (in-process: the same main() the entry point calls)."""
+    from convert.cli import main
+
+    out = workdir / "out" / "emotion.tflite"
+    out.parent.mkdir()
+    code = main(
+        [
+            str(keras_model_path.parent),
+            "--data",
+            str(data_dir),
+            "--out",
+            str(out),
+            "--samples",
+            str(SAMPLES),
+            "--cache-dir",
+            cache_dir,
+        ]
+    )
+    assert code == 0
+    return out
+
+
+def test_the_float_model_learned(float_probs, dataset):
+    accuracy = np.mean(float_probs.argmax(1) == dataset.splits["test"].labels)
+    assert accuracy > 0.6  # chance is 1/7: the fixtures below compare against a model that works
+
+
+def test_int8_model_is_integer_end_to_end(converted):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(converted))
+    interpreter.allocate_tensors()
+    (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+    assert inp["dtype"] == np.int8 and out["dtype"] == np.int8
+    scale, zero_point = inp["quantization"]
+    assert scale == pytest.approx(1.0, abs=0.01) and zero_point == -128  # int8 input = pixel - 128
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    ops = interpreter._get_ops_details()
+    assert {op["op_name"] for op in ops} >= {"CONV_2D", "FULLY_CONNECTED"}
+    for op in ops:
+        assert op["op_name"] not in {"QUANTIZE", "DEQUANTIZE"}, op
+        for index in [*op["inputs"], *op["outputs"]]:
+            if index >= 0:
+                assert tensors[index]["dtype"] in (np.int8, np.int32), (op["op_name"], tensors[index]["name"])
+
+
+def test_int8_accuracy_close_to_float(converted, dataset, float_probs):
+    from edge.classify import EmotionClassifier
+
+    test = dataset.splits["test"]
+    classifier = EmotionClassifier(converted, num_threads=1)
+    int8_probs = classifier.classify(test.images[..., None])
+    float_acc = np.mean(float_probs.argmax(1) == test.labels)
+    int8_acc = np.mean(int8_probs.argmax(1) == test.labels)
+    assert int8_acc > 0.6
+    assert abs(float_acc - int8_acc) <= 0.05
+    assert np.mean(int8_probs.argmax(1) == float_probs.argmax(1)) >= 0.9
+
+
+def test_contract_travels_to_what_the_daemon_reads(converted, keras_model_path):
+    from convert.quantize import METADATA_NAME, read_metadata
+    from edge.classify import EmotionClassifier
+    from edge.model_contract import load_contract
+
+    source = load_contract(keras_model_path)
+    classifier = EmotionClassifier(converted)
+    assert classifier.labels == source.labels
+    assert classifier.input_size == source.input_size
+    contract = classifier.contract
+    assert contract.crop_margin == source.crop_margin and contract.arch == source.arch
+    assert contract.extra["mode"] == "int8"
+    assert contract.extra["calibration_samples"] == SAMPLES
+    assert contract.extra["source_model"] == str(keras_model_path)
+    assert contract.extra["full_integer"] is True
+    assert contract.extra["verification"]["split"] == "test"
+    embedded = json.loads(read_metadata(converted.read_bytes(), METADATA_NAME))
+    assert embedded["labels"] == source.labels and embedded["extra"]["mode"] == "int8"
+
+
+def test_evaluate_pair_writes_json_that_matches_a_recomputation(
+    converted, keras_model_path, data_dir, dataset, float_probs, cache_dir, tmp_path, capsys
+):
+    from convert.cli import main
+    from edge.classify import EmotionClassifier
+    from train.metrics import classification_report
+
+    out = tmp_path / "eval.json"
+    args = [
+        "evaluate",
+        "--model",
+        str(keras_model_path),
+        "--compare",
+        str(converted),
+        "--data",
+        str(data_dir),
+    ]
+    code = main([*args, "--json", str(out), "--tta-flip", "--timing-runs", "30", "--cache-dir", cache_dir])
+    assert code == 0
+    result = json.loads(out.read_text())
+    test = dataset.splits["test"]
+    float_report = classification_report(test.labels, float_probs.argmax(1), dataset.labels)
+    assert result["split"] == "test"
+    assert result["accuracy"] == pytest.approx(float_report["accuracy"])
+    assert result["macro_f1"] == pytest.approx(float_report["macro_f1"])
+    int8_pred = EmotionClassifier(converted).classify(test.images[..., None]).argmax(1)
+    int8_report = classification_report(test.labels, int8_pred, dataset.labels)
+    second = result["compare"]["model"]
+    assert second["accuracy"] == pytest.approx(int8_report["accuracy"])
+    assert second["macro_f1"] == pytest.approx(int8_report["macro_f1"])
+    assert second["confusion"] == int8_report["confusion"]
+    assert result["compare"]["agreement"] == pytest.approx(np.mean(int8_pred == float_probs.argmax(1)))
+    assert result["compare"]["accuracy_drop"] == pytest.approx(result["accuracy"] - second["accuracy"])
+    assert second["backend"] == "ai-edge-litert"
+    assert second["size_bytes"] == converted.stat().st_size
+    assert (
+        second["latency_ms"]["runs"] == 30
+        and 0 < second["latency_ms"]["median"] <= second["latency_ms"]["p95"]
+    )
+    assert 0.0 <= second["tta_flip"]["accuracy"] <= 1.0
+    printed = capsys.readouterr().out
+    assert "agreement" in printed and "emotion.tflite" in printed
+
+
+def test_float32_mode_is_caught_by_the_int8_check(keras_model_path, data_dir, cache_dir, tmp_path):
+    """The graph check itself must see float ops in a real file, or it proves nothing for int8 models."""
+    from convert.cli import main
+    from convert.errors import ConvertError
+    from convert.graph_check import inspect_tflite, require_full_integer
+
+    out = tmp_path / "float.tflite"
+    args = [str(keras_model_path), "--data", str(data_dir), "--out", str(out), "--mode", "float32"]
+    assert main([*args, "--no-verify", "--cache-dir", cache_dir]) == 0
+    report = inspect_tflite(out)
+    assert report.input_dtypes == ["float32"] and not report.full_integer
+    assert any(name.startswith("CONV_2D") for name in report.float_ops)
+    with pytest.raises(ConvertError, match="float op CONV_2D"):
+        require_full_integer(report, allow_float_fallback=False)
+    assert require_full_integer(report, allow_float_fallback=True)  # tolerated, but still listed
+
+
+def test_bare_keras_file_takes_labels_from_the_data(keras_model_path, data_dir, cache_dir, tmp_path, capsys):
+    import shutil
+
+    from convert.cli import main
+    from edge.model_contract import load_contract
+
+    bare = tmp_path / "bare.keras"
+    shutil.copy(keras_model_path, bare)
+    out = tmp_path / "bare.tflite"
+    assert (
+        main(
+            [
+                str(bare),
+                "--data",
+                str(data_dir),
+                "--out",
+                str(out),
+                "--no-verify",
+                "--samples",
+                "35",
+                "--cache-dir",
+                cache_dir,
+            ]
+        )
+        == 0
+    )
+    assert "bare.json is missing" in capsys.readouterr().err
+    assert load_contract(out).labels == sorted(FER_LABELS)
+
+
+# ----------------------------------------------------------------------------------------- bad input
+
+
+def _run_cli(*args: str, cache_dir: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "EMOTION_EDGE_CACHE": cache_dir}
+    return subprocess.run(
+        [sys.executable, "-m", "convert.cli", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+
+
+def _assert_clean_failure(result: subprocess.CompletedProcess, *words: str):
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    # TensorFlow's C++ start-up may log its own "CUDA error: ..." lines: count only ours.
+    ours = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(ours) == 1, result.stderr
+    message = ours[0].lower()
+    for word in words:
+        assert word.lower() in message, (word, result.stderr)
+
+
+@pytest.fixture(scope="module")
+def odd_models(workdir):
+    """Keras files that are not one-face models: RGB 32x32 input, and two inputs."""
+    import keras
+
+    folder = workdir / "odd"
+    folder.mkdir()
+    rgb = keras.Sequential(
+        [keras.Input((32, 32, 3)), keras.layers.Flatten(), keras.layers.Dense(7, "softmax")]
+    )
+    rgb.save(folder / "rgb.keras")
+    a, b = keras.Input((48, 48, 1)), keras.Input((48, 48, 1))
+    merged = keras.layers.Dense(7, activation="softmax")(keras.layers.Flatten()(keras.layers.Add()([a, b])))
+    keras.Model([a, b], merged).save(folder / "two_inputs.keras")
+    (folder / "notes.keras").write_text("this is a text file, not a model\n")
+    (folder / "fake.tflite").write_text("not a flatbuffer\n")
+    from edge.model_contract import ModelContract, save_contract
+
+    save_contract(
+        folder / "fake.tflite", ModelContract(labels=list(FER_LABELS))
+    )  # so the model itself is judged
+    return folder
+
+
+@pytest.mark.parametrize(
+    "case, words",
+    [
+        ("missing model", ["does not exist"]),
+        ("text renamed .keras", ["notes.keras", "not a keras model"]),
+        ("tflite given to convert", ["already a tflite model"]),
+        ("rgb input", ["(32, 32, 3)", "grayscale face"]),
+        ("two inputs", ["2 inputs"]),
+        ("labels do not match", ["labels", "missing from the data"]),
+        ("empty data folder", ["empty"]),
+        ("output folder missing", ["does not exist"]),
+        ("output parent is a file", ["does not exist"]),
+    ],
+)
+def test_convert_rejects_bad_input_cleanly(
+    case, words, workdir, keras_model_path, data_dir, odd_models, cache_dir, tmp_path
+):
+    from tests.fakefaces import write_folder_dataset as write_faces
+
+    model, data, out = str(keras_model_path), str(data_dir), tmp_path / "x.tflite"
+    if case == "missing model":
+        model = str(tmp_path / "nope.keras")
+    elif case == "text renamed .keras":
+        model = str(odd_models / "notes.keras")
+    elif case == "tflite given to convert":
+        model = str(odd_models / "fake.tflite")
+    elif case == "rgb input":
+        model = str(odd_models / "rgb.keras")
+    elif case == "two inputs":
+        model = str(odd_models / "two_inputs.keras")
+    elif case == "labels do not match":
+        data = str(write_faces(tmp_path / "three", labels=["angry", "happy", "sad"], splits={"train": 3}))
+    elif case == "empty data folder":
+        (tmp_path / "empty").mkdir()
+        data = str(tmp_path / "empty")
+    elif case == "output folder missing":
+        out = tmp_path / "no" / "such" / "x.tflite"
+    elif case == "output parent is a file":
+        (tmp_path / "plain").write_text("")
+        out = tmp_path / "plain" / "x.tflite"
+    result = _run_cli(model, "--data", data, "--out", str(out), "--samples", "20", cache_dir=cache_dir)
+    _assert_clean_failure(result, *words)
+    assert not out.exists() and not out.with_suffix(".json").exists()
+    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".x.tflite*"))
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes into read-only folders")
+def test_convert_refuses_a_read_only_output_folder(keras_model_path, data_dir, cache_dir, tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        result = _run_cli(
+            str(keras_model_path),
+            "--data",
+            str(data_dir),
+            "--out",
+            str(folder / "x.tflite"),
+            cache_dir=cache_dir,
+        )
+        _assert_clean_failure(result, "not writable")
+        assert list(folder.iterdir()) == []
+    finally:
+        folder.chmod(0o700)
+
+
+def test_evaluate_rejects_bad_input_cleanly(odd_models, converted, data_dir, cache_dir, tmp_path):
+    json_out = tmp_path / "e.json"
+    broken = _run_cli(
+        "evaluate",
+        "--model",
+        str(odd_models / "fake.tflite"),
+        "--data",
+        str(data_dir),
+        "--json",
+        str(json_out),
+        cache_dir=cache_dir,
+    )
+    _assert_clean_failure(broken, "fake.tflite", "not a tflite model")
+    no_split = _run_cli(
+        "evaluate",
+        "--model",
+        str(converted),
+        "--data",
+        str(data_dir),
+        "--split",
+        "val",
+        "--json",
+        str(json_out),
+        cache_dir=cache_dir,
+    )
+    _assert_clean_failure(no_split, "no 'val' split", "test", "train")
+    assert not json_out.exists()
