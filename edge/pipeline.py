@@ -1,0 +1,149 @@
+"""One frame in, one event out: detect faces, classify them, track and smooth, apply the publish policy.
+
+The event dict follows edge/schema/event.schema.json (schema_version 1). Odd frames (grayscale, BGRA,
+16-bit, tiny, huge, unusual channel counts) never crash the pipeline: what cannot hold a face yields none.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import numpy as np
+
+from edge.capture.sources import Frame
+from edge.preprocess import faces_to_batch
+from edge.track import FaceState, PublishPolicy, Tracker
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class ProcessResult:
+    event: dict | None  # None when the publish policy says there is nothing to publish
+    faces: list[FaceState]
+    timings_ms: dict[str, float]  # detect, classify, track (event building included in track)
+    changes: list[dict] = field(default_factory=list)  # this frame's appeared/changed/left records
+
+
+def utc_iso(timestamp: float) -> str:
+    """UNIX time -> '2026-11-21T19:12:00.123Z' (UTC, milliseconds)."""
+    moment = datetime.fromtimestamp(timestamp, tz=timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def usable_image(image) -> np.ndarray | None:
+    """The frame as something detectors and preprocessing accept (2-D, or 3-D with 1/3/4 channels); else None."""
+    if not isinstance(image, np.ndarray) or image.size == 0:
+        return None
+    if image.ndim == 3 and image.shape[2] not in (1, 3, 4):
+        image = image[:, :, 0]  # e.g. 2-channel gray+alpha: the first plane is the picture
+    if image.ndim not in (2, 3):
+        return None
+    if image.dtype not in (np.uint8, np.uint16):
+        image = np.clip(np.nan_to_num(image), 0, 255).astype(np.uint8)
+    return image
+
+
+class FrameProcessor:
+    def __init__(self, config, classifier, detector, source_id: str, clock=time.monotonic):
+        self.config = config
+        self.classifier = classifier
+        self.detector = detector
+        self.source_id = source_id
+        self.labels = list(classifier.labels)
+        self.input_size = classifier.input_size
+        self.crop_margin = float(classifier.contract.crop_margin)
+        tracking = config.tracking
+        self.tracker = Tracker(
+            self.labels,
+            iou_threshold=tracking.iou_threshold,
+            max_missing_frames=tracking.max_missing_frames,
+            smoothing=tracking.smoothing,
+            hysteresis=tracking.hysteresis,
+        )
+        self.tta_flip = bool(tracking.tta_flip)
+        self.every_n = max(1, int(config.detector.every_n_frames))
+        self.policy = PublishPolicy(config.publish.policy, config.publish.max_rate_hz)
+        self._clock = clock
+        self._frames = 0
+
+    def _classify(self, image: np.ndarray, boxes: list) -> np.ndarray:
+        if not boxes:
+            return np.empty((0, len(self.labels)), np.float32)
+        batch = faces_to_batch(image, boxes, self.input_size, self.crop_margin)
+        probs = self.classifier.classify(batch)
+        if self.tta_flip:  # the mirrored face is another look at the same expression: average the two
+            probs = (probs + self.classifier.classify(np.ascontiguousarray(batch[:, :, ::-1]))) / 2.0
+        return probs
+
+    def process(self, frame: Frame) -> ProcessResult:
+        start = time.perf_counter()
+        image = usable_image(frame.image)
+        photo = frame.file is not None
+        if photo:  # each photo stands alone: no tracking or smoothing across photos
+            self.tracker.reset()
+        run_detector = photo or self._frames % self.every_n == 0
+        self._frames += 1
+        if image is None:
+            log.warning(
+                "frame %d: unusable image %s; treated as no faces", frame.index, _describe(frame.image)
+            )
+            boxes = []
+        elif run_detector:
+            boxes = [d.box for d in self.detector.detect(image)]
+        else:  # between detections, follow the faces where they were last seen
+            boxes = self.tracker.visible_boxes()
+        boxes = [b for b in boxes if b[2] > 0 and b[3] > 0]
+        detected = time.perf_counter()
+        probs = self._classify(image, boxes) if boxes else np.empty((0, len(self.labels)), np.float32)
+        classified = time.perf_counter()
+        changes = self.tracker.update(boxes, probs)
+        faces = list(self.tracker.tracks)
+        to_publish = self.policy.decide(changes, self._clock())
+        event = None
+        if to_publish is not None:
+            event = self._event(frame, image, faces, to_publish)
+        done = time.perf_counter()
+        timings = {
+            "detect": (detected - start) * 1000,
+            "classify": (classified - detected) * 1000,
+            "track": (done - classified) * 1000,
+        }
+        if event is not None:
+            event["latency_ms"] = {
+                "detect": round(timings["detect"], 2),
+                "classify": round(timings["classify"], 2),
+                "total": round((done - start) * 1000, 2),
+            }
+        return ProcessResult(event, faces, timings, changes)
+
+    def _event(self, frame: Frame, image, faces: list[FaceState], changes: list[dict]) -> dict:
+        shape = image.shape if image is not None else getattr(frame.image, "shape", (0, 0))
+        height, width = (int(shape[0]), int(shape[1])) if len(shape) >= 2 else (0, 0)
+        event = {
+            "schema_version": SCHEMA_VERSION,
+            "device_id": self.config.device_id,
+            "source_id": self.source_id,
+            "timestamp": utc_iso(frame.timestamp),
+            "frame_index": int(frame.index),
+        }
+        if frame.file is not None:
+            event["file"] = frame.file
+        event["frame_size"] = [width, height]
+        event["faces"] = [face.to_dict(self.labels) for face in faces]
+        event["changes"] = [dict(change) for change in changes]
+        return event
+
+    def faces_in_view(self) -> list[dict]:
+        """The tracked faces (for the retained state topic): track_id, box, emotion, confidence, scores."""
+        return [face.to_dict(self.labels) for face in self.tracker.tracks]
+
+
+def _describe(image) -> str:
+    shape = getattr(image, "shape", None)
+    return f"(shape {shape}, dtype {getattr(image, 'dtype', type(image).__name__)})"
