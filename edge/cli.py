@@ -1,0 +1,176 @@
+"""`emotion-edge`: run the daemon, check or print its configuration, or benchmark the pipeline (`bench`).
+
+    emotion-edge [--config FILE] [--source SRC] [--model FILE] [--publish stdout|mqtt ...] [--mqtt-host H]
+                 [--mqtt-port P] [--device-id ID] [--policy every|change] [--detector haar|lbp|blazeface]
+                 [--threads N] [--log-level L] [--check-config] [--print-config]
+    emotion-edge bench --source SRC [--frames N] [--json OUT] ...
+
+Events go to stdout (JSON Lines) when `stdout` is an output; logs always go to stderr.
+Errors print `error: ...` on stderr and exit 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from edge.config import ConfigError, load_config
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="emotion-edge",
+        description="Facial-emotion detection daemon: camera -> faces -> int8 TFLite -> stdout/MQTT events. "
+        "Subcommand: `emotion-edge bench --help`.",
+    )
+    parser.add_argument(
+        "--config", metavar="FILE", help="YAML config (default /etc/emotion-edge/config.yaml)"
+    )
+    parser.add_argument(
+        "--source", metavar="SRC", help="picamera2, /dev/videoN, N, video file, URL, image, folder"
+    )
+    parser.add_argument("--model", metavar="FILE", help="a .tflite model with its .json contract next to it")
+    parser.add_argument(
+        "--publish", metavar="OUT", action="append", help="stdout and/or mqtt (repeatable or comma list)"
+    )
+    parser.add_argument("--mqtt-host", metavar="H")
+    parser.add_argument("--mqtt-port", metavar="P")
+    parser.add_argument("--device-id", metavar="ID", help="[a-z0-9_-], used in MQTT topics")
+    parser.add_argument("--policy", metavar="every|change", help="publish every frame or only changes")
+    parser.add_argument("--detector", metavar="haar|lbp|blazeface")
+    parser.add_argument("--threads", metavar="N", help="TFLite interpreter threads")
+    parser.add_argument("--log-level", metavar="L", help="DEBUG, INFO, WARNING, ERROR")
+    parser.add_argument(
+        "--check-config",
+        action="store_true",
+        help="validate the config, load the model and build the detector (no camera), exit 0 or 2",
+    )
+    parser.add_argument(
+        "--print-config", action="store_true", help="print the effective config (secrets masked)"
+    )
+    return parser
+
+
+def _number(text: str | None):
+    """Flags arrive as text; hand numbers to the validator as numbers so its message stays about the key."""
+    if text is None:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict:
+    overrides: dict = {}
+
+    def put(section: str | None, key: str, value) -> None:
+        if value is None:
+            return
+        (overrides.setdefault(section, {}) if section else overrides)[key] = value
+
+    put("source", "uri", args.source)
+    put("model", "path", args.model)
+    if args.publish:
+        put("publish", "outputs", ",".join(args.publish))
+    put("mqtt", "host", args.mqtt_host)
+    put("mqtt", "port", _number(args.mqtt_port))
+    put(None, "device_id", args.device_id)
+    put("publish", "policy", args.policy)
+    put("detector", "type", args.detector)
+    put("model", "threads", _number(args.threads))
+    put("log", "level", args.log_level)
+    return overrides
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        stream=sys.stderr,  # stdout carries events only
+        level=getattr(logging, level),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,
+    )
+
+
+def build_bench_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="emotion-edge bench",
+        description="Measure per-stage latency (p50/p95) and fps of detect + classify + track over a source.",
+    )
+    parser.add_argument("--source", metavar="SRC", required=True, help="camera, video file, image or folder")
+    parser.add_argument(
+        "--frames", metavar="N", type=int, default=200, help="frames to measure (default 200)"
+    )
+    parser.add_argument("--warmup", metavar="M", type=int, default=10, help="frames run first, not measured")
+    parser.add_argument("--json", metavar="OUT", help="also write the results as JSON to this file")
+    parser.add_argument("--config", metavar="FILE", help="YAML config for the detector/model settings")
+    parser.add_argument("--model", metavar="FILE")
+    parser.add_argument("--detector", metavar="haar|lbp|blazeface")
+    parser.add_argument("--threads", metavar="N")
+    parser.add_argument("--log-level", metavar="L", default="WARNING")
+    return parser
+
+
+def _bench(argv: list[str]) -> int:
+    import json
+    from pathlib import Path
+
+    from edge.daemon import FatalError
+
+    args = build_bench_parser().parse_args(argv)
+    try:
+        if args.frames < 1 or args.warmup < 0:
+            raise ConfigError("--frames must be at least 1 and --warmup at least 0")
+        overrides: dict = {"source": {"uri": args.source}, "log": {"level": args.log_level}}
+        if args.model:
+            overrides["model"] = {"path": args.model}
+        if args.detector:
+            overrides["detector"] = {"type": args.detector}
+        if args.threads:
+            overrides.setdefault("model", {})["threads"] = _number(args.threads)
+        config = load_config(args.config, overrides=overrides)
+        setup_logging(config.log.level)
+        if args.json and not Path(args.json).resolve().parent.is_dir():
+            raise ConfigError(f"--json: folder {Path(args.json).parent} does not exist")
+        from edge.bench import format_bench, run_bench
+
+        results = run_bench(config, args.source, frames=args.frames, warmup=args.warmup)
+        print(format_bench(results))
+        if args.json:
+            from edge.model_contract import write_text_atomic
+
+            write_text_atomic(args.json, json.dumps(results, indent=2) + "\n")
+        return 0
+    except (ConfigError, FatalError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:
+        return _bench(argv[1:])
+    args = build_parser().parse_args(argv)
+    from edge.daemon import FatalError, load_components, run
+
+    try:
+        config = load_config(args.config, overrides=overrides_from_args(args))
+        setup_logging(config.log.level)
+        if args.print_config:
+            sys.stdout.write(config.to_yaml(mask_secrets=True))
+            return 0
+        if args.check_config:
+            _, _, description = load_components(config)
+            print(f"config OK: {description}; outputs: {', '.join(config.publish.outputs)}", file=sys.stderr)
+            return 0
+        return run(config)
+    except (ConfigError, FatalError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

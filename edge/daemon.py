@@ -1,0 +1,301 @@
+"""The daemon's lifecycle: capture thread -> processing loop (this thread) -> publishers.
+
+    capture thread (edge.capture)  --newest frame-->  processing loop  --enqueue-->  publishers
+      reopens a failed live source       detect, classify, track         stdout: one line per event
+      with backoff; drops + counts       stats, sd_notify watchdog        MQTT: paho's own thread
+
+Start-up order matters to systemd: READY=1 is sent only once the model is loaded, the detector built,
+the source open and the publishers started. WATCHDOG=1 is sent from the processing loop only while frames
+arrive, so a stalled camera stops the pings and systemd restarts the service. SIGTERM/SIGINT set the stop
+event: the loop ends, `offline` is published, buffers flushed, and the process exits 0 within 2 s.
+A finite source (file, folder, image) ends the run with exit 0 after its last event is published.
+
+Privacy: frames never leave this process. Nothing is written to disk unless `debug.snapshot_dir` is set.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import logging
+import os
+import re
+import signal
+import threading
+import time
+from pathlib import Path
+
+from edge import notify
+from edge.config import Config, check_files
+from edge.stats import StatsCollector, format_stats, utc_timestamp
+
+log = logging.getLogger("edge.daemon")
+
+SHUTDOWN_BUDGET_S = 1.5  # what publishers may spend on close(); the rest of the 2 s goes to the threads
+STATE_REFRESH_S = 1.0  # retained state follows changes at once, and confidences at most once a second
+# Sources the capture thread can reopen: a camera or a stream may come back, a file will not.
+_LIVE_URI = re.compile(r"^(picamera2(:\d+)?|/dev/video\d+|\d+|rtsps?://.*|https?://.*)$")
+
+
+class FatalError(RuntimeError):
+    """The daemon cannot run (model, detector, source, publisher set-up): one clear line, non-zero exit."""
+
+
+def default_model_path() -> Path:
+    """The model shipped inside the package: edge/models/default.tflite (with default.json next to it)."""
+    return Path(str(importlib.resources.files("edge") / "models" / "default.tflite"))
+
+
+def resolve_model_path(config: Config) -> Path:
+    if config.model.path:
+        return Path(config.model.path)
+    path = default_model_path()
+    if not path.is_file():
+        raise FatalError(f"no model given and the shipped model {path} is not installed: pass --model FILE")
+    return path
+
+
+def is_live_uri(uri: str) -> bool:
+    return bool(_LIVE_URI.match(uri.strip()))
+
+
+def load_components(config: Config):
+    """Model, detector and their descriptions. Raises FatalError with the reason (for --check-config too)."""
+    from edge.classify import EmotionClassifier
+    from edge.detect import make_detector
+    from edge.interpreter import ModelLoadError
+    from edge.model_contract import ContractError
+
+    check_files(config)
+    model_path = resolve_model_path(config)
+    try:
+        classifier = EmotionClassifier(model_path, config.model.threads)
+    except (ModelLoadError, ContractError) as exc:
+        raise FatalError(str(exc)) from None
+    try:
+        detector = make_detector(config.detector)
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise FatalError(f"detector {config.detector.type}: {exc}") from None
+    description = (
+        f"classifier: {model_path.name} via {classifier.backend}, {config.model.threads} threads; "
+        f"detector: {config.detector.type}"
+    )
+    return classifier, detector, description
+
+
+def build_state(config: Config, labels: list[str], faces: list[dict]) -> dict:
+    """The retained `state` payload: faces in view and the emotion of the largest one."""
+    largest = max(faces, key=lambda f: f["box"][2] * f["box"][3]) if faces else None
+    scores = {label: 0.0 for label in labels}
+    if largest is not None and largest.get("scores"):
+        scores.update({k: float(v) for k, v in largest["scores"].items()})
+    return {
+        "schema_version": 1,
+        "device_id": config.device_id,
+        "timestamp": utc_timestamp(),
+        "face_count": len(faces),
+        "dominant_emotion": largest["emotion"] if largest else "none",
+        "dominant_confidence": float(largest["confidence"]) if largest else None,
+        "scores": scores,
+        "faces": [
+            {k: face[k] for k in ("track_id", "box", "emotion", "confidence") if k in face} for face in faces
+        ],
+    }
+
+
+class Daemon:
+    def __init__(self, config: Config, stop_event: threading.Event | None = None, publishers=None):
+        self.config = config
+        self.stop_event = stop_event or threading.Event()
+        self._publishers = publishers  # tests may inject; otherwise built from publish.outputs
+        self.exit_code = 0
+        self.events_published = 0
+
+    # --- start-up ------------------------------------------------------------------------------------------
+
+    def _open_first_source(self):
+        """Open the source once here so a wrong path fails now, clearly; a live source may come later."""
+        from edge.capture import SourceError, open_source
+
+        cfg = self.config.source
+        try:
+            return open_source(cfg.uri, cfg.width, cfg.height, cfg.fps)
+        except SourceError as exc:
+            if not is_live_uri(cfg.uri):
+                raise FatalError(str(exc)) from None
+            log.warning("%s; retrying with backoff (up to %.0f s)", exc, cfg.reopen_backoff_max_s)
+            return None
+
+    def _source_factory(self, first):
+        from edge.capture import open_source
+
+        cfg = self.config.source
+        pending = [first] if first is not None else []
+
+        def factory():
+            if pending:
+                return pending.pop()
+            return open_source(cfg.uri, cfg.width, cfg.height, cfg.fps)
+
+        return factory
+
+    def run(self) -> int:
+        from edge.capture import CaptureThread
+        from edge.pipeline import FrameProcessor
+        from edge.publish import PublishError, make_publishers
+
+        classifier, detector, description = load_components(self.config)
+        log.info(description)
+        source = self._open_first_source()
+        source_id = source.source_id if source is not None else self.config.source.uri
+        try:
+            publishers = self._publishers if self._publishers is not None else make_publishers(self.config)
+            for publisher in publishers:
+                if publisher.name == "mqtt":  # hooks first, so discovery goes out on the very first connect
+                    from edge.publish import homeassistant
+
+                    homeassistant.attach(publisher, self.config, classifier.labels)
+                publisher.start()
+        except PublishError as exc:
+            if source is not None:
+                source.close()
+            raise FatalError(str(exc)) from None
+        self.publishers = publishers
+        processor = FrameProcessor(self.config, classifier, detector, source_id)
+        capture = CaptureThread(
+            self._source_factory(source),
+            self.stop_event,
+            queue_size=1,
+            reopen_backoff=(0.5, self.config.source.reopen_backoff_max_s),
+        )
+        capture.start()
+        ready_status = f"processing {source_id}; {description}"
+        if source is not None:
+            notify.ready(ready_status)
+        try:
+            self._loop(
+                capture, processor, classifier.labels, detector, classifier.backend, ready=source is not None
+            )
+        finally:
+            self._shutdown(capture)
+        return self.exit_code
+
+    # --- the processing loop -------------------------------------------------------------------------------------
+
+    def _loop(self, capture, processor, labels, detector, backend, ready: bool) -> None:
+        stats = StatsCollector()
+        watchdog_every = notify.watchdog_interval()
+        stats_every = self.config.stats.interval_s
+        last_ping = last_stats = last_state = time.monotonic()
+        state_published = False
+        detector_name = self.config.detector.type
+        while not self.stop_event.is_set():
+            waited = time.perf_counter()
+            frame = capture.get(timeout=0.25)
+            wait_ms = (time.perf_counter() - waited) * 1000
+            now = time.monotonic()
+            if frame is None:
+                if capture.finished:
+                    log.info("source finished after %d frames", stats.processed)
+                    break
+                if (
+                    stats_every and now - last_stats >= stats_every
+                ):  # stats keep coming while a camera is away
+                    last_stats = now
+                    self._emit_stats(stats, capture, detector_name, backend)
+                continue
+            if not ready:
+                notify.ready(f"processing {processor_source(processor)}")
+                ready = True
+            result = processor.process(frame)
+            publish_start = time.perf_counter()
+            if result.event is not None:
+                for publisher in self.publishers:
+                    publisher.publish_event(result.event)
+                self.events_published += 1
+                self._snapshot(frame, result.event)
+            if (
+                result.changes
+                or not state_published
+                or (result.faces and now - last_state >= STATE_REFRESH_S)
+            ):
+                state = build_state(self.config, labels, processor.faces_in_view())
+                for publisher in self.publishers:
+                    publisher.publish_state(state)
+                state_published, last_state = True, now
+            publish_ms = (time.perf_counter() - publish_start) * 1000
+            timings = dict(result.timings_ms, capture_wait=wait_ms, publish=publish_ms)
+            timings["total"] = (
+                sum(result.timings_ms.get(k, 0.0) for k in ("detect", "classify", "track")) + publish_ms
+            )
+            stats.record(timings, len(result.faces))
+            # Pinged only here, after a frame was processed: no frames, no pings, systemd restarts us.
+            if watchdog_every is not None and now - last_ping >= watchdog_every:
+                notify.watchdog()
+                last_ping = now
+            if stats_every and now - last_stats >= stats_every:
+                last_stats = now
+                self._emit_stats(stats, capture, detector_name, backend)
+
+    def _emit_stats(self, stats: StatsCollector, capture, detector_name: str, backend: str) -> None:
+        reconnects = sum(p.reconnects for p in self.publishers)
+        snapshot = stats.snapshot(capture.captured, capture.dropped, reconnects, detector_name, backend)
+        log.info(format_stats(snapshot))
+        for publisher in self.publishers:
+            publisher.publish_stats(snapshot)
+
+    def _snapshot(self, frame, event: dict) -> None:
+        """debug.snapshot_dir only: the annotated frame of an event, for tuning on the bench. Opt-in."""
+        directory = self.config.debug.snapshot_dir
+        if not directory:
+            return
+        import cv2
+
+        from edge.model_contract import write_bytes_atomic
+
+        image = frame.image.copy()
+        for face in event.get("faces", []):
+            x, y, w, h = face["box"]
+            cv2.rectangle(image, (x, y), (x + w, y + h), (0, 255, 0), 2)
+            cv2.putText(
+                image, face["emotion"], (x, max(12, y - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 255, 0), 1
+            )
+        ok, encoded = cv2.imencode(".jpg", image)
+        if ok:
+            os.makedirs(directory, exist_ok=True)
+            write_bytes_atomic(Path(directory) / f"frame_{event['frame_index']:08d}.jpg", encoded.tobytes())
+
+    # --- shutdown ----------------------------------------------------------------------------------------------
+
+    def _shutdown(self, capture) -> None:
+        notify.stopping("shutting down")
+        self.stop_event.set()
+        deadline = time.monotonic() + SHUTDOWN_BUDGET_S
+        for publisher in self.publishers:
+            publisher.close(timeout=max(0.1, deadline - time.monotonic()))
+        join = getattr(capture, "join", None)
+        if join is not None:
+            join(timeout=0.3)
+        log.info("stopped after %d events", self.events_published)
+
+
+def processor_source(processor) -> str:
+    return getattr(processor, "source_id", "source")
+
+
+def install_signal_handlers(stop_event: threading.Event) -> None:
+    """SIGTERM (systemd stop) and SIGINT (Ctrl-C) ask the loop to finish; only valid in the main thread."""
+
+    def handler(signum, _frame):
+        log.info("%s received, stopping", signal.Signals(signum).name)
+        stop_event.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def run(config: Config, stop_event: threading.Event | None = None) -> int:
+    """Run the daemon until the source ends or a signal arrives. Raises FatalError for set-up failures."""
+    stop_event = stop_event or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        install_signal_handlers(stop_event)
+    return Daemon(config, stop_event).run()
