@@ -14,7 +14,7 @@
 #   --no-enable      do not enable the service at boot (implies --no-start)
 #   --no-start       enable but do not (re)start now
 #   --skip-venv      do not create the venv or run pip (tests; the unit then points at a venv that may not exist)
-#   --root DIR       install into DIR as if it were / (tests, image building). Nothing on the running system
+#   --root DIR       install into DIR as if it were / (tests, dry runs). Nothing on the running system
 #                    is touched: user/group creation and `systemctl daemon-reload/start` are only printed
 #                    ("skip (--root): ..."), enabling uses `systemctl --root DIR` (works offline), and
 #                    file ownership stays with the caller. A venv made under --root embeds DIR in its
