@@ -8,9 +8,12 @@ as a failure. (`--root=DIR` does not help: it then also needs sysinit.target & c
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -133,3 +136,43 @@ def test_exposure_parser_sees_an_unhardened_unit(tmp_path):
     bare = tmp_path / "bare.service"
     bare.write_text("[Service]\nExecStart=/bin/true\n")
     assert exposure_of(bare) > 9.0
+
+
+# The unit sets MemoryDenyWriteExecute=yes. Linux >= 6.3 offers the same rule to any process through
+# prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN), kept across execve, so the real daemon can be run under it
+# here: if NumPy, OpenCV, LiteRT/XNNPACK or paho needed W+X memory, it would fail now and not on the Pi.
+MDWE_LAUNCHER = """
+import ctypes, mmap, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.prctl(65, 1, 0, 0, 0) != 0:  # PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN
+    sys.exit(77)
+try:
+    mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+    sys.exit(78)  # the rule is not enforced: the test would prove nothing
+except OSError:
+    pass
+os.execv(sys.executable, [sys.executable, "-m", "edge.cli", *sys.argv[1:]])
+"""
+
+
+def test_daemon_runs_without_writable_executable_memory(tmp_path, tiny_model_path):
+    from tests.facesdata import write_photo_folder
+
+    photos = tmp_path / "photos"
+    expected = write_photo_folder(photos)
+    config = tmp_path / "config.yaml"
+    config.write_text("device_id: mdwe-test\nstats:\n  interval_s: 0\n")
+    command = [sys.executable, "-c", MDWE_LAUNCHER, "--config", str(config), "--source", str(photos)]
+    command += ["--model", str(tiny_model_path), "--publish", "stdout", "--policy", "every"]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    env.pop("NOTIFY_SOCKET", None)
+    result = subprocess.run(
+        command, cwd=UNIT.parents[1], env=env, capture_output=True, text=True, timeout=180
+    )
+    if result.returncode == 77:
+        pytest.skip("kernel without PR_SET_MDWE (Linux < 6.3)")
+    assert result.returncode == 0, result.stderr[-3000:]
+    events = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    assert [e["file"] for e in events] == sorted(expected)
+    faces = [face for e in events for face in e["faces"]]
+    assert faces and all(len(face["scores"]) == 7 for face in faces), "nothing was classified"
