@@ -11,6 +11,7 @@ import contextlib
 import io
 import logging
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -61,7 +62,9 @@ def _first_line(exc: BaseException) -> str:
 def _quietly(action):
     """Run `action` with its stdout captured: Keras prints a page of SavedModel signatures per conversion."""
     captured = io.StringIO()
-    with contextlib.redirect_stdout(captured):
+    with contextlib.redirect_stdout(captured), warnings.catch_warnings():
+        # Raised for every int8 conversion from Keras; calibration supplies those statistics.
+        warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
         result = action()
     log.debug("converter output:\n%s", captured.getvalue())
     return result

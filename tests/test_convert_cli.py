@@ -409,3 +409,24 @@ def test_evaluate_rejects_bad_input_cleanly(odd_models, converted, data_dir, cac
     )
     _assert_clean_failure(no_split, "no 'val' split", "test", "train")
     assert not json_out.exists()
+
+
+def test_saved_model_route_when_from_keras_model_fails(keras_model_path, dataset, monkeypatch):
+    """Some Keras 3 graphs only convert through an exported SavedModel: the fallback must give the same model."""
+    import keras
+    import tensorflow as tf
+
+    from convert.quantize import convert_model
+
+    def refuse(model):
+        raise ValueError("simulated from_keras_model failure")
+
+    monkeypatch.setattr(tf.lite.TFLiteConverter, "from_keras_model", staticmethod(refuse))
+    model = keras.saving.load_model(keras_model_path, compile=False)
+    tflite, route = convert_model(model, "int8", dataset.splits["train"].images[:35])
+    assert route == "from_saved_model"
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=tflite)
+    assert interpreter.get_input_details()[0]["dtype"] == np.int8
+    assert interpreter.get_output_details()[0]["dtype"] == np.int8
