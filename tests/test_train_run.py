@@ -1,0 +1,120 @@
+"""emotion-train end to end on generated faces: learning, artifacts, contract, resume, run-dir safety."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge.model_contract import load_contract
+from tests.fakefaces import FER_LABELS, write_folder_dataset
+
+keras = pytest.importorskip("keras")
+
+from train.cli import main  # noqa: E402  (after the importorskip above)
+from train.data import load_dataset  # noqa: E402
+from train.runstate import RunState  # noqa: E402
+from train.train import config_for_run, run  # noqa: E402
+
+CUSTOM_LABELS = ["anger", "happy", "sad", "surprise", "disgust", "shock", "normal"]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def history(run_dir: Path) -> list[dict]:
+    with open(run_dir / "history.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.mark.slow
+def test_training_learns_generated_faces_and_writes_every_artifact(tmp_path, capsys):
+    data = write_folder_dataset(tmp_path / "faces", splits={"train": 60, "test": 15})
+    run_dir = tmp_path / "run"
+    args = ["--data", str(data), "--out", str(run_dir), "--epochs", "8", "--batch-size", "16", "--quiet"]
+    assert main([*args, "--cache-dir", str(tmp_path / "cache")]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\nepoch ") + out.startswith("epoch ") == 8  # --quiet: one line per epoch
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["val_split"] == "test" and metrics["val_images"] == 105
+    assert metrics["validation"]["accuracy"] > 0.6  # chance is 1/7
+    assert metrics["params"] <= 900_000 and metrics["macs"] <= 40e6
+    assert metrics["train_images_per_second"] > 0 and metrics["seconds_per_epoch"] > 0
+
+    # The best model loads without custom objects and reproduces the reported validation accuracy.
+    model = keras.models.load_model(run_dir / "model.keras")
+    val = load_dataset(data, cache_dir=tmp_path / "cache").splits["test"]
+    predicted = model.predict(val.images[..., None].astype(np.float32), verbose=0).argmax(axis=1)
+    assert np.mean(predicted == val.labels) == pytest.approx(metrics["validation"]["accuracy"])
+
+    contract = load_contract(run_dir / "model.keras")
+    assert contract.labels == FER_LABELS and contract.input_size == (48, 48) and contract.arch == "cnn"
+    assert contract.extra["val_accuracy"] == pytest.approx(metrics["validation"]["accuracy"], abs=1e-4)
+
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["epochs"] == 8 and config["batch_size"] == 16 and config["class_weights"] is True
+    rows = history(run_dir)
+    assert [int(r["epoch"]) for r in rows] == list(range(8))
+    assert max(float(r["val_accuracy"]) for r in rows) == pytest.approx(
+        metrics["validation"]["accuracy"], abs=1e-4
+    )
+    for name in ("curves.png", "confusion.png"):
+        assert (run_dir / name).read_bytes().startswith(PNG_MAGIC)
+    report = (run_dir / "report.txt").read_text()
+    for needle in ("macro-F1", "images/s", "s/epoch", "unreadable files skipped", "surprise"):
+        assert needle in report
+    assert (run_dir / "checkpoints" / "last.keras").is_file()
+
+    # A finished run is not overwritten by accident; --resume with a changed flag is refused.
+    assert main(args) == 2
+    assert "already holds a finished run" in capsys.readouterr().err
+    assert main(["--out", str(run_dir), "--resume", "--lr", "0.1"]) == 2
+    assert "conflicting flags: --lr 0.1" in capsys.readouterr().err
+
+
+class InterruptAfterEpoch(keras.callbacks.Callback):
+    """Simulates Ctrl-C right after an epoch's checkpoint was written."""
+
+    def __init__(self, epoch: int):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.slow
+def test_interrupted_run_resumes_from_the_next_epoch(tmp_path, capsys):
+    # A user's own labels in a flat folder: also covers the "classes" layout and the seeded holdout.
+    data = write_folder_dataset(tmp_path / "mine", labels=CUSTOM_LABELS, splits=None)
+    run_dir = tmp_path / "run"
+    given = {"data": str(data), "out": str(run_dir), "epochs": 4, "batch_size": 32}
+    config = config_for_run(run_dir, given, resume=False, overwrite=False)
+    with pytest.raises(KeyboardInterrupt):
+        run(config, quiet=True, cache_dir=tmp_path / "cache", callbacks=[InterruptAfterEpoch(1)])
+    state = RunState.load(run_dir / "checkpoints" / "state.json")
+    assert state.epoch == 2 and len(history(run_dir)) == 2
+    steps_per_epoch = state.optimizer_steps // 2
+    assert steps_per_epoch == -(-(7 * 30 - 7 * 3) // 32)  # 189 train images after the 10% holdout
+    assert not (run_dir / "metrics.json").exists()
+
+    # Starting again without --resume is refused, and nothing to resume in an empty dir either.
+    assert main(["--data", str(data), "--out", str(run_dir)]) == 2
+    assert "unfinished run (continue it with --resume)" in capsys.readouterr().err
+    assert main(["--out", str(tmp_path / "nothing"), "--resume"]) == 2
+    assert "nothing to resume" in capsys.readouterr().err
+
+    assert main(["--out", str(run_dir), "--resume", "--quiet", "--cache-dir", str(tmp_path / "cache")]) == 0
+    out = capsys.readouterr().out
+    assert "resuming at epoch 3/4" in out
+    assert "epoch 3/4" in out and "epoch 1/4" not in out
+    assert [int(r["epoch"]) for r in history(run_dir)] == [0, 1, 2, 3]
+    state = RunState.load(run_dir / "checkpoints" / "state.json")
+    assert state.epoch == 4 and state.optimizer_steps == 4 * steps_per_epoch  # schedule continued
+    contract = load_contract(run_dir / "model.keras")
+    assert contract.labels == sorted(CUSTOM_LABELS)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["val_split"] == "train-holdout" and metrics["epochs_run"] == 4
