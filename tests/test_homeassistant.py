@@ -125,7 +125,8 @@ def test_configs_are_retained_on_the_broker_and_resent_when_home_assistant_comes
     mosquitto, discovering_publisher
 ):
     publisher, expected = discovering_publisher
-    assert _wait(lambda: publisher.connected)
+    with Subscriber(mosquitto, "homeassistant/#") as early:  # the configs have reached the broker
+        assert _wait(lambda: len(_configs(early)) >= 4), early.messages
     # A subscriber that arrives later (Home Assistant starting after the Pi) finds every config retained.
     with Subscriber(mosquitto, "homeassistant/#") as sub:
         assert _wait(lambda: len(_configs(sub)) >= 4), sub.messages
@@ -174,3 +175,33 @@ def test_configs_come_back_after_a_broker_restart(mosquitto, discovering_publish
     with Subscriber(mosquitto, "homeassistant/#") as sub:
         assert _wait(lambda: len(_configs(sub)) >= 4), sub.messages
         assert sorted((t, p) for t, p, _ in _configs(sub)) == sorted(expected)
+
+
+def test_the_daemon_announces_itself_to_home_assistant(tmp_path, mosquitto, tiny_model_path):
+    # End to end: `emotion-edge --publish mqtt` over a photo folder leaves the discovery configs (with the
+    # model's labels) and its availability retained on the broker for Home Assistant to find later.
+    import os
+    import subprocess
+    import sys
+
+    from tests.facesdata import write_photo_folder
+
+    photos = tmp_path / "photos"
+    write_photo_folder(photos)
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"device_id: e2e-pi\nmqtt:\n  host: {mosquitto.host}\n  port: {mosquitto.port}\nstats:\n  interval_s: 0\n"
+    )
+    command = [sys.executable, "-m", "edge.cli", "--config", str(config), "--source", str(photos)]
+    command += ["--model", str(tiny_model_path), "--publish", "mqtt"]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    env.pop("NOTIFY_SOCKET", None)
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with Subscriber(mosquitto, ["homeassistant/#", "emotion/e2e-pi/status"]) as sub:
+        assert _wait(lambda: len(_configs(sub)) >= 4), sub.messages
+        configs = {topic: payload for topic, payload, _ in _configs(sub)}
+        emotion = configs["homeassistant/sensor/e2e-pi/emotion/config"]
+        assert emotion["options"] == [*FER_LABELS, "none"]
+        assert emotion["availability"][0]["topic"] == "emotion/e2e-pi/status"
+        sub.wait_topic("emotion/e2e-pi/status", b"offline", retain=True)
