@@ -107,19 +107,19 @@ def run_convert(args) -> int:
         raise ConvertError(f"--samples must be positive, got {args.samples}")
 
     model = None
-    if has_contract(keras_path):
-        contract = contract_for(keras_path)
-    else:  # a bare .keras: its input size comes from the model, its labels from the data
+    contract = contract_for(keras_path) if has_contract(keras_path) else None
+    if contract is None:  # a bare .keras: its input size comes from the model, its labels from the data
         model = load_keras_model(keras_path)
         size, _ = face_model_shape(model, keras_path)
-        contract = ModelContract(labels=["?", "??"], input_height=size[0], input_width=size[1])
-    dataset = load_dataset(args.data, size=contract.input_size, cache_dir=args.cache_dir)
-    if not has_contract(keras_path):
+    else:
+        size = contract.input_size
+    dataset = load_dataset(args.data, size=size, cache_dir=args.cache_dir)
+    if contract is None:
         warn(
             f"{sidecar_path(keras_path)} is missing: taking the labels from the data in its order "
             f"{dataset.labels}; this is only right if the model was trained on that order"
         )
-        contract = replace(contract, labels=list(dataset.labels))
+        contract = ModelContract(labels=list(dataset.labels), input_height=size[0], input_width=size[1])
     check_labels_match(contract.labels, dataset.labels, str(keras_path), f"data {args.data}")
 
     if model is None:

@@ -8,6 +8,7 @@ interpreter would do. A .keras model runs through Keras `predict` as the float r
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +35,7 @@ class Predictor:
     kind: str  # "tflite" | "keras"
     contract: ModelContract
     backend: str
-    _run: object  # callable: uint8 faces -> probabilities
+    _run: Callable[[np.ndarray], np.ndarray]  # uint8 faces -> probabilities
 
     @property
     def labels(self) -> list[str]:
