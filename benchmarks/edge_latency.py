@@ -1,0 +1,97 @@
+"""Edge latency benchmark: detect + classify (+ publish to a null stdout) per 640x480 frame, and per-face
+classify time, on real photographs (scikit-image astronaut, one and two faces).
+
+    python benchmarks/edge_latency.py [--model edge/models/default.tflite] [--detector haar] [--repeats 50]
+
+Without --model it uses the shipped edge/models/default.tflite, or, when that is absent, the tests' tiny
+int8 model (built with TensorFlow; timings then describe that small network, not the shipped one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from edge.capture import Frame  # noqa: E402
+from edge.classify import EmotionClassifier  # noqa: E402
+from edge.config import Config  # noqa: E402
+from edge.detect import make_detector  # noqa: E402
+from edge.pipeline import FrameProcessor  # noqa: E402
+from edge.preprocess import faces_to_batch  # noqa: E402
+from edge.publish.stdout import StdoutPublisher  # noqa: E402
+from tests import facesdata  # noqa: E402
+
+
+def median_ms(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="a .tflite with its .json contract")
+    parser.add_argument("--detector", default="haar", choices=("haar", "lbp", "blazeface"))
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=50)
+    args = parser.parse_args()
+
+    model = Path(args.model) if args.model else REPO / "edge" / "models" / "default.tflite"
+    note = ""
+    if not model.is_file():
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        from tests.tinymodel import tiny_tflite
+
+        model = tiny_tflite(tempfile.mkdtemp(prefix="edge-bench-"))
+        note = " (tests' tiny int8 model: no shipped default model yet)"
+    classifier = EmotionClassifier(model, num_threads=args.threads)
+    config = Config()
+    config.detector = replace(config.detector, type=args.detector)
+    config.publish = replace(config.publish, policy="every")
+    detector = make_detector(config.detector)
+    publisher = StdoutPublisher(stream=open(os.devnull, "w"))  # noqa: SIM115  # JSON + write cost, no terminal
+
+    print("command:", " ".join([Path(sys.executable).name, *sys.argv]))
+    print(
+        f"model: {model.name}{note} via {classifier.backend}, {args.threads} thread(s); detector: {args.detector}"
+    )
+    for name, (image, truth) in {
+        "one face": facesdata.one_face_frame(),
+        "two faces": facesdata.two_faces_frame(),
+    }.items():
+        processor = FrameProcessor(config, classifier, detector, "bench")
+        counter = iter(range(10**9))
+
+        def one_frame(image=image, processor=processor, counter=counter):
+            result = processor.process(Frame(image, next(counter), time.time()))
+            publisher.publish_event(result.event)
+            return result
+
+        faces = len(one_frame().faces)
+        detect_only = median_ms(lambda image=image: detector.detect(image), args.repeats)
+        total = median_ms(one_frame, args.repeats)
+        print(
+            f"{name:>9} 640x480: detect {detect_only:6.2f} ms, detect+classify+publish {total:6.2f} ms/frame "
+            f"({faces} tracked faces, {1000 / total:5.1f} fps)"
+        )
+        if name == "one face":
+            batch = faces_to_batch(image, truth, classifier.input_size, classifier.contract.crop_margin)
+            per_face = median_ms(lambda batch=batch: classifier.classify(batch), args.repeats * 4)
+            print(f"           classify one face (48x48 int8): {per_face:6.3f} ms median")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
