@@ -47,7 +47,10 @@ def default_model_path() -> Path:
 
 def resolve_model_path(config: Config) -> Path:
     if config.model.path:
-        return Path(config.model.path)
+        path = Path(config.model.path)
+        if not path.is_file():  # say this before the contract loader complains about the missing .json
+            raise FatalError(f"model.path: model file {path} does not exist")
+        return path
     path = default_model_path()
     if not path.is_file():
         raise FatalError(f"no model given and the shipped model {path} is not installed: pass --model FILE")
@@ -61,7 +64,7 @@ def is_live_uri(uri: str) -> bool:
 def load_components(config: Config):
     """Model, detector and their descriptions. Raises FatalError with the reason (for --check-config too)."""
     from edge.classify import EmotionClassifier
-    from edge.detect import make_detector
+    from edge.detect import DetectorError, make_detector
     from edge.interpreter import ModelLoadError
     from edge.model_contract import ContractError
 
@@ -73,8 +76,8 @@ def load_components(config: Config):
         raise FatalError(str(exc)) from None
     try:
         detector = make_detector(config.detector)
-    except (OSError, RuntimeError, ValueError) as exc:
-        raise FatalError(f"detector {config.detector.type}: {exc}") from None
+    except DetectorError as exc:
+        raise FatalError(str(exc)) from None
     description = (
         f"classifier: {model_path.name} via {classifier.backend}, {config.model.threads} threads; "
         f"detector: {config.detector.type}"
@@ -126,17 +129,13 @@ class Daemon:
             return None
 
     def _source_factory(self, first):
-        from edge.capture import open_source
+        from edge.capture import open_source, reusing_factory
 
         cfg = self.config.source
-        pending = [first] if first is not None else []
-
-        def factory():
-            if pending:
-                return pending.pop()
-            return open_source(cfg.uri, cfg.width, cfg.height, cfg.fps)
-
-        return factory
+        size = {"width": cfg.width, "height": cfg.height, "fps": cfg.fps}
+        if first is not None:
+            return reusing_factory(first, cfg.uri, **size)
+        return lambda: open_source(cfg.uri, **size)
 
     def run(self) -> int:
         from edge.capture import CaptureThread
@@ -195,7 +194,11 @@ class Daemon:
             now = time.monotonic()
             if frame is None:
                 if capture.finished:
-                    log.info("source finished after %d frames", stats.processed)
+                    if capture.error:  # a file that turned unreadable, or the capture thread failed
+                        log.error("source stopped: %s", capture.error)
+                        self.exit_code = 1
+                    else:
+                        log.info("source finished after %d frames", stats.processed)
                     break
                 if (
                     stats_every and now - last_stats >= stats_every

@@ -1,0 +1,137 @@
+"""The daemon over MQTT on a real Mosquitto, with an endless live source (HTTP MJPEG on localhost).
+
+Lifecycle as systemd and Home Assistant see it: SIGTERM -> exit 0 and retained `offline`; SIGKILL -> the
+broker's last will `offline`; the broker restarting mid-run -> events resume; the broker down at start ->
+the daemon keeps running and says so once.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+import pytest
+
+from tests.daemonproc import DaemonProcess, MjpegServer, daemon_args, live_frame, write_config
+from tests.mosquitto import Subscriber
+
+BASE = "emotion/test-pi"
+
+
+def _mqtt_config(tmp_path, broker, extra: str = "") -> object:
+    return write_config(
+        tmp_path,
+        f"mqtt:\n  host: {broker.host}\n  port: {broker.port}\n  keepalive: 5\n"
+        f"  discovery:\n    enabled: false\nstats:\n  interval_s: 1\n{extra}",
+    )
+
+
+@pytest.fixture
+def camera():
+    with MjpegServer(live_frame(), fps=8) as server:
+        yield server
+
+
+def _start(tmp_path, broker, camera, model, *extra) -> DaemonProcess:
+    args = daemon_args(_mqtt_config(tmp_path, broker), model, camera.url, "--publish", "mqtt",
+                       "--policy", "every", *extra)  # fmt: skip
+    return DaemonProcess(args, tmp_path)
+
+
+def _is_event(message) -> bool:
+    return message[0] == f"{BASE}/events"
+
+
+def test_sigterm_publishes_offline_and_exits_0(mosquitto, camera, tiny_model_path, tmp_path):
+    with Subscriber(mosquitto, f"{BASE}/#") as sub:
+        daemon = _start(tmp_path, mosquitto, camera, tiny_model_path)
+        try:
+            sub.wait_topic(f"{BASE}/status", b"online", timeout=90)
+            _, payload, _ = sub.wait_for(_is_event, timeout=30)
+            event = json.loads(payload)
+            assert event["source_id"] and event["frame_size"] == [320, 240] and "file" not in event
+            _, state, retained = sub.wait_topic(f"{BASE}/state", timeout=10)
+            state = json.loads(state)
+            assert retained is False  # live delivery; retained flag is set only for late subscribers
+            assert state["face_count"] == 1 and state["dominant_emotion"] in state["scores"]
+            stats = json.loads(sub.wait_topic(f"{BASE}/stats", timeout=15)[1])
+            assert stats["processed_fps"] >= 0 and stats["latency_ms"]["total"]["p50"] is not None
+            assert stats["interpreter"] and stats["detector"] == "haar"
+
+            signalled = time.monotonic()
+            daemon.proc.send_signal(signal.SIGTERM)
+            rc = daemon.proc.wait(timeout=10)
+            took = time.monotonic() - signalled
+            assert rc == 0, daemon.stderr[-3000:]
+            print(f"SIGTERM to exit: {took:.2f} s")
+            sub.wait_topic(f"{BASE}/status", b"offline", timeout=5)
+            assert "SIGTERM received" in daemon.stderr and "Traceback" not in daemon.stderr
+        finally:
+            daemon.stop()
+    with Subscriber(mosquitto, f"{BASE}/#") as late:  # what Home Assistant would see after a restart
+        late.wait_topic(f"{BASE}/status", b"offline", retain=True, timeout=5)
+        assert (
+            json.loads(late.wait_topic(f"{BASE}/state", retain=True, timeout=5)[1])["device_id"] == "test-pi"
+        )
+
+
+def test_sigkill_leaves_the_last_will_offline(mosquitto, camera, tiny_model_path, tmp_path):
+    with Subscriber(mosquitto, f"{BASE}/status") as sub:
+        daemon = _start(tmp_path, mosquitto, camera, tiny_model_path)
+        try:
+            sub.wait_topic(f"{BASE}/status", b"online", timeout=90)
+            daemon.proc.send_signal(signal.SIGKILL)  # no chance to say goodbye: the broker must
+            daemon.proc.wait(timeout=10)
+            sub.wait_topic(f"{BASE}/status", b"offline", timeout=15)
+        finally:
+            daemon.stop()
+    with Subscriber(mosquitto, f"{BASE}/status") as late:
+        late.wait_topic(f"{BASE}/status", b"offline", retain=True, timeout=5)
+
+
+def test_broker_restart_mid_run_events_resume(mosquitto, camera, tiny_model_path, tmp_path):
+    daemon = _start(tmp_path, mosquitto, camera, tiny_model_path)
+    try:
+        with Subscriber(mosquitto, f"{BASE}/#") as sub:
+            sub.wait_for(_is_event, timeout=90)
+        mosquitto.stop()
+        daemon.wait_stderr("lost", timeout=15)
+        time.sleep(1.0)  # events made now are buffered by the daemon
+        mosquitto.start()
+        with Subscriber(mosquitto, f"{BASE}/#") as sub:
+            sub.wait_topic(f"{BASE}/status", b"online", timeout=30)  # re-announced after the reconnect
+            first = json.loads(sub.wait_for(_is_event, timeout=30)[1])["frame_index"]
+            later = sub.wait_for(
+                lambda m: _is_event(m) and json.loads(m[1])["frame_index"] > first + 3, timeout=30
+            )
+            assert later
+            stats = sub.wait_topic(f"{BASE}/stats", timeout=15)
+            assert json.loads(stats[1])["reconnects"] == 1
+        assert daemon.proc.poll() is None  # never crashed
+        assert "Traceback" not in daemon.stderr
+    finally:
+        daemon.proc.send_signal(signal.SIGTERM)
+        assert daemon.proc.wait(timeout=10) == 0
+        daemon.stop()
+
+
+def test_broker_down_at_start_keeps_running_and_says_so_once(mosquitto, camera, tiny_model_path, tmp_path):
+    mosquitto.stop()
+    daemon = _start(tmp_path, mosquitto, camera, tiny_model_path)
+    try:
+        daemon.wait_stderr("unreachable, retrying", timeout=90)
+        time.sleep(4)  # several paho retries (1, 2 s backoff) while frames are processed
+        assert daemon.proc.poll() is None
+        log = daemon.stderr
+        assert log.count("unreachable, retrying") == 1
+        assert f"MQTT broker {mosquitto.host}:{mosquitto.port} unreachable" in log
+        assert "Traceback" not in log
+        mosquitto.start()
+        with Subscriber(mosquitto, f"{BASE}/#") as sub:
+            sub.wait_topic(f"{BASE}/status", b"online", timeout=30)
+            sub.wait_for(_is_event, timeout=30)
+    finally:
+        daemon.proc.send_signal(signal.SIGTERM)
+        assert daemon.proc.wait(timeout=10) == 0
+        daemon.stop()
