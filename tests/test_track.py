@@ -72,7 +72,9 @@ def test_track_leaves_after_max_missing_frames():
     tracker.update([(0, 0, 50, 50)], probs([1, 0, 0]))
     assert tracker.update([], probs()) == []
     assert tracker.update([], probs()) == []
-    assert tracker.update([], probs()) == [{"track_id": 1, "kind": "left", "emotion": "happy", "previous": None}]
+    assert tracker.update([], probs()) == [
+        {"track_id": 1, "kind": "left", "emotion": "happy", "previous": None}
+    ]
     assert tracker.tracks == []
 
 
