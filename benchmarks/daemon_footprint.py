@@ -1,0 +1,105 @@
+"""Daemon footprint: start-up time to the first event, and resident memory, as a real subprocess.
+
+Runs `python -m edge.cli` (what the console script runs) on a video of a real face (scikit-image's
+astronaut, from tests/facesdata.py) with policy `every`, several times, and reports medians:
+
+- start-up to first event: from process start to the first JSON line on stdout (imports, model load,
+  detector build, source open, first frame detected + classified);
+- RSS at the first event (from /proc/<pid>/statm) and peak RSS of the whole run (ru_maxrss via wait4);
+- total run time for the clip.
+
+    .venv/bin/python benchmarks/daemon_footprint.py [--model FILE] [--runs 5] [--frames 60] [--detector haar]
+
+Without --model the shipped edge/models/default.tflite is used. Needs the dev extras (scikit-image).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+
+def _rss_mb(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def one_run(args: list[str], env: dict[str, str]) -> dict:
+    started = time.perf_counter()
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=REPO, env=env)
+    first_line = proc.stdout.readline()
+    first_event_s = time.perf_counter() - started
+    rss_first = _rss_mb(proc.pid)
+    events = 1 if first_line else 0
+    for _ in proc.stdout:
+        events += 1
+    _, status, usage = os.wait4(proc.pid, 0)
+    total_s = time.perf_counter() - started
+    if not first_line or os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"daemon failed (exit {os.waitstatus_to_exitcode(status)}): {' '.join(args)}")
+    json.loads(first_line)  # it really was an event
+    return {
+        "first_event_s": first_event_s,
+        "rss_first_event_mb": rss_first,
+        "peak_rss_mb": usage.ru_maxrss / 1024,  # KiB on Linux
+        "total_s": total_s,
+        "events": events,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="a .tflite with its .json contract (default: the shipped model)")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--frames", type=int, default=60, help="frames in the test clip")
+    parser.add_argument("--detector", default="haar")
+    parser.add_argument("--threads", type=int, default=2)
+    options = parser.parse_args(argv)
+
+    from tests.facesdata import write_face_video
+
+    with tempfile.TemporaryDirectory() as tmp:
+        video = write_face_video(Path(tmp) / "clip.avi", n_frames=options.frames)
+        config = Path(tmp) / "config.yaml"
+        config.write_text("stats:\n  interval_s: 0\n")
+        args = [sys.executable, "-m", "edge.cli", "--config", str(config), "--source", str(video),
+                "--policy", "every", "--publish", "stdout", "--detector", options.detector,
+                "--threads", str(options.threads), "--log-level", "WARNING"]  # fmt: skip
+        if options.model:
+            args += ["--model", options.model]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("EMOTION_EDGE_")}
+        runs = [one_run(args, env) for _ in range(options.runs)]
+
+    def median(key: str) -> float:
+        return statistics.median(r[key] for r in runs if r[key] is not None)
+
+    print(f"command: {' '.join([sys.executable, *sys.argv])}")
+    print(f"daemon:  {' '.join(args[1:3])} --source <{options.frames}-frame 640x480 MJPG clip> "
+          f"--policy every --detector {options.detector} --threads {options.threads}")  # fmt: skip
+    print(f"runs: {options.runs}, events per run: {runs[0]['events']}")
+    print(
+        f"start-up to first event  median {median('first_event_s'):.2f} s "
+        f"(min {min(r['first_event_s'] for r in runs):.2f}, max {max(r['first_event_s'] for r in runs):.2f})"
+    )
+    print(f"RSS at first event       median {median('rss_first_event_mb'):.1f} MB")
+    print(f"peak RSS (ru_maxrss)     median {median('peak_rss_mb'):.1f} MB")
+    print(f"whole clip               median {median('total_s'):.2f} s "
+          f"({options.frames / median('total_s'):.1f} frames/s including start-up)")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
