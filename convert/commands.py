@@ -103,6 +103,11 @@ def _faces(dataset: Dataset, split: str) -> np.ndarray:
 def run_convert(args) -> int:
     keras_path = resolve_keras_path(args.model)
     out = check_output_path(args.out, ".tflite", "output")
+    if sidecar_path(out).resolve() == sidecar_path(keras_path).resolve():
+        raise ConvertError(
+            f"output {out} would overwrite the Keras model's own contract {sidecar_path(keras_path)}; "
+            "choose another file name"
+        )
     if args.samples <= 0:
         raise ConvertError(f"--samples must be positive, got {args.samples}")
 

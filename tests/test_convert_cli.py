@@ -430,3 +430,14 @@ def test_saved_model_route_when_from_keras_model_fails(keras_model_path, dataset
     interpreter = Interpreter(model_content=tflite)
     assert interpreter.get_input_details()[0]["dtype"] == np.int8
     assert interpreter.get_output_details()[0]["dtype"] == np.int8
+
+
+def test_convert_will_not_overwrite_the_keras_contract(keras_model_path, data_dir, cache_dir):
+    out = keras_model_path.with_suffix(".tflite")  # its sidecar would be the Keras model's model.json
+    before = keras_model_path.with_suffix(".json").read_bytes()
+    result = _run_cli(
+        str(keras_model_path.parent), "--data", str(data_dir), "--out", str(out), cache_dir=cache_dir
+    )
+    _assert_clean_failure(result, "overwrite", "model.json")
+    assert not out.exists()
+    assert keras_model_path.with_suffix(".json").read_bytes() == before
