@@ -31,6 +31,7 @@ from edge.stats import StatsCollector, format_stats, utc_timestamp
 log = logging.getLogger("edge.daemon")
 
 SHUTDOWN_BUDGET_S = 1.5  # what publishers may spend on close(); the rest of the 2 s goes to the threads
+FINITE_FLUSH_S = 5.0  # after a finished file/folder: time to connect and deliver the last events
 STATE_REFRESH_S = 1.0  # retained state follows changes at once, and confidences at most once a second
 # Sources the capture thread can reopen: a camera or a stream may come back, a file will not.
 _LIVE_URI = re.compile(r"^(picamera2(:\d+)?|/dev/video\d+|\d+|rtsps?://.*|https?://.*)$")
@@ -270,9 +271,11 @@ class Daemon:
     # --- shutdown ----------------------------------------------------------------------------------------------
 
     def _shutdown(self, capture) -> None:
+        signalled = self.stop_event.is_set()  # set by SIGTERM/SIGINT; not set when a file simply ended
         notify.stopping("shutting down")
         self.stop_event.set()
-        deadline = time.monotonic() + SHUTDOWN_BUDGET_S
+        # A signal must be answered within 2 s (systemd's stop); a finished file may take longer to deliver.
+        deadline = time.monotonic() + (SHUTDOWN_BUDGET_S if signalled else FINITE_FLUSH_S)
         for publisher in self.publishers:
             publisher.close(timeout=max(0.1, deadline - time.monotonic()))
         join = getattr(capture, "join", None)

@@ -135,3 +135,19 @@ def test_broker_down_at_start_keeps_running_and_says_so_once(mosquitto, camera, 
         daemon.proc.send_signal(signal.SIGTERM)
         assert daemon.proc.wait(timeout=10) == 0
         daemon.stop()
+
+
+def test_photo_folder_over_mqtt_delivers_every_event_before_exit(mosquitto, tiny_model_path, tmp_path):
+    """A short finite run can end before MQTT connects: its events must still be delivered, then `offline`."""
+    from tests.daemonproc import run_daemon, write_photo_folder
+
+    expected = write_photo_folder(tmp_path / "photos")
+    args = daemon_args(_mqtt_config(tmp_path, mosquitto), tiny_model_path, str(tmp_path / "photos"),
+                       "--publish", "mqtt", "--policy", "change")  # fmt: skip
+    with Subscriber(mosquitto, f"{BASE}/#") as sub:
+        result = run_daemon(args)
+        assert result.returncode == 0, result.stderr
+        sub.wait_topic(f"{BASE}/status", b"offline", timeout=10)
+        files = [e["file"] for e in sub.json_payloads(f"{BASE}/events")]
+        assert files == sorted(f for f, n in expected.items() if n)
+        assert "not delivered" not in result.stderr

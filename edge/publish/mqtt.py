@@ -236,6 +236,10 @@ class MqttPublisher(Publisher):
     def close(self, timeout: float = 1.0) -> None:
         """Publish `offline` (retained), wait up to `timeout` s for it to leave, disconnect cleanly."""
         deadline = time.monotonic() + timeout
+        # A short run (a folder of photos) can end before the first connect completes: give the broker
+        # part of the budget to accept the connection, so on_connect flushes the buffer before `offline`.
+        while self._buffer and not self._connected and time.monotonic() < deadline - 0.25:
+            time.sleep(0.05)
         with self._lock:
             connected = self._connected
             self._closing = True
