@@ -441,3 +441,59 @@ def test_convert_will_not_overwrite_the_keras_contract(keras_model_path, data_di
     _assert_clean_failure(result, "overwrite", "model.json")
     assert not out.exists()
     assert keras_model_path.with_suffix(".json").read_bytes() == before
+
+
+def _save_model_with_a_float_only_op(path: Path):
+    """SIN has no int8 kernel: the converter keeps it in float (a Dequantize/Sin/Quantize island) even when
+    told to use int8 builtins only, without an error. Only reading the graph back finds it."""
+    import keras
+
+    from edge.model_contract import ModelContract, save_contract
+
+    @keras.saving.register_keras_serializable(package="tests_convert")
+    class Sine(keras.layers.Layer):
+        def call(self, x):
+            return keras.ops.sin(x)
+
+    model = keras.Sequential(
+        [
+            keras.Input((48, 48, 1)),
+            keras.layers.Rescaling(1.0 / 255),
+            keras.layers.Conv2D(4, 3, strides=4),
+            Sine(),
+            keras.layers.Flatten(),
+            keras.layers.Dense(len(FER_LABELS), activation="softmax"),
+        ]
+    )
+    model.save(path)
+    save_contract(path, ModelContract(labels=sorted(FER_LABELS)))
+    return path
+
+
+def test_a_float_island_fails_int8_unless_allowed(data_dir, cache_dir, tmp_path, capsys):
+    from convert.cli import main
+    from edge.model_contract import load_contract
+
+    model = str(_save_model_with_a_float_only_op(tmp_path / "sine.keras"))
+    out = tmp_path / "sine_int8.tflite"
+    common = [
+        model,
+        "--data",
+        str(data_dir),
+        "--out",
+        str(out),
+        "--samples",
+        "35",
+        "--no-verify",
+        "--cache-dir",
+        cache_dir,
+    ]
+    assert main(common) == 2
+    err = capsys.readouterr().err
+    assert "error: the int8 model is not full-integer" in err
+    assert "float op SIN" in err and "DEQUANTIZE" in err and "--allow-float-fallback" in err
+    assert not out.exists() and not out.with_suffix(".json").exists()
+
+    assert main([*common, "--allow-float-fallback"]) == 0
+    assert "kept despite --allow-float-fallback: float op SIN" in capsys.readouterr().err
+    assert load_contract(out).extra["full_integer"] is False
