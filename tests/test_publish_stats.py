@@ -1,0 +1,77 @@
+"""Stdout publisher (JSON Lines) and the stats collector (percentiles, interval rates, /proc and /sys readers)."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from edge.publish.stdout import StdoutPublisher
+from edge.stats import StatsCollector, cpu_temp_c, percentile, rss_mb, utc_timestamp
+
+
+def test_stdout_writes_one_compact_json_line_per_event_and_refuses_nan():
+    stream = io.StringIO()
+    publisher = StdoutPublisher(stream)
+    publisher.publish_event({"frame_index": 1, "faces": []})
+    publisher.publish_event({"frame_index": 2, "faces": [{"emotion": "happy"}]})
+    publisher.publish_state({"face_count": 1})  # state and stats are not events: not on stdout
+    publisher.publish_stats({"uptime_s": 1})
+    lines = stream.getvalue().splitlines()
+    assert [json.loads(line)["frame_index"] for line in lines] == [1, 2]
+    with pytest.raises(ValueError):
+        publisher.publish_event({"score": float("nan")})  # never write invalid JSON
+
+
+def test_stdout_closed_by_reader_is_reported_once_and_not_fatal(caplog):
+    class ClosedPipe(io.StringIO):
+        def write(self, text):
+            raise BrokenPipeError
+
+    publisher = StdoutPublisher(ClosedPipe())
+    publisher.publish_event({"frame_index": 1})
+    publisher.publish_event({"frame_index": 2})
+    assert sum("stdout is closed" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_percentile_interpolates():
+    assert percentile([1.0], 95) == 1.0
+    assert percentile([0.0, 10.0], 50) == 5.0
+    assert percentile(list(map(float, range(101))), 95) == 95.0
+
+
+def test_collector_rates_cover_the_last_interval_and_latency_window():
+    now = [100.0]
+    stats = StatsCollector(window=4, clock=lambda: now[0])
+    for i in range(10):
+        stats.record({"detect": float(i), "total": 2.0 * i, "unknown_stage": 1.0}, faces=2)
+    now[0] += 2.0
+    snap = stats.snapshot(captured=24, dropped=4, reconnects=1, detector="haar", interpreter="ai-edge-litert")
+    assert snap["processed_fps"] == 5.0 and snap["input_fps"] == 12.0 and snap["faces_per_s"] == 10.0
+    assert snap["latency_ms"]["detect"] == {"p50": 7.5, "p95": 8.85}  # only the last 4 frames: 6..9
+    assert snap["latency_ms"]["classify"] == {"p50": None, "p95": None}
+    assert snap["dropped_frames"] == 4 and snap["reconnects"] == 1 and snap["uptime_s"] == 2.0
+    now[0] += 1.0
+    stats.record({"total": 1.0}, faces=0)
+    again = stats.snapshot(captured=30, dropped=4, reconnects=1, detector="haar", interpreter="x")
+    assert again["processed_fps"] == 1.0 and again["input_fps"] == 6.0 and again["faces_per_s"] == 0.0
+    json.dumps(again, allow_nan=False)
+
+
+def test_cpu_temperature_prefers_the_cpu_zone_and_is_none_without_zones(tmp_path):
+    assert cpu_temp_c(str(tmp_path)) is None
+    for name, kind, milli in (
+        ("thermal_zone0", "acpitz", "30000"),
+        ("thermal_zone1", "cpu-thermal", "51234"),
+    ):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "type").write_text(kind + "\n")
+        (tmp_path / name / "temp").write_text(milli + "\n")
+    assert cpu_temp_c(str(tmp_path)) == 51.2
+
+
+def test_rss_and_timestamp_formats():
+    assert rss_mb() > 5  # this Python process with numpy loaded
+    assert utc_timestamp(0) == "1970-01-01T00:00:00.000Z"
+    assert utc_timestamp(1.5) == "1970-01-01T00:00:01.500Z"
