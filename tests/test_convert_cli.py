@@ -497,3 +497,39 @@ def test_a_float_island_fails_int8_unless_allowed(data_dir, cache_dir, tmp_path,
     assert main([*common, "--allow-float-fallback"]) == 0
     assert "kept despite --allow-float-fallback: float op SIN" in capsys.readouterr().err
     assert load_contract(out).extra["full_integer"] is False
+
+
+def test_evaluate_reads_fer_csv_by_label_name(converted, tmp_path, cache_dir):
+    """fer2013.csv numbers its classes 0 angry .. 6 neutral; the model's order is alphabetical. Labels meet by
+    name, so the csv must score like the folder data of the same faces would, far above chance."""
+    from convert.cli import main
+    from tests.fakefaces import write_fer_csv
+
+    csv_path = write_fer_csv(tmp_path / "fer2013.csv", {"Training": 2, "PublicTest": 12}, seed=3)
+    out = tmp_path / "csv_eval.json"
+    args = ["evaluate", "--model", str(converted), "--data", str(csv_path), "--json", str(out)]
+    assert main([*args, "--timing-runs", "0", "--cache-dir", cache_dir]) == 0
+    result = json.loads(out.read_text())
+    assert result["split"] == "test" and result["count"] == 12 * 7
+    assert result["accuracy"] > 0.6
+    assert "latency_ms" not in result
+
+
+def test_default_split_is_test_then_val_else_a_clear_error():
+    from convert.commands import choose_eval_split
+    from convert.errors import ConvertError
+    from train.data import Dataset, Split
+
+    def split(n):
+        return Split(np.zeros((n, 48, 48), np.uint8), np.zeros(n, np.int64), [""] * n)
+
+    def data(*names):
+        return Dataset(["a", "b"], {name: split(3) for name in names}, "folders", "faces/", [])
+
+    assert choose_eval_split(data("train", "val", "test"), None) == "test"
+    assert choose_eval_split(data("train", "val"), None) == "val"
+    assert choose_eval_split(data("train", "val", "test"), "train") == "train"
+    with pytest.raises(ConvertError, match=r"no test or val split \(available: train\)"):
+        choose_eval_split(data("train"), None)
+    with pytest.raises(ConvertError, match=r"no 'val' split \(available: test, train\)"):
+        choose_eval_split(data("train", "test"), "val")
