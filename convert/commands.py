@@ -103,7 +103,8 @@ def _faces(dataset: Dataset, split: str) -> np.ndarray:
 def run_convert(args) -> int:
     keras_path = resolve_keras_path(args.model)
     out = check_output_path(args.out, ".tflite", "output")
-    if sidecar_path(out).resolve() == sidecar_path(keras_path).resolve():
+    # x.keras and x.tflite share x.json: the int8 contract would replace the training contract and its metrics.
+    if has_contract(keras_path) and sidecar_path(out).resolve() == sidecar_path(keras_path).resolve():
         raise ConvertError(
             f"output {out} would overwrite the Keras model's own contract {sidecar_path(keras_path)}; "
             "choose another file name"
