@@ -111,7 +111,40 @@ def run_convert(args) -> int:
         )
     if args.samples <= 0:
         raise ConvertError(f"--samples must be positive, got {args.samples}")
+    model, contract, dataset = _load_checked_inputs(keras_path, args.data, args.cache_dir)
 
+    extra = {"mode": args.mode, "source_model": str(keras_path)}
+    calibration = None
+    if args.mode == "int8":
+        split = "train" if "train" in dataset.splits else sorted(dataset.splits)[0]
+        calibration = stratified_sample(dataset.splits[split], args.samples, CALIBRATION_SEED).images
+        print(
+            f"calibrating on {len(calibration)} '{split}' faces (class-stratified, seed {CALIBRATION_SEED})"
+        )
+        extra.update(
+            calibration_samples=len(calibration), calibration_split=split, calibration_seed=CALIBRATION_SEED
+        )
+    tflite, route = convert_model(model, args.mode, calibration, args.allow_float_fallback)
+    extra.update(converter=route, source_extra=contract.extra)
+    tflite = _embed_contract(tflite, replace(contract, extra=dict(extra)))
+
+    with tempfile.TemporaryDirectory(prefix="emotion-convert-") as staging:
+        # Checked and verified where the daemon would load it from: a .tflite with its sidecar.
+        staged = Path(staging) / out.name
+        write_bytes_atomic(staged, tflite)
+        save_contract(staged, replace(contract, extra=dict(extra)))
+        extra.update(_check_graph(staged, args.mode, args.allow_float_fallback))
+        if not args.no_verify:
+            extra["verification"] = _verify(model, keras_path, contract, staged, dataset)
+
+    _publish(out, tflite, replace(contract, extra=extra))
+    print(f"wrote {out} ({out.stat().st_size / 1024:.1f} KiB) and {sidecar_path(out)}")
+    return 0
+
+
+def _load_checked_inputs(keras_path: Path, data: str, cache_dir: str | None):
+    """(Keras model, its contract, the data set) once labels and shapes agree. The contract and data are
+    checked before the model is loaded: both are cheap, the model needs TensorFlow."""
     model = None
     contract = contract_for(keras_path) if has_contract(keras_path) else None
     if contract is None:  # a bare .keras: its input size comes from the model, its labels from the data
@@ -119,74 +152,52 @@ def run_convert(args) -> int:
         size, _ = face_model_shape(model, keras_path)
     else:
         size = contract.input_size
-    dataset = load_dataset(args.data, size=size, cache_dir=args.cache_dir)
+    dataset = load_dataset(data, size=size, cache_dir=cache_dir)
     if contract is None:
         warn(
             f"{sidecar_path(keras_path)} is missing: taking the labels from the data in its order "
             f"{dataset.labels}; this is only right if the model was trained on that order"
         )
         contract = ModelContract(labels=list(dataset.labels), input_height=size[0], input_width=size[1])
-    check_labels_match(contract.labels, dataset.labels, str(keras_path), f"data {args.data}")
-
+    check_labels_match(contract.labels, dataset.labels, str(keras_path), f"data {data}")
     if model is None:
         model = load_keras_model(keras_path)
     size, classes = face_model_shape(model, keras_path)
     check_model_matches_contract(keras_path, size, classes, contract)
+    return model, contract, dataset
 
-    calibration_split = "train" if "train" in dataset.splits else sorted(dataset.splits)[0]
-    calibration = stratified_sample(dataset.splits[calibration_split], args.samples, CALIBRATION_SEED)
-    if args.mode == "int8":
-        print(
-            f"calibrating on {len(calibration)} '{calibration_split}' faces (class-stratified, seed {CALIBRATION_SEED})"
-        )
-    tflite, route = convert_model(
-        model, args.mode, calibration.images if args.mode == "int8" else None, args.allow_float_fallback
-    )
 
-    extra = {
-        "mode": args.mode,
-        "calibration_samples": len(calibration) if args.mode == "int8" else 0,
-        "calibration_split": calibration_split if args.mode == "int8" else None,
-        "calibration_seed": CALIBRATION_SEED,
-        "source_model": str(keras_path),
-        "converter": route,
-        "source_extra": contract.extra,
-    }
-    out_contract = replace(contract, extra=extra).validate("converted model contract")
+def _embed_contract(tflite: bytes, contract: ModelContract) -> bytes:
     try:
-        payload = json.dumps(out_contract.to_dict(), sort_keys=True).encode()
-        tflite = embed_metadata(tflite, METADATA_NAME, payload)
+        payload = json.dumps(contract.validate("converted model contract").to_dict(), sort_keys=True).encode()
+        return embed_metadata(tflite, METADATA_NAME, payload)
     except Exception as exc:  # the embedded copy is a convenience; the sidecar is what the daemon reads
         warn(f"could not embed the contract into the .tflite metadata ({exc}); the sidecar JSON still has it")
-
-    with tempfile.TemporaryDirectory(prefix="emotion-convert-") as staging:
-        staged = Path(staging) / out.name
-        write_bytes_atomic(staged, tflite)
-        save_contract(staged, out_contract)
-        report = inspect_tflite(staged)
-        print(report.summary())
-        if args.mode == "int8":
-            for problem in require_full_integer(report, args.allow_float_fallback):
-                warn(f"kept despite --allow-float-fallback: {problem}")
-            scale, zero_point = report.input_quantization
-            if report.input_is_raw_pixels():
-                print(f"int8 input: scale {scale:g}, zero point {zero_point} (the int8 value is pixel - 128)")
-            else:
-                warn(
-                    f"int8 input scale {scale:g}, zero point {zero_point}, not 1 / -128: the calibration faces "
-                    "do not span 0..255; the classifier still quantizes correctly from these parameters"
-                )
-            extra["input_quantization"] = {"scale": scale, "zero_point": zero_point}
-        extra["full_integer"] = report.full_integer
-        if not args.no_verify:
-            extra["verification"] = _verify(model, keras_path, contract, staged, dataset, args)
-
-    _publish(out, tflite, replace(out_contract, extra=extra))
-    print(f"wrote {out} ({out.stat().st_size / 1024:.1f} KiB) and {sidecar_path(out)}")
-    return 0
+        return tflite
 
 
-def _verify(model, keras_path: Path, contract: ModelContract, staged: Path, dataset: Dataset, args) -> dict:
+def _check_graph(staged: Path, mode: str, allow_float_fallback: bool) -> dict:
+    """Read the converted file back through the daemon's interpreter; for int8, refuse float islands."""
+    report = inspect_tflite(staged)
+    print(report.summary(list_float_ops=mode == "int8"))
+    facts: dict = {"full_integer": report.full_integer}
+    if mode != "int8":
+        return facts
+    for problem in require_full_integer(report, allow_float_fallback):
+        warn(f"kept despite --allow-float-fallback: {problem}")
+    scale, zero_point = report.input_quantization
+    if report.input_is_raw_pixels():
+        print(f"int8 input: scale {scale:g}, zero point {zero_point} (the int8 value is pixel - 128)")
+    else:
+        warn(
+            f"int8 input scale {scale:g}, zero point {zero_point}, not 1 / -128: the calibration faces "
+            "do not span 0..255; the classifier still quantizes correctly from these parameters"
+        )
+    facts["input_quantization"] = {"scale": scale, "zero_point": zero_point}
+    return facts
+
+
+def _verify(model, keras_path: Path, contract: ModelContract, staged: Path, dataset: Dataset) -> dict:
     """Float vs converted accuracy on the held-out split, so the user sees at once what quantization cost."""
     try:
         split = choose_eval_split(dataset, None)

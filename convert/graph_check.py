@@ -40,19 +40,28 @@ class GraphReport:
         scale, zero_point = self.input_quantization
         return abs(scale - 1.0) <= tolerance and zero_point == -128
 
-    def summary(self) -> str:
+    def summary(self, list_float_ops: bool = True) -> str:
         ops = ", ".join(f"{name} x{count}" for name, count in sorted(self.op_counts.items()))
         scale, zp = self.input_quantization
         lines = [
             f"inputs {self.input_dtypes} outputs {self.output_dtypes}; input scale {scale:g} zero point {zp}",
             f"ops: {ops}",
         ]
-        if self.float_ops:
-            lines.append("float ops: " + "; ".join(self.float_ops))
+        if self.float_ops and list_float_ops:
+            lines.append(f"float ops ({len(self.float_ops)}): " + _first(self.float_ops))
+        elif self.float_ops:
+            lines.append(f"{len(self.float_ops)} ops touch float tensors (expected outside int8 mode)")
         return "\n".join(lines)
 
 
+def _first(items: list[str], limit: int = 6) -> str:
+    """A float16 model touches floats in every op: name a few, count the rest."""
+    shown = "; ".join(items[:limit])
+    return shown + (f"; ... and {len(items) - limit} more" if len(items) > limit else "")
+
+
 def _float_problem(op: dict, tensors: dict[int, dict]) -> str | None:
+    """ "SIN #2 (float32 input, float32 output) at 'sequential/sine/Sin'" or None for an integer op."""
     touched = []
     for role, indices in (("input", op["inputs"]), ("output", op["outputs"])):
         for index in indices:
@@ -60,10 +69,13 @@ def _float_problem(op: dict, tensors: dict[int, dict]) -> str | None:
                 continue
             dtype = np.dtype(tensors[index]["dtype"])
             if dtype not in _INTEGER_DTYPES and dtype != np.dtype(np.bool_):
-                touched.append(f"{dtype.name} {role} '{tensors[index]['name']}'")
-    if touched:
-        return f"{op['op_name']} #{op['index']} ({', '.join(touched)})"
-    return None
+                touched.append(f"{dtype.name} {role}")
+    if not touched:
+        return None
+    outputs = [i for i in op["outputs"] if i >= 0]
+    # The output tensor's name carries the Keras layer path; fused names get long, so keep the first part.
+    where = f" at '{tensors[outputs[0]]['name'].split(';')[0][:80]}'" if outputs else ""
+    return f"{op['op_name']} #{op['index']} ({', '.join(dict.fromkeys(touched))}){where}"
 
 
 def inspect_tflite(path: str | os.PathLike) -> GraphReport:
@@ -105,7 +117,7 @@ def require_full_integer(report: GraphReport, allow_float_fallback: bool) -> lis
     if problems and not allow_float_fallback:
         raise ConvertError(
             "the int8 model is not full-integer: "
-            + "; ".join(problems)
+            + _first(problems)
             + " (a layer did not quantize; use int8-friendly layers, or pass --allow-float-fallback)"
         )
     return problems
