@@ -7,6 +7,11 @@ VENV ?= .venv
 EDGE_VENV ?= .venv-edge
 FER ?= ../shared/data/fer2013
 
+# The shipped default model's recipe (MODEL_CARD.md). Tune on train/, choose on test/.
+MODEL_RUN ?= runs/default
+MODEL_FLAGS = --arch vgg --epochs 30 --batch-size 64 --lr 2e-3 --weight-decay 0.05 --dropout 0.4 \
+	--label-smoothing 0.1 --class-weight-power 0.5 --random-erasing 0.25 --patience 0 --seed 1337 --quiet
+
 .PHONY: run test lint model clean
 
 $(VENV)/.installed: pyproject.toml
@@ -31,6 +36,15 @@ test: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(VENV)/bin/python -m ruff check .
 	$(VENV)/bin/python -m ruff format --check .
+
+# Resumable: rerunning `make model` after an interruption continues from the last finished epoch.
+model: $(VENV)/.installed
+	@if [ -f $(MODEL_RUN)/checkpoints/state.json ]; then resume=--resume; else resume=; fi; \
+	$(VENV)/bin/emotion-train --data $(FER) --out $(MODEL_RUN) $(MODEL_FLAGS) $$resume
+	$(VENV)/bin/emotion-convert $(MODEL_RUN) --data $(FER) --out $(MODEL_RUN)/default.tflite
+	$(VENV)/bin/emotion-convert evaluate --model $(MODEL_RUN)/model.keras --compare $(MODEL_RUN)/default.tflite \
+		--data $(FER) --split test --tta-flip --json $(MODEL_RUN)/evaluation.json
+	cp $(MODEL_RUN)/default.tflite $(MODEL_RUN)/default.json edge/models/
 
 clean:
 	rm -rf $(VENV) $(EDGE_VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -76,6 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-class-weights", dest="class_weights", action="store_false", help="do not weight rare classes up"
     )
     add(
+        "--class-weight-power",
+        type=float,
+        metavar="P",
+        help="raise the balanced class weights to P: 1 = fully balanced (default), 0.5 = square root (softer)",
+    )
+    add(
         "--patience",
         type=int,
         metavar="N",

@@ -30,6 +30,7 @@ DEFAULTS = dict(
     label_smoothing=0.0,
     mixup=0.0,  # Beta(alpha, alpha); 0 = off
     class_weights=True,  # balanced class weights: FER's "disgust" is 16x rarer than "happy"
+    class_weight_power=1.0,  # 1 = fully balanced, 0.5 = square root of the balanced weights (softer)
     patience=10,  # early-stopping patience in epochs on val accuracy; 0 = off
     size=48,  # square input side in pixels
     width=1.0,  # channel-width multiplier of the architecture
@@ -38,7 +39,7 @@ DEFAULTS = dict(
     random_erasing=0.0,  # probability per image; 0 = off
 )
 # The keys of train.model.ARCHS, repeated here so flag checks need no Keras import (a test keeps them equal).
-ARCH_NAMES = ("cnn", "mobilenet")
+ARCH_NAMES = ("cnn", "mobilenet", "vgg")
 ARTIFACTS = [
     "model.keras",
     "model.json",
@@ -72,6 +73,7 @@ class TrainConfig:
     label_smoothing: float = DEFAULTS["label_smoothing"]
     mixup: float = DEFAULTS["mixup"]
     class_weights: bool = DEFAULTS["class_weights"]
+    class_weight_power: float = DEFAULTS["class_weight_power"]
     patience: int = DEFAULTS["patience"]
     size: int = DEFAULTS["size"]
     width: float = DEFAULTS["width"]
@@ -94,6 +96,8 @@ class TrainConfig:
             problems.append("--label-smoothing must be in [0, 1)")
         if self.mixup < 0:
             problems.append("--mixup must be 0 (off) or a positive Beta alpha")
+        if not 0 < self.class_weight_power <= 1:
+            problems.append("--class-weight-power must be in (0, 1]")
         if self.patience < 0:
             problems.append("--patience must be 0 (off) or positive")
         if self.schedule not in ("cosine", "plateau"):
@@ -178,7 +182,11 @@ def run(config: TrainConfig, resume=False, quiet=False, cache_dir=None, use_cach
     from train.runstate import RunDirCheckpoint, RunState
 
     keras.utils.set_random_seed(config.seed)
-    class_weights = balanced_class_weights(train_split.labels, num_classes) if config.class_weights else None
+    class_weights = (
+        balanced_class_weights(train_split.labels, num_classes, config.class_weight_power)
+        if config.class_weights
+        else None
+    )
     train_ds = make_train_dataset(
         train_split.images,
         train_split.labels,
