@@ -29,7 +29,9 @@ def _find_interpreter_class():
     for module_name, attribute, label in _BACKENDS:
         try:
             module = importlib.import_module(module_name)
-        except Exception as exc:  # an installed-but-broken backend (e.g. tflite-runtime on NumPy 2) is skipped
+        except (
+            Exception
+        ) as exc:  # an installed-but-broken backend (e.g. tflite-runtime on NumPy 2) is skipped
             errors.append(f"{label}: {type(exc).__name__}: {exc}")
             continue
         return getattr(module, attribute), label

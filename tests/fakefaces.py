@@ -110,7 +110,7 @@ def write_folder_dataset(
     plan = splits if splits is not None else {"": 30}
     for offset, (split, n_per_class) in enumerate(plan.items()):
         images, targets = make_faces(n_per_class, labels, seed=seed + offset)
-        for i, (image, target) in enumerate(zip(images, targets)):
+        for i, (image, target) in enumerate(zip(images, targets, strict=True)):
             folder = root / split / labels[target] if split else root / labels[target]
             folder.mkdir(parents=True, exist_ok=True)
             cv2.imwrite(str(folder / f"{split or 'img'}_{i:05d}.{ext}"), image)
