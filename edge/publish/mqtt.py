@@ -78,6 +78,9 @@ class MqttPublisher(Publisher):
         # Set before connecting: the broker publishes this if we vanish without a clean disconnect.
         client.will_set(self.topics["status"], OFFLINE, qos=1, retain=True)
         client.reconnect_delay_set(min_delay=1, max_delay=60)
+        # paho's own queue (messages past the in-flight window on a slow or half-open link) is unbounded by
+        # default; over months that is a memory leak. Bound it like our outage buffer (+ state/stats room).
+        client.max_queued_messages_set(max(100, cfg.buffer_size + 100))
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
