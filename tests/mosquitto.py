@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -47,7 +48,11 @@ def _port_open(port: int) -> bool:
 class MosquittoBroker:
     """One mosquitto process on 127.0.0.1:<port>; `stop()` and `start()` again reuse the same port."""
 
-    def __init__(self, binary: str, workdir: Path, port: int | None = None):
+    def __init__(
+        self, binary: str, workdir: Path, port: int | None = None, extra_config: str | list[str] = ""
+    ):
+        """`extra_config`: mosquitto.conf lines appended after the listener line, so listener settings
+        (cafile, certfile, require_certificate) apply to it and global ones (password_file) to the broker."""
         self.binary = binary
         self.workdir = Path(workdir)
         self.port = port or free_port()
@@ -55,9 +60,18 @@ class MosquittoBroker:
         self.config_path = self.workdir / "mosquitto.conf"
         self.log_path = self.workdir / "mosquitto.log"
         self._proc: subprocess.Popen | None = None
+        extra = extra_config if isinstance(extra_config, str) else "\n".join(extra_config)
+        # An auth test sets `allow_anonymous false` itself; anonymous access stays the default otherwise.
+        anonymous = "" if "allow_anonymous" in extra else "allow_anonymous true\n"
+        # Started as root (CI containers), mosquitto drops to the `mosquitto` user before it reads key and
+        # password files, which then cannot be read in the test's private tmp dir. Stay the test's own user
+        # (no effect when not root).
+        user = pwd.getpwuid(os.getuid()).pw_name
         self.config_path.write_text(
+            f"user {user}\n"
             f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
+            f"{extra.rstrip()}\n"
+            f"{anonymous}"
             "persistence false\n"
             "log_dest stderr\n"
             "log_type error\nlog_type warning\nlog_type notice\n"
@@ -105,10 +119,19 @@ class MosquittoBroker:
 class Subscriber:
     """A real paho client that records every message it receives, for assertions.
 
-    `messages` is a list of (topic, payload bytes, retain flag) in arrival order.
+    `messages` is a list of (topic, payload bytes, retain flag) in arrival order. `username`/`password`
+    and `tls` (keyword arguments of paho's `tls_set`) are for brokers that demand them.
     """
 
-    def __init__(self, broker: MosquittoBroker, topics: str | list[str] = "#", client_id: str | None = None):
+    def __init__(
+        self,
+        broker: MosquittoBroker,
+        topics: str | list[str] = "#",
+        client_id: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        tls: dict | None = None,
+    ):
         self.broker = broker
         self.topics = [topics] if isinstance(topics, str) else list(topics)
         self.messages: list[tuple[str, bytes, bool]] = []
@@ -118,6 +141,10 @@ class Subscriber:
         self.client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or f"test-sub-{time.monotonic_ns()}"
         )
+        if username is not None:
+            self.client.username_pw_set(username, password)
+        if tls is not None:
+            self.client.tls_set(**tls)
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
