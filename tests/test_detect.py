@@ -148,3 +148,60 @@ def test_weighted_nms_merges_overlaps_and_keeps_separate_boxes():
 def test_unknown_type_is_rejected():
     with pytest.raises(DetectorError, match="unknown detector type"):
         make_detector(replace(DetectorConfig(), type="yolo"))
+
+
+def _shifted(frame, box, dx):
+    """The frame moved dx pixels right (a face that moved between frames) and the box moved with it."""
+    return np.roll(frame, dx, axis=1), (box[0] + dx, box[1], box[2], box[3])
+
+
+def matched_box(detections, truth_box):
+    """The detection's box that overlaps a known face best."""
+    return max(detections, key=lambda d: iou(d.box, truth_box)).box
+
+
+def test_haar_roi_refinds_a_moved_face_from_a_small_crop():
+    frame, truth = facesdata.one_face_frame()
+    detector = make_detector(DetectorConfig())
+    full = matched_box(detector.detect(frame), truth[0])
+    full_scan_px = detector.scanned_px
+    moved, expected = _shifted(frame, full, 15)
+    detector.scanned_px = 0
+    found = detector.detect_roi(moved, [full])
+    assert len(found) == 1 and iou(found[0].box, expected) > 0.5, found
+    assert found[0].box != full  # the box followed the face: it is not the old box handed back
+    assert detector.scanned_px * 5 < full_scan_px  # one crop around the face, not the frame
+
+
+def test_haar_roi_gives_nothing_where_the_face_has_gone():
+    frame, truth = facesdata.one_face_frame()
+    detector = make_detector(DetectorConfig())
+    box = matched_box(detector.detect(frame), truth[0])
+    assert detector.detect_roi(facesdata.no_face_frame(), [box]) == []
+    assert detector.detect_roi(frame, []) == []
+
+
+def test_haar_roi_one_detection_per_face_even_for_duplicate_boxes():
+    frame, truth = facesdata.two_faces_frame()
+    detector = make_detector(DetectorConfig())
+    boxes = [matched_box(detector.detect(frame), t) for t in truth]
+    found = detector.detect_roi(frame, [boxes[0], boxes[1], boxes[0]])
+    assert len(found) == 2 and matched(found, truth) == 2, found
+
+
+def test_haar_roi_in_a_crowd_is_a_full_scan():
+    frame, truth = facesdata.twenty_faces_frame()
+    detector = make_detector(DetectorConfig())
+    full_scans = []
+    detector.detect = lambda image: full_scans.append(image) or []
+    detector.detect_roi(frame, truth)  # 20 crops would cost more than one 320-wide scan
+    assert len(full_scans) == 1
+    detector.detect_roi(frame, truth[:1])
+    assert len(full_scans) == 1
+
+
+@needs_blazeface
+def test_blazeface_roi_scans_the_whole_frame():
+    frame, truth = facesdata.two_faces_frame()
+    detector = make_detector(DetectorConfig(type="blazeface"))
+    assert matched(detector.detect_roi(frame, truth[:1]), truth) == 2  # it still sees the other face

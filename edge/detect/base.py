@@ -23,6 +23,9 @@ class Detector(Protocol):
 
     def detect(self, frame: np.ndarray) -> list[Detection]: ...
 
+    # Between full scans: re-find the faces last seen at `boxes` (cheaper than detect where it can be).
+    def detect_roi(self, frame: np.ndarray, boxes: list) -> list[Detection]: ...
+
 
 def clamp_box(x: float, y: float, w: float, h: float, width: int, height: int) -> tuple[int, int, int, int]:
     """Round a box to integer pixels and clip it to the frame."""
