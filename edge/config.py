@@ -73,6 +73,10 @@ class DetectorConfig:
     # tracked face under 1 ms: detecting every 3rd frame and following boxes in between keeps a live camera
     # near its frame rate. Photos are always detected (each is independent).
     every_n_frames: int = _spec(3, int, lo=1, hi=1000)
+    # Between full scans, look for each tracked face only in a small crop around its last box (a few ms per
+    # face with Haar; BlazeFace just scans the frame): boxes follow the face and a face that left is missed.
+    # false = reuse the last boxes unchanged (cheapest, but stale).
+    roi_redetect: bool = _spec(True, bool)
     min_face_px: int = _spec(48, int, lo=8, hi=4096)
     detect_width: int = _spec(320, int, lo=32, hi=8192)
     # 1.2 between cascade scales halves the scan of 1.1 for a ~1-3 px wobble in the box.

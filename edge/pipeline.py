@@ -68,6 +68,7 @@ class FrameProcessor:
         )
         self.tta_flip = bool(tracking.tta_flip)
         self.every_n = max(1, int(config.detector.every_n_frames))
+        self.roi_redetect = bool(config.detector.roi_redetect)
         self.policy = PublishPolicy(config.publish.policy, config.publish.max_rate_hz)
         self._clock = clock
         self._frames = 0
@@ -80,6 +81,14 @@ class FrameProcessor:
         if self.tta_flip:  # the mirrored face is another look at the same expression: average the two
             probs = (probs + self.classifier.classify(np.ascontiguousarray(batch[:, :, ::-1]))) / 2.0
         return probs
+
+    def _redetect(self, image: np.ndarray) -> list:
+        """Between full scans: look for each tracked face near its last box. Tracks not found count as missed."""
+        tracked = [track.box for track in self.tracker.tracks]
+        detect_roi = getattr(self.detector, "detect_roi", None)
+        if detect_roi is None:  # a detector without a cheap partial scan: the full one
+            return self.detector.detect(image)
+        return detect_roi(image, tracked)
 
     def process(self, frame: Frame) -> ProcessResult:
         start = time.perf_counter()
@@ -96,7 +105,9 @@ class FrameProcessor:
             boxes = []
         elif run_detector:
             boxes = [d.box for d in self.detector.detect(image)]
-        else:  # between detections, follow the faces where they were last seen
+        elif self.roi_redetect:
+            boxes = [d.box for d in self._redetect(image)]
+        else:  # between detections, keep the faces where they were last seen
             boxes = self.tracker.visible_boxes()
         boxes = [b for b in boxes if b[2] > 0 and b[3] > 0]
         detected = time.perf_counter()

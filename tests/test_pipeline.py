@@ -108,6 +108,59 @@ def test_detect_every_n_frames_follows_faces_between_detections(classifier):
     assert result.timings_ms["classify"] > 0
 
 
+def count_calls(processor, method):
+    """Wrap processor.detector.<method> so each call is recorded; returns the list of calls."""
+    calls = []
+    real = getattr(processor.detector, method)
+    setattr(processor.detector, method, lambda *args: calls.append(args) or real(*args))
+    return calls
+
+
+def test_between_full_scans_the_box_follows_the_face_from_a_crop(classifier):
+    image, truth = facesdata.one_face_frame()
+    processor = make_processor(classifier, detector={"every_n_frames": 3})
+    full_scans, crops = count_calls(processor, "detect"), count_calls(processor, "detect_roi")
+    first = face_at(processor.process(frame(image, 0)).event, truth[0])
+    for i, dx in enumerate((6, 12), start=1):  # the face drifts right between the full scans
+        moved = np.roll(image, dx, axis=1)
+        faces = processor.process(frame(moved, i)).faces
+        face = max(faces, key=lambda f: iou(f.box, first["box"]))
+        assert face.track_id == first["track_id"] and face.missing == 0
+        full_box = max((d.box for d in processor.detector.detect(moved)), key=lambda b: iou(b, face.box))
+        assert iou(face.box, full_box) > 0.5
+        assert face.box[0] > first["box"][0]  # found again where it is now, not the stale box
+    assert len(crops) == 2 and len(full_scans) == 1 + 2  # 2 of them are this test's own reference scans
+
+
+def test_a_face_that_left_is_missed_between_full_scans(classifier):
+    image, _ = facesdata.one_face_frame()
+    empty = facesdata.no_face_frame()
+    for roi_redetect, expect_left in ((True, True), (False, False)):
+        processor = make_processor(
+            classifier,
+            detector={"every_n_frames": 100, "roi_redetect": roi_redetect},
+            tracking={"max_missing_frames": 2},
+        )
+        appeared = processor.process(frame(image, 0)).changes
+        ids = {c["track_id"] for c in appeared}
+        left = [c for i in range(1, 5) for c in processor.process(frame(empty, i)).changes]
+        if expect_left:  # missed on frames 1 and 2, gone on frame 3: no full scan needed
+            assert {c["track_id"] for c in left if c["kind"] == "left"} == ids
+            assert processor.faces_in_view() == []
+        else:  # the old behaviour: the last boxes are kept until the next full scan
+            assert not [c for c in left if c["kind"] == "left"]
+            assert len(processor.faces_in_view()) == len(ids)
+
+
+def test_photos_always_get_a_full_scan(classifier):
+    image, truth = facesdata.one_face_frame()
+    processor = make_processor(classifier, detector={"every_n_frames": 3})
+    full_scans, crops = count_calls(processor, "detect"), count_calls(processor, "detect_roi")
+    for i in range(3):
+        processor.process(frame(image, i, file=f"photo{i}.jpg"))
+    assert len(full_scans) == 3 and crops == []
+
+
 def test_photo_folder_each_photo_with_a_face_appears(classifier, schema, tmp_path):
     expected = facesdata.write_photo_folder(tmp_path)
     source = open_source(str(tmp_path))
