@@ -16,6 +16,7 @@ from __future__ import annotations
 import collections
 import logging
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -46,7 +47,12 @@ class MqttPublisher(Publisher):
         self._lock = threading.RLock()
         self._connected = False
         self._ever_connected = False
-        self._outage_logged = False
+        # What the current outage was last reported as (None while connected): a failure is logged once,
+        # not once per 1..60 s retry, but a *different* failure (the broker came back with a bad certificate)
+        # is logged again.
+        self._reported: str | None = None
+        self._refused = False  # the broker answered the last attempt with a refusal (already reported)
+        self._paho_error: str | None = None  # paho's last socket error (it only reports it to on_log)
         self._closing = False
         self._buffer: collections.deque[str] = collections.deque()
         self._last_state: str | None = None
@@ -84,6 +90,7 @@ class MqttPublisher(Publisher):
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
+        client.on_log = self._on_paho_log
         return client
 
     def start(self) -> None:
@@ -186,9 +193,15 @@ class MqttPublisher(Publisher):
     def _on_connect(self, client, userdata, flags, reason_code, properties):
         if reason_code.is_failure:
             # Refused (bad credentials, ...): paho retries; say it once per outage, not per retry.
-            if not self._outage_logged:
-                log.warning("MQTT broker %s refused the connection: %s; retrying", self.address, reason_code)
-                self._outage_logged = True
+            self._refused = True
+            hint = ""
+            if reason_code.value in (4, 5, 134, 135):  # bad user name or password / not authorized (3.1.1, 5)
+                hint = " (check mqtt.username and mqtt.password)"
+            self._report(
+                f"refused:{reason_code}",
+                "MQTT broker %s refused the connection: %s%s; retrying",
+                self.address, reason_code, hint,
+            )  # fmt: skip
             return
         with self._lock:
             if self._closing:
@@ -199,7 +212,8 @@ class MqttPublisher(Publisher):
             else:
                 log.info("MQTT connected to %s", self.address)
             self._ever_connected = True
-            self._outage_logged = False
+            self._reported = None
+            self._refused = False
             client.publish(self.topics["status"], ONLINE, qos=1, retain=True)
             if self._last_state is not None:
                 client.publish(self.topics["state"], self._last_state, qos=self.config.qos, retain=True)
@@ -219,20 +233,60 @@ class MqttPublisher(Publisher):
         except Exception:  # discovery trouble must not take events down with it
             log.exception("MQTT connect hook %r failed", hook)
 
+    def _report(self, kind: str, message: str, *args) -> None:
+        if self._reported != kind:
+            log.warning(message, *args)
+            self._reported = kind
+
     def _on_connect_fail(self, client, userdata):
-        if not self._outage_logged:
-            log.warning("MQTT broker %s unreachable, retrying", self.address)
-            self._outage_logged = True
+        # paho calls this from inside its `except OSError` around the connect (and does not pass the
+        # error on): sys.exc_info() is that error. A TLS failure is a configuration problem, not an
+        # unreachable broker, and must say so.
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            self._report(
+                f"tls:{exc.verify_message}",
+                "MQTT broker %s: TLS certificate verification failed (%s); check mqtt.tls.ca_certs "
+                "(and the broker's host name against its certificate); retrying",
+                self.address, exc.verify_message or exc,
+            )  # fmt: skip
+        elif isinstance(exc, ssl.SSLError):
+            self._report(
+                f"tls:{exc.reason}",
+                "MQTT broker %s: TLS handshake failed (%s); check the mqtt.tls settings; retrying",
+                self.address, exc,
+            )  # fmt: skip
+        else:
+            detail = f" ({exc})" if exc is not None else ""
+            self._report("down", "MQTT broker %s unreachable, retrying%s", self.address, detail)
+
+    def _on_paho_log(self, client, userdata, level, buf):
+        if level == mqtt.MQTT_LOG_ERR:
+            self._paho_error = buf
 
     def _on_disconnect(self, client, userdata, disconnect_flags, reason_code, properties):
         with self._lock:
             was_connected = self._connected
             self._connected = False
-        if was_connected and not self._closing:
+        error, self._paho_error = self._paho_error, None
+        if self._closing:
+            return
+        if was_connected:
             log.warning(
                 "MQTT connection to %s lost (%s); buffering events, retrying", self.address, reason_code
             )
-            self._outage_logged = True
+            self._reported = "down"
+        elif self._refused:
+            self._refused = False  # on_connect reported the refusal
+        else:
+            # The broker hung up before accepting us: with mutual TLS that is how a missing or untrusted
+            # client certificate shows (TLS 1.3 checks it after the client's handshake has finished).
+            self._report(
+                f"dropped:{error}",
+                "MQTT broker %s closed the connection before accepting it (%s); check mqtt.tls.certfile/"
+                "keyfile if it requires client certificates, or the broker's log; retrying",
+                self.address, error or reason_code,
+            )  # fmt: skip
 
     # --- shutdown -----------------------------------------------------------------------------------------------
 

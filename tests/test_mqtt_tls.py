@@ -1,0 +1,159 @@
+"""MQTT over TLS against a real Mosquitto TLS listener, with certificates made in the test.
+
+A throwaway CA signs a server certificate (127.0.0.1/localhost) and a client certificate (tests/tlscerts.py).
+Checked: events over TLS with `mqtt.tls.ca_certs`; mutual TLS with certfile/keyfile; the two ways a TLS set-up
+goes wrong at run time (we do not trust the broker; the broker does not trust us) are each logged once, clearly,
+while paho keeps retrying; a missing TLS file stops `--check-config` and the daemon with exit 2.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+
+import pytest
+
+from edge.config import MqttConfig, TlsConfig
+from edge.publish.base import to_json
+from edge.publish.mqtt import MqttPublisher
+from tests.daemonproc import DaemonProcess, MjpegServer, daemon_args, live_frame, run_daemon, write_config
+from tests.mosquitto import MosquittoBroker, Subscriber, find_mosquitto
+from tests.tlscerts import NO_TLS_TOOL, make_ca, make_tls_files, tls_backend
+
+DEVICE = "test-pi"
+BASE = f"emotion/{DEVICE}"
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    if tls_backend() is None:
+        pytest.skip(NO_TLS_TOOL)
+    root = tmp_path_factory.mktemp("pki")
+    files = make_tls_files(root / "good")
+    other_ca, _ = make_ca(root / "other", "other-ca")  # a CA that signed nothing the broker uses
+    return files, other_ca
+
+
+def _tls_broker(tmp_path, pki, require_client_cert: bool):
+    binary = find_mosquitto()
+    if binary is None:
+        pytest.skip("mosquitto is not installed (apt install mosquitto; .ci/run installs it)")
+    files, _ = pki
+    workdir = tmp_path / "broker"
+    workdir.mkdir()
+    lines = [f"cafile {files.ca_cert}", f"certfile {files.server_cert}", f"keyfile {files.server_key}"]
+    if require_client_cert:
+        lines.append("require_certificate true")
+    return MosquittoBroker(binary, workdir, extra_config=lines).start()
+
+
+@pytest.fixture
+def tls_broker(tmp_path, pki):
+    broker = _tls_broker(tmp_path, pki, require_client_cert=False)
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
+def mtls_broker(tmp_path, pki):
+    broker = _tls_broker(tmp_path, pki, require_client_cert=True)
+    yield broker
+    broker.stop()
+
+
+def _subscriber(broker, pki) -> Subscriber:
+    files, _ = pki
+    tls = {
+        "ca_certs": str(files.ca_cert),
+        "certfile": str(files.client_cert),
+        "keyfile": str(files.client_key),
+    }
+    return Subscriber(broker, f"{BASE}/#", tls=tls)
+
+
+def _publisher(broker, **tls) -> MqttPublisher:
+    config = MqttConfig(host=broker.host, port=broker.port, tls=TlsConfig(enabled=True, **tls))
+    return MqttPublisher(config, DEVICE)
+
+
+def _delivers_exact_payload(publisher, broker, pki) -> None:
+    event = {"frame_index": 3, "emotion": "surprise", "confidence": 0.5}
+    with _subscriber(broker, pki) as sub:
+        publisher.start()
+        try:
+            sub.wait_topic(f"{BASE}/status", b"online", timeout=10)
+            publisher.publish_event(event)
+            _, payload, _ = sub.wait_topic(f"{BASE}/events", timeout=10)
+            assert payload == to_json(event).encode("utf-8")
+        finally:
+            publisher.close(timeout=2)
+
+
+def test_events_over_tls_with_ca_certs(tls_broker, pki):
+    files, _ = pki
+    _delivers_exact_payload(_publisher(tls_broker, ca_certs=str(files.ca_cert)), tls_broker, pki)
+
+
+def test_mutual_tls_with_client_certificate(mtls_broker, pki):
+    files, _ = pki
+    publisher = _publisher(mtls_broker, ca_certs=str(files.ca_cert), certfile=str(files.client_cert),
+                           keyfile=str(files.client_key))  # fmt: skip
+    _delivers_exact_payload(publisher, mtls_broker, pki)
+
+
+def test_mutual_tls_without_client_certificate_is_reported_once(mtls_broker, pki, caplog):
+    caplog.set_level(logging.INFO, logger="edge.publish.mqtt")
+    files, _ = pki
+    publisher = _publisher(mtls_broker, ca_certs=str(files.ca_cert))
+    publisher.start()
+    try:
+        time.sleep(3.5)  # paho retries after 1 s, then 2 s
+        assert mtls_broker.log_path.read_text().count("peer did not return a certificate") >= 2
+        assert not publisher.connected
+        messages = [r.getMessage() for r in caplog.records]
+        dropped = [m for m in messages if "closed the connection before accepting it" in m]
+        assert len(dropped) == 1, messages
+        assert "certificate required" in dropped[0] and "mqtt.tls.certfile" in dropped[0]
+        assert not any(r.exc_info for r in caplog.records)
+    finally:
+        publisher.close(timeout=1)
+
+
+def test_daemon_with_a_wrong_ca_logs_once_and_keeps_retrying(tls_broker, pki, tiny_model_path, tmp_path):
+    _, other_ca = pki
+    config = write_config(
+        tmp_path,
+        f"mqtt:\n  host: {tls_broker.host}\n  port: {tls_broker.port}\n  tls:\n    enabled: true\n"
+        f"    ca_certs: {other_ca}\n  discovery:\n    enabled: false\nstats:\n  interval_s: 0\n",
+    )
+    with MjpegServer(live_frame(), fps=8) as camera:
+        args = daemon_args(config, tiny_model_path, camera.url, "--publish", "mqtt", "--policy", "every")
+        daemon = DaemonProcess(args, tmp_path)
+        try:
+            daemon.wait_stderr("TLS certificate verification failed", timeout=60)
+            time.sleep(3.5)  # two more paho retries
+            assert daemon.proc.poll() is None
+            log = daemon.stderr
+            assert log.count("TLS certificate verification failed") == 1, log[-3000:]
+            assert "check mqtt.tls.ca_certs" in log and f"{tls_broker.host}:{tls_broker.port}" in log
+            assert "unreachable" not in log and "Traceback" not in log
+            assert tls_broker.log_path.read_text().count("unknown ca") >= 2  # still retrying
+            daemon.proc.send_signal(signal.SIGTERM)
+            assert daemon.proc.wait(timeout=10) == 0
+        finally:
+            daemon.stop()
+
+
+@pytest.mark.parametrize("mode", ["--check-config", "start"])
+def test_missing_ca_file_fails_naming_the_key(tmp_path, tiny_model_path, mode):
+    missing = tmp_path / "no-such-ca.crt"
+    config = write_config(
+        tmp_path, f"mqtt:\n  tls:\n    enabled: true\n    ca_certs: {missing}\nstats:\n  interval_s: 0\n"
+    )
+    (tmp_path / "photos").mkdir()
+    args = daemon_args(config, tiny_model_path, str(tmp_path / "photos"), "--publish", "mqtt")
+    result = run_daemon(args + ([mode] if mode != "start" else []), timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert f"error: mqtt.tls.ca_certs: file {missing} does not exist" in result.stderr
+    assert "Traceback" not in result.stderr
