@@ -220,10 +220,11 @@ def _describe(rule: dict) -> str:
 def _check_value(dotted: str, value: Any, rule: dict, origin: str) -> Any:
     """Return the normalised value or raise ConfigError naming the key, the rule and the value."""
 
-    given = value
+    # An error goes to the journal: never echo a secret (`password: 123456` in YAML is an int, not a string).
+    given = f"a {type(value).__name__} (value hidden)" if dotted in SECRET_KEYS else repr(value)
 
     def bad() -> ConfigError:
-        return ConfigError(f"{dotted}: must be {_describe(rule)}, got {given!r}{origin}")
+        return ConfigError(f"{dotted}: must be {_describe(rule)}, got {given}{origin}")
 
     kind = rule["kind"]
     if value is None:
