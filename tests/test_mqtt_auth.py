@@ -180,3 +180,15 @@ def test_daemon_with_a_wrong_password_keeps_running_and_says_so_once(auth_broker
             assert daemon.proc.wait(timeout=10) == 0
         finally:
             daemon.stop()
+
+
+def test_a_mistyped_password_is_not_echoed_in_the_error(tmp_path):
+    """`password: 123456` parses as a number: the error must name the key but never show the value."""
+    from edge.config import ConfigError, load_config
+
+    path = write_config(tmp_path, f"mqtt:\n  username: {USER}\n  password: 90210731\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={})
+    message = str(info.value)
+    assert message.startswith("mqtt.password: must be a non-empty string") and str(path) in message
+    assert "90210731" not in message and "a int (value hidden)" in message
