@@ -16,6 +16,7 @@ import dataclasses
 import os
 import re
 import socket
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -429,5 +430,29 @@ def check_files(config: Config) -> None:
             value = getattr(tls, key)
             if value is not None and not os.path.isfile(value):
                 raise ConfigError(f"mqtt.tls.{key}: file {value} does not exist")
+        _check_tls_loadable(tls)
     if config.detector.blazeface_model is not None and not os.path.isfile(config.detector.blazeface_model):
         raise ConfigError(f"detector.blazeface_model: file {config.detector.blazeface_model} does not exist")
+
+
+def _check_tls_loadable(tls: TlsConfig) -> None:
+    """Load the TLS files the way the MQTT client will, so --check-config catches a file that exists but is
+    not a certificate, or a key that does not match its certificate (otherwise only the start fails)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if tls.ca_certs is not None:
+        try:
+            context.load_verify_locations(cafile=tls.ca_certs)
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            raise ConfigError(
+                f"mqtt.tls.ca_certs: {tls.ca_certs} holds no usable CA certificate ({exc})"
+            ) from None
+    if tls.certfile is not None:
+        try:
+            # A passphrase-protected key would make OpenSSL prompt on the terminal: refuse it instead.
+            context.load_cert_chain(tls.certfile, tls.keyfile, password=lambda: b"")
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            key = tls.keyfile or tls.certfile
+            raise ConfigError(
+                f"mqtt.tls.certfile: cannot load the client certificate {tls.certfile} with the key {key} "
+                f"(not PEM, not matching, or protected by a passphrase: {exc})"
+            ) from None

@@ -157,3 +157,22 @@ def test_missing_ca_file_fails_naming_the_key(tmp_path, tiny_model_path, mode):
     assert result.returncode == 2, result.stderr
     assert f"error: mqtt.tls.ca_certs: file {missing} does not exist" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("broken", ["ca_not_a_certificate", "key_of_another_certificate"])
+def test_unusable_tls_files_fail_check_config_naming_the_key(tmp_path, tiny_model_path, pki, broken):
+    """Files that exist but cannot be loaded: --check-config must fail the way the start would."""
+    files, _ = pki
+    not_pem = tmp_path / "ca.crt"
+    not_pem.write_text("this is not a certificate\n")
+    if broken == "ca_not_a_certificate":
+        tls, key = f"    ca_certs: {not_pem}\n", "mqtt.tls.ca_certs"
+    else:  # the client certificate with the server's key
+        tls = f"    ca_certs: {files.ca_cert}\n    certfile: {files.client_cert}\n    keyfile: {files.server_key}\n"
+        key = "mqtt.tls.certfile"
+    config = write_config(tmp_path, f"mqtt:\n  tls:\n    enabled: true\n{tls}stats:\n  interval_s: 0\n")
+    args = daemon_args(config, tiny_model_path, str(tmp_path), "--publish", "mqtt", "--check-config")
+    result = run_daemon(args, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert f"error: {key}: " in result.stderr and "config OK" not in result.stderr
+    assert "Traceback" not in result.stderr
