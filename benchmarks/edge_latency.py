@@ -2,6 +2,7 @@
 classify time, on real photographs (scikit-image astronaut, one and two faces).
 
     python benchmarks/edge_latency.py [--model edge/models/default.tflite] [--detector haar] [--repeats 50]
+                                      [--every-n N] [--no-roi-redetect]
 
 Without --model it uses the shipped edge/models/default.tflite, or, when that is absent, the tests' tiny
 int8 model (built with TensorFlow; timings then describe that small network, not the shipped one).
@@ -53,6 +54,11 @@ def main() -> int:
     parser.add_argument(
         "--every-n", type=int, help="detect on every n-th frame (default: the config default)"
     )
+    parser.add_argument(
+        "--no-roi-redetect",
+        action="store_true",
+        help="between full scans reuse the last boxes instead of re-detecting in a crop around each face",
+    )
     args = parser.parse_args()
 
     model = Path(args.model) if args.model else REPO / "edge" / "models" / "default.tflite"
@@ -68,6 +74,8 @@ def main() -> int:
     config.detector = replace(config.detector, type=args.detector)
     if args.every_n:
         config.detector = replace(config.detector, every_n_frames=args.every_n)
+    if args.no_roi_redetect:
+        config.detector = replace(config.detector, roi_redetect=False)
     config.publish = replace(config.publish, policy="every")
     detector = make_detector(config.detector)
     publisher = StdoutPublisher(stream=open(os.devnull, "w"))  # noqa: SIM115  # JSON + write cost, no terminal
@@ -75,7 +83,8 @@ def main() -> int:
     print("command:", " ".join([Path(sys.executable).name, *sys.argv]))
     print(
         f"model: {model.name}{note} via {classifier.backend}, {args.threads} thread(s); detector: "
-        f"{args.detector}, detecting every {config.detector.every_n_frames} frame(s)"
+        f"{args.detector}, full scan every {config.detector.every_n_frames} frame(s), in between "
+        + ("a crop around each tracked face" if config.detector.roi_redetect else "the last boxes reused")
     )
     for name, (image, truth) in {
         "one face": facesdata.one_face_frame(),
