@@ -45,6 +45,16 @@ def _port_open(port: int) -> bool:
         return False
 
 
+def wait_until(predicate, timeout: float = 15.0) -> bool:
+    """Poll predicate() until it is true (True) or `timeout` seconds pass (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
 class MosquittoBroker:
     """One mosquitto process on 127.0.0.1:<port>; `stop()` and `start()` again reuse the same port."""
 

@@ -12,7 +12,7 @@ from edge.config import Config, DiscoveryConfig, MqttConfig
 from edge.publish.homeassistant import attach, discovery_messages
 from edge.publish.mqtt import MqttPublisher
 from tests.fakefaces import FER_LABELS
-from tests.mosquitto import Subscriber
+from tests.mosquitto import Subscriber, wait_until
 
 SENSORS = {"emotion", "face_count", "processed_fps", "classify_latency"}
 
@@ -102,15 +102,6 @@ def _configs(sub) -> list[tuple[str, dict, bool]]:
     ]
 
 
-def _wait(predicate, timeout=15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
-
-
 @pytest.fixture
 def discovering_publisher(mosquitto):
     config = make_config("test-pi", broker=mosquitto)
@@ -126,10 +117,10 @@ def test_configs_are_retained_on_the_broker_and_resent_when_home_assistant_comes
 ):
     publisher, expected = discovering_publisher
     with Subscriber(mosquitto, "homeassistant/#") as early:  # the configs have reached the broker
-        assert _wait(lambda: len(_configs(early)) >= 4), early.messages
+        assert wait_until(lambda: len(_configs(early)) >= 4), early.messages
     # A subscriber that arrives later (Home Assistant starting after the Pi) finds every config retained.
     with Subscriber(mosquitto, "homeassistant/#") as sub:
-        assert _wait(lambda: len(_configs(sub)) >= 4), sub.messages
+        assert wait_until(lambda: len(_configs(sub)) >= 4), sub.messages
         received = _configs(sub)
         assert sorted((t, p) for t, p, _ in received) == sorted(expected)
         assert all(retained for _, _, retained in received)
@@ -148,7 +139,7 @@ def test_configs_are_retained_on_the_broker_and_resent_when_home_assistant_comes
             time.sleep(0.5)
             assert len(_configs(sub)) == 4
             ha.publish("homeassistant/status", "online", qos=1).wait_for_publish(5)
-            assert _wait(lambda: len(_configs(sub)) >= 8), [t for t, _, _ in _configs(sub)]
+            assert wait_until(lambda: len(_configs(sub)) >= 8), [t for t, _, _ in _configs(sub)]
             resent = _configs(sub)[4:]
             # Live (not retained-on-subscribe) deliveries of the same configs.
             assert sorted((t, p) for t, p, _ in resent) == sorted(expected)
@@ -167,13 +158,13 @@ def test_configs_are_retained_on_the_broker_and_resent_when_home_assistant_comes
 def test_configs_come_back_after_a_broker_restart(mosquitto, discovering_publisher):
     # persistence false: the restarted broker has forgotten every retained config; the connect hook restores them.
     publisher, expected = discovering_publisher
-    assert _wait(lambda: publisher.connected)
+    assert wait_until(lambda: publisher.connected)
     mosquitto.stop()
-    assert _wait(lambda: not publisher.connected)
+    assert wait_until(lambda: not publisher.connected)
     mosquitto.start()
-    assert _wait(lambda: publisher.connected, timeout=30)
+    assert wait_until(lambda: publisher.connected, timeout=30)
     with Subscriber(mosquitto, "homeassistant/#") as sub:
-        assert _wait(lambda: len(_configs(sub)) >= 4), sub.messages
+        assert wait_until(lambda: len(_configs(sub)) >= 4), sub.messages
         assert sorted((t, p) for t, p, _ in _configs(sub)) == sorted(expected)
 
 
@@ -199,7 +190,7 @@ def test_the_daemon_announces_itself_to_home_assistant(tmp_path, mosquitto, tiny
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stderr[-3000:]
     with Subscriber(mosquitto, ["homeassistant/#", "emotion/e2e-pi/status"]) as sub:
-        assert _wait(lambda: len(_configs(sub)) >= 4), sub.messages
+        assert wait_until(lambda: len(_configs(sub)) >= 4), sub.messages
         configs = {topic: payload for topic, payload, _ in _configs(sub)}
         emotion = configs["homeassistant/sensor/e2e-pi/emotion/config"]
         assert emotion["options"] == [*FER_LABELS, "none"]

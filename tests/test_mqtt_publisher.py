@@ -8,7 +8,7 @@ import time
 
 from edge.config import MqttConfig
 from edge.publish.mqtt import MqttPublisher
-from tests.mosquitto import Subscriber
+from tests.mosquitto import Subscriber, wait_until
 
 DEVICE = "test-pi"
 BASE = f"emotion/{DEVICE}"
@@ -17,15 +17,6 @@ BASE = f"emotion/{DEVICE}"
 def _publisher(broker, **overrides) -> MqttPublisher:
     config = MqttConfig(host=broker.host, port=broker.port, **overrides)
     return MqttPublisher(config, DEVICE)
-
-
-def _wait(predicate, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def test_online_events_state_and_clean_offline(mosquitto):
@@ -59,11 +50,11 @@ def test_broker_restart_buffers_in_order_and_republishes(mosquitto, caplog):
     publisher.add_connect_hook(lambda p: hook_calls.append(p.connected))
     publisher.start()
     try:
-        assert _wait(lambda: publisher.connected)
+        assert wait_until(lambda: publisher.connected)
         publisher.publish_state({"face_count": 2})
         time.sleep(0.2)
         mosquitto.stop()  # the broker forgets everything: persistence is off
-        assert _wait(lambda: not publisher.connected)
+        assert wait_until(lambda: not publisher.connected)
         for i in range(5):
             publisher.publish_event({"frame_index": i})
         assert publisher.buffered_events == 3 and publisher.dropped_events == 2
@@ -109,19 +100,19 @@ def test_subscribe_and_publish_raw_survive_reconnect(mosquitto):
     publisher.add_connect_hook(lambda p: p.publish_raw("homeassistant/sensor/x/config", "{}", retain=True))
     publisher.start()
     try:
-        assert _wait(lambda: publisher.connected)
+        assert wait_until(lambda: publisher.connected)
         with Subscriber(mosquitto, "homeassistant/sensor/#") as sub:
             sub.wait_topic("homeassistant/sensor/x/config", b"{}", retain=True)
         mosquitto.stop()
-        assert _wait(lambda: not publisher.connected)
+        assert wait_until(lambda: not publisher.connected)
         assert publisher.publish_raw("a/b", "x") is False  # nothing queued while away
         mosquitto.start()
-        assert _wait(lambda: publisher.connected, timeout=20)
+        assert wait_until(lambda: publisher.connected, timeout=20)
         time.sleep(0.3)  # let the re-subscription be acknowledged
         with Subscriber(mosquitto, "homeassistant/sensor/#") as sub:
             # the hook ran again on reconnect: the (non-persistent) broker has the retained config again
             sub.wait_topic("homeassistant/sensor/x/config", b"{}", retain=True)
             sub.client.publish("homeassistant/status", "online", qos=1).wait_for_publish(5)
-            assert _wait(lambda: received == [("homeassistant/status", b"online")])
+            assert wait_until(lambda: received == [("homeassistant/status", b"online")])
     finally:
         publisher.close(timeout=1)
