@@ -1,16 +1,26 @@
-"""The training input pipeline: cached uint8 arrays -> shuffled, augmented float batches via tf.data.
+"""The training input pipeline: cached uint8 arrays -> shuffled, augmented float batches.
 
-Augmentation lives here, never in the model, so the saved model holds only int8-friendly ops. Work is done
-per batch (vectorised) in parallel map calls, which keeps both cores busy without Python in the loop.
-tf.data is accepted by Keras 3 on every backend, so the model and loop stay backend-agnostic.
+Augmentation lives here, never in the model, so the saved model holds only int8-friendly ops. Two
+implementations produce the same batches (float32 (B,H,W,1) raw pixels 0..255, one-hot targets, per-sample
+class weights) with the same augmentations:
+- train/pipeline_tf.py: tf.data, vectorised per batch; the faster one on the TensorFlow backend;
+- train/pipeline_numpy.py: a keras.utils.PyDataset in numpy/OpenCV, for Keras 3 on JAX or PyTorch, where
+  TensorFlow may not be installed at all (a GPU machine with only JAX); its .keras file converts here.
+`make_train_dataset` picks one by the Keras backend. This module itself never imports TensorFlow.
 """
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
-import tensorflow as tf
+
+# Augmentation strengths, shared by both implementations so they stay the same.
+MAX_DEGREES = 10.0  # rotation about the centre, +-degrees
+MAX_SHIFT = 0.08  # translation, +- fraction of the side
+MAX_ZOOM = 0.1  # scale in [1 - zoom, 1 + zoom]
+CONTRAST = (0.75, 1.25)  # factor around each image's mean
+MAX_BRIGHTNESS = 25.0  # +- pixel units (the model rescales later)
+ERASE_AREA = (0.02, 0.25)  # random erasing: fraction of the face
+ERASE_ASPECT = (0.5, 2.0)  # random erasing: box aspect ratio, log-uniform
 
 
 def balanced_class_weights(labels: np.ndarray, num_classes: int, power: float = 1.0) -> np.ndarray:
@@ -25,69 +35,25 @@ def balanced_class_weights(labels: np.ndarray, num_classes: int, power: float = 
     return weights.astype(np.float32)
 
 
-def _random_affine(images, max_degrees: float, max_shift: float, max_zoom: float):
-    """Random rotation about the centre, shift (fraction of size) and zoom, one transform per image."""
-    batch = tf.shape(images)[0]
-    height = tf.cast(tf.shape(images)[1], tf.float32)
-    width = tf.cast(tf.shape(images)[2], tf.float32)
-    angle = tf.random.uniform([batch], -1.0, 1.0) * (max_degrees * math.pi / 180.0)
-    scale = tf.random.uniform([batch], 1.0 - max_zoom, 1.0 + max_zoom)
-    shift_x = tf.random.uniform([batch], -max_shift, max_shift) * width
-    shift_y = tf.random.uniform([batch], -max_shift, max_shift) * height
-    cx, cy = (width - 1.0) / 2.0, (height - 1.0) / 2.0
-    # The op maps each OUTPUT pixel to an input location: input = M @ (out - centre - shift) + centre.
-    cos, sin = tf.cos(angle) / scale, tf.sin(angle) / scale
-    a0, a1, b0, b1 = cos, sin, -sin, cos
-    a2 = cx - a0 * (cx + shift_x) - a1 * (cy + shift_y)
-    b2 = cy - b0 * (cx + shift_x) - b1 * (cy + shift_y)
-    zeros = tf.zeros([batch])
-    transforms = tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
-    return tf.raw_ops.ImageProjectiveTransformV3(
-        images=images,
-        transforms=transforms,
-        output_shape=tf.shape(images)[1:3],
-        fill_value=0.0,
-        interpolation="BILINEAR",
-        fill_mode="REFLECT",
-    )
+def per_sample_weights(labels: np.ndarray, class_weights: np.ndarray | None) -> np.ndarray:
+    """float32 (N,): each sample's class weight, or all ones without class weights."""
+    if class_weights is None:
+        return np.ones(len(labels), np.float32)
+    return np.asarray(class_weights, np.float32)[labels]
 
 
-def _random_erasing(images, probability: float):
-    """Replace a random rectangle (2-25% of the face) with noise in a random fraction of the images."""
-    shape = tf.shape(images)
-    batch, height, width = shape[0], shape[1], shape[2]
-    area = tf.random.uniform([batch], 0.02, 0.25)
-    aspect = tf.exp(tf.random.uniform([batch], math.log(0.5), math.log(2.0)))
-    box_h = tf.sqrt(area / aspect) * tf.cast(height, tf.float32)
-    box_w = tf.sqrt(area * aspect) * tf.cast(width, tf.float32)
-    top = tf.random.uniform([batch]) * (tf.cast(height, tf.float32) - box_h)
-    left = tf.random.uniform([batch]) * (tf.cast(width, tf.float32) - box_w)
-    rows = tf.cast(tf.range(height), tf.float32)[None, :, None]
-    cols = tf.cast(tf.range(width), tf.float32)[None, None, :]
-    inside = (
-        (rows >= top[:, None, None])
-        & (rows < (top + box_h)[:, None, None])
-        & (cols >= left[:, None, None])
-        & (cols < (left + box_w)[:, None, None])
-    )
-    chosen = tf.random.uniform([batch]) < probability
-    mask = (inside & chosen[:, None, None])[..., None]
-    noise = tf.random.uniform(tf.shape(images), 0.0, 255.0)
-    return tf.where(mask, noise, images)
+def to_model_input(images: np.ndarray) -> np.ndarray:
+    """uint8 (N,H,W) -> float32 (N,H,W,1) raw pixels, what the model takes for validation and prediction."""
+    return images.astype(np.float32)[..., None]
 
 
-def _mixup(images, targets, weights, alpha: float):
-    """Blend each example with another of the batch (reversed order); lambda ~ Beta(alpha, alpha)."""
-    batch = tf.shape(images)[0]
-    g1 = tf.random.gamma([batch], alpha)
-    g2 = tf.random.gamma([batch], alpha)
-    lam = g1 / (g1 + g2)
-    other = tf.reverse(tf.range(batch), axis=[0])
-    lam_img = lam[:, None, None, None]
-    images = lam_img * images + (1.0 - lam_img) * tf.gather(images, other)
-    targets = lam[:, None] * targets + (1.0 - lam[:, None]) * tf.gather(targets, other)
-    weights = lam * weights + (1.0 - lam) * tf.gather(weights, other)
-    return images, targets, weights
+def uses_tf_data(backend: str | None = None) -> bool:
+    """tf.data only on the TensorFlow backend; every other backend gets the numpy PyDataset."""
+    if backend is None:
+        import keras
+
+        backend = keras.backend.backend()
+    return backend == "tensorflow"
 
 
 def make_train_dataset(
@@ -100,36 +66,27 @@ def make_train_dataset(
     augment: bool = True,
     random_erasing: float = 0.0,
     mixup: float = 0.0,
-) -> tf.data.Dataset:
-    """(float32 images (B,H,W,1) in 0..255, one-hot targets (B,C), per-sample weights (B,)) batches."""
-    weights = (
-        class_weights[labels] if class_weights is not None else np.ones(len(labels), np.float32)
-    ).astype(np.float32)
-    ds = tf.data.Dataset.from_tensor_slices((images, labels.astype(np.int32), weights))
-    ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
+    initial_epoch: int = 0,
+):
+    """Shuffled (reshuffled every epoch), augmented training batches for model.fit on the current backend.
 
-    def transform(batch_images, batch_labels, batch_weights):
-        x = tf.cast(batch_images, tf.float32)[..., None]
-        y = tf.one_hot(batch_labels, num_classes)
-        if augment:
-            x = tf.image.random_flip_left_right(x)
-            x = _random_affine(x, max_degrees=10.0, max_shift=0.08, max_zoom=0.1)
-            # Brightness and contrast around each image's mean, in pixel units (the model rescales later).
-            mean = tf.reduce_mean(x, axis=[1, 2, 3], keepdims=True)
-            contrast = tf.random.uniform([tf.shape(x)[0], 1, 1, 1], 0.75, 1.25)
-            brightness = tf.random.uniform([tf.shape(x)[0], 1, 1, 1], -25.0, 25.0)
-            x = tf.clip_by_value((x - mean) * contrast + mean + brightness, 0.0, 255.0)
-            if random_erasing > 0:
-                x = _random_erasing(x, random_erasing)
-        if mixup > 0:
-            x, y, batch_weights = _mixup(x, y, batch_weights, mixup)
-        return x, y, batch_weights
+    Pass `epoch_callbacks(dataset)` to fit too: the numpy pipeline takes its per-epoch shuffle from them.
+    `initial_epoch` (resume) makes the numpy pipeline start from that epoch's shuffle; tf.data ignores it.
+    """
+    options = dict(class_weights=class_weights, augment=augment, random_erasing=random_erasing, mixup=mixup)
+    if uses_tf_data():
+        from train.pipeline_tf import make_train_dataset as make_tf_dataset
 
-    ds = ds.map(transform, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
-    return ds.prefetch(tf.data.AUTOTUNE)
+        return make_tf_dataset(images, labels, num_classes, batch_size, seed, **options)
+    from train.pipeline_numpy import NumpyTrainBatches
+
+    return NumpyTrainBatches(
+        images, labels, num_classes, batch_size, seed, initial_epoch=initial_epoch, **options
+    )
 
 
-def to_model_input(images: np.ndarray) -> np.ndarray:
-    """uint8 (N,H,W) -> float32 (N,H,W,1) raw pixels, what the model takes for validation and prediction."""
-    return images.astype(np.float32)[..., None]
+def epoch_callbacks(dataset) -> list:
+    """Keras callbacks a training dataset needs during fit (the numpy pipeline's per-epoch reshuffle)."""
+    from train.pipeline_numpy import NumpyTrainBatches, ReshuffleEachEpoch
+
+    return [ReshuffleEachEpoch(dataset)] if isinstance(dataset, NumpyTrainBatches) else []

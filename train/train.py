@@ -2,6 +2,7 @@
 
 The model lives in train/model.py, the input pipeline in train/pipeline.py, per-epoch checkpointing in
 train/runstate.py and the final artifacts in train/report.py; this file only wires them together.
+Nothing here needs TensorFlow unless Keras runs on it: KERAS_BACKEND=jax or torch trains the same model.
 """
 
 from __future__ import annotations
@@ -178,7 +179,7 @@ def run(config: TrainConfig, resume=False, quiet=False, cache_dir=None, use_cach
 
     from train import report
     from train.model import estimate_macs, make_model
-    from train.pipeline import balanced_class_weights, make_train_dataset, to_model_input
+    from train.pipeline import balanced_class_weights, epoch_callbacks, make_train_dataset, to_model_input
     from train.runstate import RunDirCheckpoint, RunState
 
     keras.utils.set_random_seed(config.seed)
@@ -187,6 +188,8 @@ def run(config: TrainConfig, resume=False, quiet=False, cache_dir=None, use_cach
         if config.class_weights
         else None
     )
+    state_path = run_dir / "checkpoints" / "state.json"
+    state = RunState.load(state_path) if resume else RunState()
     train_ds = make_train_dataset(
         train_split.images,
         train_split.labels,
@@ -197,13 +200,12 @@ def run(config: TrainConfig, resume=False, quiet=False, cache_dir=None, use_cach
         augment=config.augment,
         random_erasing=config.random_erasing,
         mixup=config.mixup,
+        initial_epoch=state.epoch,
     )
     val_x = to_model_input(val_split.images)
     val_y = keras.utils.to_categorical(val_split.labels, num_classes)
 
     # --- model: fresh, or the last checkpoint with its optimizer state --------------------------------------
-    state_path = run_dir / "checkpoints" / "state.json"
-    state = RunState.load(state_path) if resume else RunState()
     finished = state.stopped_early or state.epoch >= config.epochs
     if resume:
         model = keras.models.load_model(run_dir / "checkpoints" / "last.keras")
@@ -249,9 +251,9 @@ def run(config: TrainConfig, resume=False, quiet=False, cache_dir=None, use_cach
             validation_data=(val_x, val_y),
             epochs=config.epochs,
             initial_epoch=state.epoch,
-            callbacks=[checkpoint, *callbacks],
+            callbacks=[*epoch_callbacks(train_ds), checkpoint, *callbacks],
             verbose=0 if quiet else 1,
-            shuffle=False,  # the tf.data pipeline shuffles
+            shuffle=False,  # the input pipeline shuffles
         )
 
     # --- reports on the best model --------------------------------------------------------------------------
