@@ -104,6 +104,9 @@ class RunDirCheckpoint(keras.callbacks.Callback):
         self._val_seconds = 0.0
 
     def on_test_begin(self, logs=None):
+        # JAX (and torch on a GPU) dispatch training steps asynchronously: wait for the last one, or its
+        # time would be counted as validation time. Reading the step counter waits; on TF it is free.
+        keras.ops.convert_to_numpy(self.model.optimizer.iterations)
         self._val_start = time.perf_counter()
 
     def on_test_end(self, logs=None):
