@@ -44,6 +44,7 @@ model: $(VENV)/.installed
 	$(VENV)/bin/emotion-convert $(MODEL_RUN) --data $(FER) --out $(MODEL_RUN)/default.tflite
 	$(VENV)/bin/emotion-convert evaluate --model $(MODEL_RUN)/model.keras --compare $(MODEL_RUN)/default.tflite \
 		--data $(FER) --split test --tta-flip --json $(MODEL_RUN)/evaluation.json
+	mkdir -p edge/models
 	cp $(MODEL_RUN)/default.tflite $(MODEL_RUN)/default.json edge/models/
 
 clean:
