@@ -16,6 +16,7 @@ EPILOG = """examples:
   emotion-train --data fer2013.csv --out runs/csv --arch mobilenet --epochs 40 --quiet
   emotion-train --data my_faces/ --out runs/mine          # my_faces/<label>/*.jpg, any labels
   emotion-train --out runs/fer-cnn --resume               # continue an interrupted run
+  emotion-train --data ../shared/data/fer2013 --out runs/student --arch vgg --teacher runs/big
 """
 
 
@@ -101,6 +102,23 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         metavar="P",
         help="erase a random patch with probability P (default 0)",
+    )
+    add(
+        "--teacher",
+        metavar="RUNS",
+        help="distil from trained teacher(s): comma-separated run directories or .keras files (default off)",
+    )
+    add(
+        "--distill-alpha",
+        type=float,
+        metavar="A",
+        help=f"weight of the teacher's probabilities in the targets (default {d['distill_alpha']})",
+    )
+    add(
+        "--distill-temperature",
+        type=float,
+        metavar="T",
+        help=f"temperature that softens the teacher's probabilities (default {d['distill_temperature']})",
     )
     add("--cache-dir", metavar="DIR", help="where decoded data is cached (default ~/.cache/emotion-edge)")
     add(

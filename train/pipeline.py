@@ -67,13 +67,25 @@ def make_train_dataset(
     random_erasing: float = 0.0,
     mixup: float = 0.0,
     initial_epoch: int = 0,
+    teacher=None,
+    distill_alpha: float = 0.0,
 ):
     """Shuffled (reshuffled every epoch), augmented training batches for model.fit on the current backend.
+
+    With a `teacher` (train.distill.Teacher), each batch's targets are blended with the teacher's
+    probabilities for that same augmented batch, weight `distill_alpha`.
 
     Pass `epoch_callbacks(dataset)` to fit too: the numpy pipeline takes its per-epoch shuffle from them.
     `initial_epoch` (resume) makes the numpy pipeline start from that epoch's shuffle; tf.data ignores it.
     """
-    options = dict(class_weights=class_weights, augment=augment, random_erasing=random_erasing, mixup=mixup)
+    options = dict(
+        class_weights=class_weights,
+        augment=augment,
+        random_erasing=random_erasing,
+        mixup=mixup,
+        teacher=teacher,
+        distill_alpha=distill_alpha,
+    )
     if uses_tf_data():
         from train.pipeline_tf import make_train_dataset as make_tf_dataset
 

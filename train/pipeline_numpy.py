@@ -17,6 +17,7 @@ import cv2
 import keras
 import numpy as np
 
+from train.distill import blend_targets
 from train.pipeline import (
     CONTRAST,
     ERASE_AREA,
@@ -110,6 +111,8 @@ class NumpyTrainBatches(keras.utils.PyDataset):
         random_erasing: float = 0.0,
         mixup: float = 0.0,
         initial_epoch: int = 0,
+        teacher=None,
+        distill_alpha: float = 0.0,
         workers: int = 2,
     ):
         super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=8)
@@ -124,6 +127,8 @@ class NumpyTrainBatches(keras.utils.PyDataset):
         self.augment = augment
         self.random_erasing = random_erasing
         self.mixup = mixup
+        self.teacher = teacher
+        self.distill_alpha = distill_alpha
         self.set_epoch(initial_epoch)
 
     def set_epoch(self, epoch: int) -> None:
@@ -165,6 +170,10 @@ class NumpyTrainBatches(keras.utils.PyDataset):
         x = x[..., None]
         if self.mixup > 0:
             x, y, w = apply_mixup(x, y, w, self.mixup, rng)
+        x = x.astype(np.float32)
+        if self.teacher is not None:
+            soft = keras.ops.convert_to_numpy(self.teacher(x))
+            y = blend_targets(y, soft.astype(np.float32), self.distill_alpha)
         return x.astype(np.float32), y.astype(np.float32), w.astype(np.float32)
 
 

@@ -12,6 +12,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
+from train.distill import blend_targets
 from train.pipeline import (
     CONTRAST,
     ERASE_AREA,
@@ -99,6 +100,8 @@ def make_train_dataset(
     augment: bool = True,
     random_erasing: float = 0.0,
     mixup: float = 0.0,
+    teacher=None,
+    distill_alpha: float = 0.0,
 ) -> tf.data.Dataset:
     """(float32 images (B,H,W,1) in 0..255, one-hot targets (B,C), per-sample weights (B,)) batches."""
     weights = per_sample_weights(labels, class_weights)
@@ -121,6 +124,8 @@ def make_train_dataset(
                 x = _random_erasing(x, random_erasing)
         if mixup > 0:
             x, y, batch_weights = _mixup(x, y, batch_weights, mixup)
+        if teacher is not None:
+            y = blend_targets(y, tf.cast(teacher(x), tf.float32), distill_alpha)
         return x, y, batch_weights
 
     ds = ds.map(transform, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)

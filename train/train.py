@@ -38,6 +38,9 @@ DEFAULTS = dict(
     dropout=0.3,
     augment=True,  # flip, rotation/shift/zoom, brightness/contrast
     random_erasing=0.0,  # probability per image; 0 = off
+    teacher="",  # distillation: comma-separated teacher run dirs or .keras files; "" = off
+    distill_alpha=0.5,  # weight of the teacher's probabilities in the targets
+    distill_temperature=2.0,  # softens the teacher's probabilities (1 = as they are)
 )
 # The keys of train.model.ARCHS, repeated here so flag checks need no Keras import (a test keeps them equal).
 ARCH_NAMES = ("cnn", "mobilenet", "vgg")
@@ -81,6 +84,9 @@ class TrainConfig:
     dropout: float = DEFAULTS["dropout"]
     augment: bool = DEFAULTS["augment"]
     random_erasing: float = DEFAULTS["random_erasing"]
+    teacher: str = DEFAULTS["teacher"]
+    distill_alpha: float = DEFAULTS["distill_alpha"]
+    distill_temperature: float = DEFAULTS["distill_temperature"]
 
     def check(self) -> TrainConfig:
         problems = []
@@ -105,6 +111,8 @@ class TrainConfig:
             problems.append("--schedule must be 'cosine' or 'plateau'")
         if not 0 <= self.dropout < 1 or not 0 <= self.random_erasing <= 1 or self.width <= 0:
             problems.append("--dropout must be in [0, 1), --random-erasing in [0, 1], --width positive")
+        if not 0 < self.distill_alpha <= 1 or self.distill_temperature <= 0:
+            problems.append("--distill-alpha must be in (0, 1], --distill-temperature positive")
         if problems:
             raise TrainError("; ".join(problems))
         return self
@@ -157,6 +165,7 @@ def run(config: TrainConfig, resume=False, quiet=False, cache_dir=None, use_cach
     """Train (or continue) the run in config.out; returns metrics.json's content."""
     from edge.model_contract import write_text_atomic
     from train.data import load_dataset, split_for_validation
+    from train.distill import Teacher, TeacherError, check_teachers, teacher_model_paths
 
     say = print
     run_dir = Path(config.out)
@@ -171,7 +180,19 @@ def run(config: TrainConfig, resume=False, quiet=False, cache_dir=None, use_cach
         f"{time.perf_counter() - t0:.1f}s): {len(train_split)} train, {len(val_split)} validation "
         f"('{val_name}'), {num_classes} labels {dataset.labels}, {len(dataset.skipped)} files skipped"
     )
-    # Only now the run directory is created: bad data leaves nothing behind.
+    teacher = None
+    if config.teacher:
+        try:
+            teacher_paths = teacher_model_paths(config.teacher)
+            check_teachers(teacher_paths, dataset.labels, config.size)
+            teacher = Teacher.load(teacher_paths, config.distill_temperature)
+        except TeacherError as exc:
+            raise TrainError(str(exc)) from None
+        say(
+            f"distilling from {len(teacher_paths)} teacher(s) {[str(p) for p in teacher_paths]}: "
+            f"alpha {config.distill_alpha}, temperature {config.distill_temperature}"
+        )
+    # Only now the run directory is created: bad data or a bad teacher leaves nothing behind.
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     write_text_atomic(run_dir / "config.json", json.dumps(asdict(config), indent=2) + "\n")
 
@@ -201,6 +222,8 @@ def run(config: TrainConfig, resume=False, quiet=False, cache_dir=None, use_cach
         random_erasing=config.random_erasing,
         mixup=config.mixup,
         initial_epoch=state.epoch,
+        teacher=teacher,
+        distill_alpha=config.distill_alpha,
     )
     val_x = to_model_input(val_split.images)
     val_y = keras.utils.to_categorical(val_split.labels, num_classes)
