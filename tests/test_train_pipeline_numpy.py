@@ -12,10 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.fakefaces import write_folder_dataset
+from edge.model_contract import ModelContract, save_contract
+from tests.fakefaces import FER_LABELS, write_folder_dataset
 
 keras = pytest.importorskip("keras")
 
+from train.model import make_model  # noqa: E402
 from train.pipeline import balanced_class_weights, uses_tf_data  # noqa: E402
 from train.pipeline_numpy import NumpyTrainBatches  # noqa: E402
 
@@ -125,14 +127,14 @@ JAX_RUN = textwrap.dedent(
     from train.cli import main
     from train.train import config_for_run, run
 
-    data, run_dir, cache = sys.argv[1:4]
+    data, run_dir, cache, teacher = sys.argv[1:5]
     assert keras.backend.backend() == "jax", keras.backend.backend()
 
     class InterruptAfterFirstEpoch(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             raise KeyboardInterrupt
 
-    given = {"data": data, "out": run_dir, "epochs": 2, "batch_size": 28, "mixup": 0.2}
+    given = {"data": data, "out": run_dir, "epochs": 2, "batch_size": 28, "mixup": 0.2, "teacher": teacher}
     try:
         run(config_for_run(__import__("pathlib").Path(run_dir), given, False, False), quiet=True,
             cache_dir=cache, callbacks=[InterruptAfterFirstEpoch()])
@@ -162,9 +164,14 @@ def test_training_runs_and_resumes_on_the_jax_backend(tmp_path):
     python = jax_python()
     data = write_folder_dataset(tmp_path / "faces", splits={"train": 20, "test": 4})
     run_dir = tmp_path / "run"
+    # A teacher written by this process (TensorFlow backend here), distilled from on JAX in worker threads.
+    teacher = tmp_path / "teacher" / "model.keras"
+    teacher.parent.mkdir()
+    make_model("mobilenet", (48, 48, 1), 7).save(teacher)
+    save_contract(teacher, ModelContract(labels=FER_LABELS))
     env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu"}
     done = subprocess.run(
-        [python, "-c", JAX_RUN, str(data), str(run_dir), str(tmp_path / "cache")],
+        [python, "-c", JAX_RUN, str(data), str(run_dir), str(tmp_path / "cache"), str(teacher)],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -173,6 +180,7 @@ def test_training_runs_and_resumes_on_the_jax_backend(tmp_path):
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "interrupted" in done.stdout and "resuming at epoch 2/2" in done.stdout
+    assert done.stdout.count("distilling from 1 teacher(s)") == 2  # the resumed run kept its teacher
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result == {"exit": 0, "tensorflow_imported": False}
     state = json.loads((run_dir / "checkpoints" / "state.json").read_text())
