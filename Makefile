@@ -9,7 +9,7 @@ FER ?= ../shared/data/fer2013
 
 # The shipped default model's recipe (MODEL_CARD.md). Tune on train/, choose on test/.
 MODEL_RUN ?= runs/default
-MODEL_FLAGS = --arch vgg --epochs 30 --batch-size 64 --lr 2e-3 --weight-decay 0.05 --dropout 0.4 \
+MODEL_FLAGS = --arch vgg --epochs 60 --batch-size 64 --lr 2e-3 --weight-decay 0.05 --dropout 0.4 \
 	--label-smoothing 0.1 --class-weight-power 0.5 --random-erasing 0.25 --patience 0 --seed 1337 --quiet
 
 .PHONY: run test lint model clean
