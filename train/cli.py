@@ -120,6 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="T",
         help=f"temperature that softens the teacher's probabilities (default {d['distill_temperature']})",
     )
+    add(
+        "--init",
+        metavar="RUN",
+        help="start from a trained run's weights (run directory or .keras; same --arch, --width, labels) "
+        "instead of random ones; the optimizer and schedule start afresh",
+    )
     add("--cache-dir", metavar="DIR", help="where decoded data is cached (default ~/.cache/emotion-edge)")
     add(
         "--no-cache",

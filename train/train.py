@@ -41,6 +41,7 @@ DEFAULTS = dict(
     teacher="",  # distillation: comma-separated teacher run dirs or .keras files; "" = off
     distill_alpha=0.5,  # weight of the teacher's probabilities in the targets
     distill_temperature=2.0,  # softens the teacher's probabilities (1 = as they are)
+    init="",  # warm start: a trained run dir or .keras file whose weights replace the random init; "" = off
 )
 # The keys of train.model.ARCHS, repeated here so flag checks need no Keras import (a test keeps them equal).
 ARCH_NAMES = ("cnn", "mobilenet", "vgg")
@@ -87,6 +88,7 @@ class TrainConfig:
     teacher: str = DEFAULTS["teacher"]
     distill_alpha: float = DEFAULTS["distill_alpha"]
     distill_temperature: float = DEFAULTS["distill_temperature"]
+    init: str = DEFAULTS["init"]
 
     def check(self) -> TrainConfig:
         problems = []
@@ -166,6 +168,7 @@ def run(config: TrainConfig, resume=False, quiet=False, cache_dir=None, use_cach
     from edge.model_contract import write_text_atomic
     from train.data import load_dataset, split_for_validation
     from train.distill import Teacher, TeacherError, check_teachers, teacher_model_paths
+    from train.warmstart import InitError, check_init_contract, copy_weights, init_model_path
 
     say = print
     run_dir = Path(config.out)
@@ -192,7 +195,28 @@ def run(config: TrainConfig, resume=False, quiet=False, cache_dir=None, use_cach
             f"distilling from {len(teacher_paths)} teacher(s) {[str(p) for p in teacher_paths]}: "
             f"alpha {config.distill_alpha}, temperature {config.distill_temperature}"
         )
-    # Only now the run directory is created: bad data or a bad teacher leaves nothing behind.
+    warm_model = None
+    if config.init and not resume:  # on --resume the checkpoint already holds the (trained-on) weights
+        import keras
+
+        from train.model import make_model
+
+        try:
+            init_path = init_model_path(config.init)
+            check_init_contract(init_path, dataset.labels, config.size)
+            keras.utils.set_random_seed(config.seed)
+            warm_model = make_model(
+                config.arch,
+                (config.size, config.size, 1),
+                num_classes,
+                width=config.width,
+                dropout=config.dropout,
+            )
+            copy_weights(warm_model, init_path)
+        except InitError as exc:
+            raise TrainError(str(exc)) from None
+        say(f"warm start: weights from {init_path}")
+    # Only now the run directory is created: bad data, a bad teacher or a bad --init leaves nothing behind.
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     write_text_atomic(run_dir / "config.json", json.dumps(asdict(config), indent=2) + "\n")
 
@@ -236,12 +260,16 @@ def run(config: TrainConfig, resume=False, quiet=False, cache_dir=None, use_cach
             f"resuming at epoch {state.epoch + 1}/{config.epochs} (best val_accuracy {state.best_val_accuracy:.4f})"
         )
     else:
-        model = make_model(
-            config.arch,
-            (config.size, config.size, 1),
-            num_classes,
-            width=config.width,
-            dropout=config.dropout,
+        model = (
+            warm_model
+            if warm_model is not None
+            else make_model(
+                config.arch,
+                (config.size, config.size, 1),
+                num_classes,
+                width=config.width,
+                dropout=config.dropout,
+            )
         )
         steps_per_epoch = -(-len(train_split) // config.batch_size)
         if config.schedule == "cosine":
