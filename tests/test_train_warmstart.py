@@ -76,3 +76,8 @@ def test_a_warm_started_run_begins_from_the_given_weights_and_mismatches_are_ref
     assert main([*common, "--out", str(other), "--init", str(foreign)]) == 2
     assert "same labels in the same order" in capsys.readouterr().err
     assert not other.exists()
+    # Overwriting the very run the weights (or a teacher) come from is refused, and nothing is deleted.
+    for flag in ("--init", "--teacher"):
+        assert main([*common, "--out", str(source), flag, str(source), "--overwrite"]) == 2
+        assert "which --overwrite would delete" in capsys.readouterr().err
+    assert (source / "model.keras").is_file() and (source / "metrics.json").is_file()

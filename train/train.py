@@ -155,6 +155,14 @@ def config_for_run(run_dir: Path, given: dict, resume: bool, overwrite: bool) ->
         raise TrainError(
             f"{run_dir} already holds {what}; pass --overwrite to replace it or choose another --out"
         )
+    if existing:  # --overwrite must not delete the model this run is about to read
+        for flag in ("init", "teacher"):
+            for part in filter(None, (p.strip() for p in str(given.get(flag) or "").split(","))):
+                if Path(part).expanduser().resolve().is_relative_to(run_dir.resolve()):
+                    raise TrainError(
+                        f"--{flag} {part} is inside {run_dir}, which --overwrite would delete; "
+                        "write the new run to another --out"
+                    )
     for name in existing:  # --overwrite removes only what a run writes, never anything else in the folder
         target = run_dir / name
         shutil.rmtree(target) if target.is_dir() else target.unlink()
