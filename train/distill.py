@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edge.model_contract import ContractError, load_contract
+from train.model_files import check_fits_data, load_model_file, resolve_model_file, split_specs
 
 
 class TeacherError(ValueError):
@@ -24,18 +24,10 @@ class TeacherError(ValueError):
 
 def teacher_model_paths(spec: str) -> list[Path]:
     """--teacher "runs/a,runs/b/model.keras" -> the .keras files; a run directory means its model.keras."""
-    paths = []
-    for part in (p.strip() for p in spec.split(",")):
-        if not part:
-            continue
-        path = Path(part).expanduser()
-        if path.is_dir():
-            path = path / "model.keras"
-        if not path.exists():
-            raise TeacherError(f"--teacher {part}: {path} does not exist (train the teacher first)")
-        if path.suffix != ".keras" or not path.is_file():
-            raise TeacherError(f"--teacher {part}: expected a run directory or a .keras model")
-        paths.append(path)
+    paths = [
+        resolve_model_file(part, "--teacher", TeacherError, " (train the teacher first)")
+        for part in split_specs(spec)
+    ]
     if not paths:
         raise TeacherError("--teacher names no model")
     return paths
@@ -44,20 +36,7 @@ def teacher_model_paths(spec: str) -> list[Path]:
 def check_teachers(paths: list[Path], labels: list[str], size: int) -> None:
     """Each teacher must predict the data's labels, in the same order, from the same input size."""
     for path in paths:
-        try:
-            contract = load_contract(path)
-        except ContractError as exc:
-            raise TeacherError(f"--teacher {path}: {exc}") from None
-        if list(contract.labels) != list(labels):
-            raise TeacherError(
-                f"--teacher {path} predicts {contract.labels}, but the data's labels are {labels}: "
-                "a teacher must be trained on the same labels"
-            )
-        if contract.input_size != (size, size):
-            raise TeacherError(
-                f"--teacher {path} takes {contract.input_height}x{contract.input_width} faces, "
-                f"the student {size}x{size} (--size)"
-            )
+        check_fits_data(path, labels, size, "--teacher", TeacherError)
 
 
 class Teacher:
@@ -80,15 +59,7 @@ class Teacher:
 
     @classmethod
     def load(cls, paths: list[Path], temperature: float = 2.0) -> Teacher:
-        import keras
-
-        models = []
-        for path in paths:
-            try:
-                models.append(keras.models.load_model(path, compile=False))
-            except Exception as exc:  # Keras raises many types for a damaged or foreign file
-                raise TeacherError(f"--teacher {path} cannot be loaded: {exc}") from None
-        return cls(models, temperature)
+        return cls([load_model_file(path, "--teacher", TeacherError) for path in paths], temperature)
 
     def __call__(self, images):
         from keras import ops

@@ -13,6 +13,8 @@ import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from train.model_files import split_specs
+
 # -----------------------------------------------------------------------------------------------------------
 # Defaults. Every value is saved in RUN_DIR/config.json; --resume reuses them and refuses conflicting flags.
 # -----------------------------------------------------------------------------------------------------------
@@ -157,7 +159,7 @@ def config_for_run(run_dir: Path, given: dict, resume: bool, overwrite: bool) ->
         )
     if existing:  # --overwrite must not delete the model this run is about to read
         for flag in ("init", "teacher"):
-            for part in filter(None, (p.strip() for p in str(given.get(flag) or "").split(","))):
+            for part in split_specs(str(given.get(flag) or "")):
                 if Path(part).expanduser().resolve().is_relative_to(run_dir.resolve()):
                     raise TrainError(
                         f"--{flag} {part} is inside {run_dir}, which --overwrite would delete; "
@@ -203,23 +205,22 @@ def run(config: TrainConfig, resume=False, quiet=False, cache_dir=None, use_cach
             f"distilling from {len(teacher_paths)} teacher(s) {[str(p) for p in teacher_paths]}: "
             f"alpha {config.distill_alpha}, temperature {config.distill_temperature}"
         )
+
+    def build_model():
+        from train.model import make_model
+
+        shape = (config.size, config.size, 1)
+        return make_model(config.arch, shape, num_classes, width=config.width, dropout=config.dropout)
+
     warm_model = None
     if config.init and not resume:  # on --resume the checkpoint already holds the (trained-on) weights
         import keras
-
-        from train.model import make_model
 
         try:
             init_path = init_model_path(config.init)
             check_init_contract(init_path, dataset.labels, config.size)
             keras.utils.set_random_seed(config.seed)
-            warm_model = make_model(
-                config.arch,
-                (config.size, config.size, 1),
-                num_classes,
-                width=config.width,
-                dropout=config.dropout,
-            )
+            warm_model = build_model()
             copy_weights(warm_model, init_path)
         except InitError as exc:
             raise TrainError(str(exc)) from None
@@ -231,7 +232,7 @@ def run(config: TrainConfig, resume=False, quiet=False, cache_dir=None, use_cach
     import keras
 
     from train import report
-    from train.model import estimate_macs, make_model
+    from train.model import estimate_macs
     from train.pipeline import balanced_class_weights, epoch_callbacks, make_train_dataset, to_model_input
     from train.runstate import RunDirCheckpoint, RunState
 
@@ -268,17 +269,7 @@ def run(config: TrainConfig, resume=False, quiet=False, cache_dir=None, use_cach
             f"resuming at epoch {state.epoch + 1}/{config.epochs} (best val_accuracy {state.best_val_accuracy:.4f})"
         )
     else:
-        model = (
-            warm_model
-            if warm_model is not None
-            else make_model(
-                config.arch,
-                (config.size, config.size, 1),
-                num_classes,
-                width=config.width,
-                dropout=config.dropout,
-            )
-        )
+        model = warm_model if warm_model is not None else build_model()
         steps_per_epoch = -(-len(train_split) // config.batch_size)
         if config.schedule == "cosine":
             warmup = min(config.warmup_epochs * steps_per_epoch, config.epochs * steps_per_epoch // 2)
