@@ -9,6 +9,7 @@ import time
 from edge.config import MqttConfig
 from edge.publish.mqtt import MqttPublisher
 from tests.mosquitto import Subscriber, wait_until
+from tests.slowlink import SlowLink
 
 DEVICE = "test-pi"
 BASE = f"emotion/{DEVICE}"
@@ -116,3 +117,22 @@ def test_subscribe_and_publish_raw_survive_reconnect(mosquitto):
             assert wait_until(lambda: received == [("homeassistant/status", b"online")])
     finally:
         publisher.close(timeout=1)
+
+
+def test_offline_survives_a_congested_link_through_the_last_will(mosquitto):
+    """A stop while PUBACKs lag (paho's in-flight window full, `offline` still queued) must not leave
+    `online` retained: a clean DISCONNECT would discard the will, so the publisher drops the link."""
+    with SlowLink(mosquitto.port) as link:
+        publisher = MqttPublisher(MqttConfig(host=link.host, port=link.port), DEVICE)
+        with Subscriber(mosquitto, f"{BASE}/status") as sub:
+            publisher.start()
+            sub.wait_topic(f"{BASE}/status", b"online")
+            link.delay = 3.0
+            for i in range(30):  # past paho's 20-message in-flight window
+                publisher.publish_event({"frame_index": i})
+            publisher.close(timeout=0.5)
+            sub.wait_topic(f"{BASE}/status", b"offline", timeout=10)
+    with Subscriber(mosquitto, f"{BASE}/status") as late:
+        late.wait_topic(f"{BASE}/status", b"offline", retain=True)
+        time.sleep(0.3)
+        assert [m[1] for m in late.messages] == [b"offline"]

@@ -14,7 +14,9 @@ hooks (Home Assistant discovery) and re-subscribes.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
+import socket
 import ssl
 import sys
 import threading
@@ -265,9 +267,11 @@ class MqttPublisher(Publisher):
             self._paho_error = buf
 
     def _on_disconnect(self, client, userdata, disconnect_flags, reason_code, properties):
-        with self._lock:
-            was_connected = self._connected
-            self._connected = False
+        # No self._lock here: paho may call this while holding its own message mutex (a write failing
+        # right after CONNACK), and publish_event holds self._lock while waiting for that mutex; taking
+        # ours here would deadlock both threads. Only this thread and _on_connect (same thread) write it.
+        was_connected = self._connected
+        self._connected = False
         error, self._paho_error = self._paho_error, None
         if self._closing:
             return
@@ -291,7 +295,12 @@ class MqttPublisher(Publisher):
     # --- shutdown -----------------------------------------------------------------------------------------------
 
     def close(self, timeout: float = 1.0) -> None:
-        """Publish `offline` (retained), wait up to `timeout` s for it to leave, disconnect cleanly."""
+        """Publish `offline` (retained), wait up to `timeout` s for the broker to confirm it, disconnect.
+
+        Unconfirmed (a slow link, paho's in-flight window still full), a clean DISCONNECT would make the
+        broker discard the last will too and leave `online` retained for good; the connection is dropped
+        instead, so the broker publishes the will, `offline`.
+        """
         deadline = time.monotonic() + timeout
         # A short run (a folder of photos) can end before the first connect completes: give the broker
         # part of the budget to accept the connection, so on_connect flushes the buffer before `offline`.
@@ -303,18 +312,39 @@ class MqttPublisher(Publisher):
             info = None
             if connected:
                 info = self._client.publish(self.topics["status"], OFFLINE, qos=1, retain=True)
+        confirmed = False
         if info is not None:
             try:
                 info.wait_for_publish(max(0.05, deadline - time.monotonic()))
             except (RuntimeError, ValueError) as exc:
                 log.warning("MQTT: could not publish offline status: %s", exc)
-            if not info.is_published():
-                log.warning("MQTT: offline status not confirmed by %s within %.1f s", self.address, timeout)
+            confirmed = info.is_published()
+            if not confirmed:
+                log.warning(
+                    "MQTT: offline status not confirmed by %s within %.1f s; dropping the connection so "
+                    "the broker publishes the last will instead",
+                    self.address, timeout,
+                )  # fmt: skip
         if self._buffer:
             log.warning("MQTT: %d buffered events were not delivered (broker unreachable)", len(self._buffer))
-        self._client.disconnect()
-        # paho's thread may be asleep in its reconnect backoff (1 s steps) or in a TCP connect to a dead
-        # host; it is a daemon thread, so stop it in the background and bound our wait.
-        stopper = threading.Thread(target=self._client.loop_stop, name="mqtt-stop", daemon=True)
-        stopper.start()
+        if connected and not confirmed:
+            # loop_stop first: it sets paho's terminate flag, so the dropped link is not reconnected (paho
+            # waits at least reconnect min_delay, 1 s, before trying, and checks the flag meanwhile).
+            stopper = threading.Thread(target=self._client.loop_stop, name="mqtt-stop", daemon=True)
+            stopper.start()
+            _drop_socket(self._client.socket())
+        else:
+            self._client.disconnect()
+            # paho's thread may be asleep in its reconnect backoff (1 s steps) or in a TCP connect to a dead
+            # host; it is a daemon thread, so stop it in the background and bound our wait.
+            stopper = threading.Thread(target=self._client.loop_stop, name="mqtt-stop", daemon=True)
+            stopper.start()
         stopper.join(max(0.1, deadline - time.monotonic()))
+
+
+def _drop_socket(sock) -> None:
+    """End the TCP connection without an MQTT DISCONNECT (the broker then publishes the last will)."""
+    if sock is None:
+        return
+    with contextlib.suppress(OSError):  # already gone: the broker has seen the connection end anyway
+        sock.shutdown(socket.SHUT_RDWR)
