@@ -18,7 +18,6 @@ from __future__ import annotations
 import importlib.resources
 import logging
 import os
-import re
 import signal
 import threading
 import time
@@ -33,8 +32,6 @@ log = logging.getLogger("edge.daemon")
 SHUTDOWN_BUDGET_S = 1.5  # what publishers may spend on close(); the rest of the 2 s goes to the threads
 FINITE_FLUSH_S = 5.0  # after a finished file/folder: time to connect and deliver the last events
 STATE_REFRESH_S = 1.0  # retained state follows changes at once, and confidences at most once a second
-# Sources the capture thread can reopen: a camera or a stream may come back, a file will not.
-_LIVE_URI = re.compile(r"^(picamera2(:\d+)?|/dev/video\d+|\d+|rtsps?://.*|https?://.*)$")
 
 
 class FatalError(RuntimeError):
@@ -56,10 +53,6 @@ def resolve_model_path(config: Config) -> Path:
     if not path.is_file():
         raise FatalError(f"no model given and the shipped model {path} is not installed: pass --model FILE")
     return path
-
-
-def is_live_uri(uri: str) -> bool:
-    return bool(_LIVE_URI.match(uri.strip()))
 
 
 def load_components(config: Config):
@@ -118,7 +111,7 @@ class Daemon:
 
     def _open_first_source(self):
         """Open the source once here so a wrong path fails now, clearly; a live source may come later."""
-        from edge.capture import SourceError, open_source
+        from edge.capture import SourceError, is_live_uri, open_source
 
         cfg = self.config.source
         try:

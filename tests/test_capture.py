@@ -15,6 +15,7 @@ from edge.capture import (
     Source,
     SourceError,
     VideoCaptureSource,
+    is_live_uri,
     open_source,
     reusing_factory,
 )
@@ -77,6 +78,29 @@ def test_video_file_source_gives_every_frame_then_ends(tmp_path):
 def test_bad_uris_raise_clear_errors(uri, message):
     with pytest.raises(SourceError, match=message):
         open_source(uri)
+
+
+@pytest.mark.parametrize(
+    ("uri", "live"),
+    [
+        ("picamera2", True),
+        ("picamera2:1", True),
+        ("0", True),
+        ("/dev/video0", True),
+        ("/dev/v4l/by-id/usb-Logitech_C920-video-index0", True),  # the stable name for a USB webcam
+        ("/dev/v4l/by-path/platform-xhci-hcd.0-usb-0:1:1.0-video-index0", True),
+        ("rtsp://cam.local/stream", True),
+        ("RTSP://cam.local/stream", True),
+        ("rtmp://cam.local/live", True),
+        ("https://cam.local/mjpeg", True),
+        ("clip.avi", False),
+        ("photos/", False),
+        ("/home/pi/photos", False),
+    ],
+)
+def test_live_uris_are_the_ones_open_source_treats_as_live(uri, live):
+    """A live source that is missing at start is retried, a file is an error: both must agree."""
+    assert is_live_uri(uri) is live
 
 
 def test_unreadable_files_are_clear_errors(tmp_path):

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import time
 
 import jsonschema
 import pytest
 
 from tests.daemonproc import (
     SCHEMA_PATH,
+    DaemonProcess,
     daemon_args,
     run_daemon,
     write_config,
@@ -126,3 +129,19 @@ def test_check_config_exit_codes(tiny_model_path, tmp_path):
     missing_model = run_daemon(daemon_args(good, tmp_path / "missing.tflite", "picamera2", "--check-config"))
     assert missing_model.returncode == 2 and "missing.tflite" in missing_model.stderr
     assert "Traceback" not in bad.stderr + missing_model.stderr
+
+
+def test_missing_camera_at_start_is_retried_not_fatal(tiny_model_path, tmp_path):
+    """A USB camera named by its stable /dev/v4l/by-id path may enumerate after the service starts."""
+    camera = "/dev/v4l/by-id/usb-Not_Plugged_In-video-index0"
+    args = daemon_args(write_config(tmp_path), tiny_model_path, camera, "--publish", "stdout")
+    daemon = DaemonProcess(args, tmp_path)
+    try:
+        daemon.wait_stderr("retrying with backoff", timeout=60)
+        time.sleep(1.5)  # a reopen attempt or two (0.5 s, then 1 s)
+        assert daemon.proc.poll() is None, daemon.stderr
+        daemon.proc.send_signal(signal.SIGTERM)
+        assert daemon.proc.wait(timeout=10) == 0
+        assert "no such device" in daemon.stderr and "Traceback" not in daemon.stderr
+    finally:
+        daemon.stop()

@@ -8,6 +8,7 @@ from edge.capture.sources import (
     Source,
     SourceError,
     VideoCaptureSource,
+    is_live_uri,
     open_source,
 )
 from edge.capture.thread import CaptureThread, reusing_factory
@@ -21,6 +22,7 @@ __all__ = [
     "Source",
     "SourceError",
     "VideoCaptureSource",
+    "is_live_uri",
     "open_source",
     "reusing_factory",
 ]

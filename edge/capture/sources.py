@@ -184,6 +184,13 @@ class VideoCaptureSource(Source):
         self._capture.release()
 
 
+def is_live_uri(uri: str) -> bool:
+    """Whether open_source treats `uri` as live (camera, device, stream): one that may come back later,
+    so failing to open it means "retry", not "wrong path". Same rules as open_source, in the same order."""
+    uri = str(uri).strip()
+    return bool(_PICAMERA.match(uri) or uri.isdigit() or _URL.match(uri) or uri.startswith("/dev/"))
+
+
 def open_source(uri: str, width=None, height=None, fps=None) -> Source:
     """Open a frame source from its URI (see the module map in README): camera, device, stream, file, folder."""
     uri = str(uri).strip()
