@@ -23,6 +23,8 @@ from typing import Any
 
 import yaml
 
+from edge.model_contract import not_utf8_hint
+
 DEFAULT_CONFIG_PATH = "/etc/emotion-edge/config.yaml"
 ENV_PREFIX = "EMOTION_EDGE_"
 ENV_CONFIG_PATH = "EMOTION_EDGE_CONFIG"
@@ -320,6 +322,10 @@ def read_yaml_file(path: str | os.PathLike, explicit: bool) -> dict[str, Any]:
         return {}
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file {path} is not UTF-8 text (byte {exc.start}): {not_utf8_hint(exc)}"
+        ) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -390,6 +396,10 @@ def _credential_password(environ: dict[str, str]) -> str | None:
         return None
     except OSError as exc:
         raise ConfigError(f"mqtt.password: cannot read credential {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"mqtt.password: credential {path} is not UTF-8 text (byte {exc.start}): {not_utf8_hint(exc)}"
+        ) from None
 
 
 def load_config(

@@ -86,11 +86,18 @@ def load_contract(model_path: str | os.PathLike) -> ModelContract:
         ) from None
     except OSError as exc:
         raise ContractError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ContractError(f"{path} is not UTF-8 text (byte {exc.start}): {not_utf8_hint(exc)}") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ContractError(f"{path} is not valid JSON: {exc}") from None
     return ModelContract.from_dict(data, source=str(path))
+
+
+def not_utf8_hint(exc: UnicodeDecodeError) -> str:
+    """What to tell someone whose editor saved a file as Latin-1 or Windows-1252 (or who named a binary)."""
+    return f"{exc.object[exc.start : exc.start + 1]!r} cannot be decoded; save the file as UTF-8"
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

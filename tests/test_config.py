@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from edge.config import MASK, ConfigError, load_config
+from edge.model_contract import ContractError, load_contract
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -164,3 +165,22 @@ def test_cli_bad_input_exits_2_without_traceback(args, message):
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+def test_files_not_in_utf8_are_named_not_a_traceback(tmp_path):
+    """An editor set to Windows-1252 saves 'é' as one byte: config, credential and model contract alike."""
+    latin1 = "# caméra du salon\nmqtt:\n  host: broker\n".encode("latin-1")
+    (tmp_path / "config.yaml").write_bytes(latin1)
+    result = _cli("--config", str(tmp_path / "config.yaml"), "--print-config")
+    assert result.returncode == 2 and result.stdout == ""
+    assert f"error: config file {tmp_path / 'config.yaml'} is not UTF-8 text (byte 5)" in result.stderr
+    assert "save the file as UTF-8" in result.stderr and "Traceback" not in result.stderr
+
+    (tmp_path / "mqtt_password").write_bytes("mot-de-passe-é".encode("latin-1"))
+    env = {"CREDENTIALS_DIRECTORY": str(tmp_path), "EMOTION_EDGE_MQTT__USERNAME": "pi"}
+    with pytest.raises(ConfigError, match=r"mqtt.password: credential .*mqtt_password is not UTF-8"):
+        load_config(environ=env)
+
+    (tmp_path / "model.json").write_bytes(b'{"labels": ["\xe9"]}')
+    with pytest.raises(ContractError, match=r"model.json is not UTF-8 text \(byte 13\)"):
+        load_contract(tmp_path / "model.tflite")
