@@ -149,6 +149,8 @@ class LogConfig:
 @dataclass
 class DebugConfig:
     snapshot_dir: str | None = _spec(None, str, nullable=True)  # opt-in: nothing is written otherwise
+    # Only the newest this many files are kept: an SD card is small and a debug setting gets forgotten.
+    snapshot_limit: int = _spec(1000, int, lo=1, hi=1_000_000)
 
 
 @dataclass
@@ -443,6 +445,25 @@ def check_files(config: Config) -> None:
         _check_tls_loadable(tls)
     if config.detector.blazeface_model is not None and not os.path.isfile(config.detector.blazeface_model):
         raise ConfigError(f"detector.blazeface_model: file {config.detector.blazeface_model} does not exist")
+    if config.debug.snapshot_dir:
+        problem = check_snapshot_dir(config.debug.snapshot_dir)
+        if problem:
+            raise ConfigError(f"debug.snapshot_dir: {problem}")
+
+
+def check_snapshot_dir(directory: str) -> str | None:
+    """Why `directory` cannot hold snapshots, or None when it can (it may be created on first use)."""
+    path = Path(directory)
+    if path.exists() and not path.is_dir():
+        return f"{directory} exists and is not a folder"
+    existing = path
+    while not existing.exists():  # the nearest ancestor that exists is where the folder would be made
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable by this user (under systemd use /var/lib/emotion-edge/...)"
+    return None
 
 
 def _check_tls_loadable(tls: TlsConfig) -> None:

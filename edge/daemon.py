@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import importlib.resources
 import logging
-import os
 import signal
 import threading
 import time
@@ -181,6 +180,11 @@ class Daemon:
         last_ping = last_stats = last_state = time.monotonic()
         state_published = False
         detector_name = self.config.detector.type
+        snapshots = None
+        if self.config.debug.snapshot_dir:
+            from edge.snapshots import SnapshotWriter
+
+            snapshots = SnapshotWriter(self.config.debug.snapshot_dir, self.config.debug.snapshot_limit)
         while not self.stop_event.is_set():
             waited = time.perf_counter()
             frame = capture.get(timeout=0.25)
@@ -209,7 +213,8 @@ class Daemon:
                 for publisher in self.publishers:
                     publisher.publish_event(result.event)
                 self.events_published += 1
-                self._snapshot(frame, result.event)
+                if snapshots is not None:
+                    snapshots.save(frame.image, result.event)
             if (
                 result.changes
                 or not state_published
@@ -239,27 +244,6 @@ class Daemon:
         log.info(format_stats(snapshot))
         for publisher in self.publishers:
             publisher.publish_stats(snapshot)
-
-    def _snapshot(self, frame, event: dict) -> None:
-        """debug.snapshot_dir only: the annotated frame of an event, for tuning on the bench. Opt-in."""
-        directory = self.config.debug.snapshot_dir
-        if not directory:
-            return
-        import cv2
-
-        from edge.model_contract import write_bytes_atomic
-
-        image = frame.image.copy()
-        for face in event.get("faces", []):
-            x, y, w, h = face["box"]
-            cv2.rectangle(image, (x, y), (x + w, y + h), (0, 255, 0), 2)
-            cv2.putText(
-                image, face["emotion"], (x, max(12, y - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 255, 0), 1
-            )
-        ok, encoded = cv2.imencode(".jpg", image)
-        if ok:
-            os.makedirs(directory, exist_ok=True)
-            write_bytes_atomic(Path(directory) / f"frame_{event['frame_index']:08d}.jpg", encoded.tobytes())
 
     # --- shutdown ----------------------------------------------------------------------------------------------
 

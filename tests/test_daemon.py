@@ -145,3 +145,29 @@ def test_missing_camera_at_start_is_retried_not_fatal(tiny_model_path, tmp_path)
         assert "no such device" in daemon.stderr and "Traceback" not in daemon.stderr
     finally:
         daemon.stop()
+
+
+def test_snapshots_keep_only_the_newest_and_a_bad_folder_is_a_config_error(tiny_model_path, tmp_path):
+    expected = write_photo_folder(tmp_path / "photos")
+    with_faces = sum(1 for n in expected.values() if n)
+    assert with_faces > 2
+    snaps = tmp_path / "snaps"
+    config = write_config(
+        tmp_path, f"stats:\n  interval_s: 0\ndebug:\n  snapshot_dir: {snaps}\n  snapshot_limit: 2\n"
+    )
+    result = run_daemon(daemon_args(config, tiny_model_path, str(tmp_path / "photos"), "--publish", "stdout"))
+    assert result.returncode == 0, result.stderr
+    events = _events(result.stdout)
+    assert len(events) == with_faces
+    kept = sorted(p.name for p in snaps.iterdir())
+    # Only the last two events' frames are left, named oldest first; no temp files behind.
+    assert kept == sorted(kept) and len(kept) == 2
+    assert [int(name[-12:-4]) for name in kept] == [e["frame_index"] for e in events[-2:]]
+
+    (tmp_path / "afile").write_text("")
+    bad = write_config(tmp_path, f"debug:\n  snapshot_dir: {tmp_path / 'afile' / 'snaps'}\n", name="bad.yaml")
+    for extra in (("--check-config",), ()):
+        result = run_daemon(daemon_args(bad, tiny_model_path, str(tmp_path / "photos"), *extra))
+        assert result.returncode == 2, result.stderr
+        assert f"error: debug.snapshot_dir: {tmp_path / 'afile'} is not a folder" in result.stderr
+        assert "Traceback" not in result.stderr and result.stdout == ""
