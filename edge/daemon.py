@@ -5,8 +5,10 @@
       with backoff; drops + counts       stats, sd_notify watchdog        MQTT: paho's own thread
 
 Start-up order matters to systemd: READY=1 is sent only once the model is loaded, the detector built,
-the source open and the publishers started. WATCHDOG=1 is sent from the processing loop only while frames
-arrive, so a stalled camera stops the pings and systemd restarts the service. SIGTERM/SIGINT set the stop
+the source open and the publishers started. WATCHDOG=1 is sent from the processing loop while it runs and
+the capture thread is not stuck inside a source call: a camera that is away (unplugged, stream down) is
+reopened by the capture thread with backoff for as long as it takes, while a hung driver call (or a hung
+loop) stops the pings and systemd restarts the service. SIGTERM/SIGINT set the stop
 event: the loop ends, `offline` is published, buffers flushed, and the process exits 0 within 2 s.
 A finite source (file, folder, image) ends the run with exit 0 after its last event is published.
 
@@ -191,6 +193,8 @@ class Daemon:
             wait_ms = (time.perf_counter() - waited) * 1000
             now = time.monotonic()
             if frame is None:
+                if capture.is_alive() and capture.busy_for() < (watchdog_every or 0):
+                    last_ping = self._ping_watchdog(now, last_ping, watchdog_every)  # away, not hung
                 if capture.finished:
                     if capture.error:  # a file that turned unreadable, or the capture thread failed
                         log.error("source stopped: %s", capture.error)
@@ -230,13 +234,17 @@ class Daemon:
                 sum(result.timings_ms.get(k, 0.0) for k in ("detect", "classify", "track")) + publish_ms
             )
             stats.record(timings, len(result.faces))
-            # Pinged only here, after a frame was processed: no frames, no pings, systemd restarts us.
-            if watchdog_every is not None and now - last_ping >= watchdog_every:
-                notify.watchdog()
-                last_ping = now
+            last_ping = self._ping_watchdog(now, last_ping, watchdog_every)
             if stats_every and now - last_stats >= stats_every:
                 last_stats = now
                 self._emit_stats(stats, capture, detector_name, backend)
+
+    @staticmethod
+    def _ping_watchdog(now: float, last_ping: float, every: float | None) -> float:
+        if every is not None and now - last_ping >= every:
+            notify.watchdog()
+            return now
+        return last_ping
 
     def _emit_stats(self, stats: StatsCollector, capture, detector_name: str, backend: str) -> None:
         reconnects = sum(p.reconnects for p in self.publishers)

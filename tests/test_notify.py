@@ -213,3 +213,41 @@ def test_daemon_is_ready_pings_while_frames_flow_and_stops_pinging_when_the_came
             proc.wait(timeout=10)
         listener.close()
         print(log_path.read_text(errors="replace")[-3000:])
+
+
+def test_daemon_keeps_the_watchdog_fed_while_a_vanished_camera_is_retried(
+    tmp_path, tiny_model_path, mjpeg_server
+):
+    """A stream that is gone (refused, not hung) is the capture thread's job to reopen with backoff, for as
+    long as it takes: systemd must not restart the service over it (and burn its start limit)."""
+    socket_path = str(tmp_path / "notify.sock")
+    listener = NotifyListener(socket_path)
+    config = tmp_path / "config.yaml"
+    config.write_text("device_id: notify-test\nstats:\n  interval_s: 0\nsource:\n  reopen_backoff_max_s: 1\n")
+    env = dict(os.environ, NOTIFY_SOCKET=socket_path, WATCHDOG_USEC=str(WATCHDOG_USEC), PYTHONUNBUFFERED="1")
+    env.pop("WATCHDOG_PID", None)
+    command = [sys.executable, "-m", "edge.cli", "--config", str(config), "--source", mjpeg_server.url]
+    command += ["--model", str(tiny_model_path), "--publish", "stdout", "--threads", "1"]
+    log_path = tmp_path / "daemon.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=log)
+    try:
+        ready_at = listener.wait_for("READY=1", timeout=120)
+        listener.wait_for("WATCHDOG=1", timeout=20, since=ready_at)
+        mjpeg_server.close()  # the camera's server is gone: every reopen is refused at once
+        deadline = time.monotonic() + 20
+        while "reopening" not in log_path.read_text(errors="replace") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        away_at = time.monotonic()
+        time.sleep(2.0)
+        pings = listener.count("WATCHDOG=1", away_at, time.monotonic())
+        assert pings >= 3, f"only {pings} WATCHDOG=1 pings in 2 s while the camera was being retried"
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        listener.close()
+        print(log_path.read_text(errors="replace")[-3000:])

@@ -4,6 +4,9 @@ Live sources (camera, stream): only the newest frames are kept; older ones are d
 the pipeline always works on the present. Finite sources (video file, photos): nothing is dropped; the
 capture side waits for the consumer, so every frame is processed. A failing live source is reopened with
 exponential backoff. Every wait checks the stop event at least every 0.1 s, so shutdown is prompt.
+
+`busy_for()` tells a hung source (a driver call that never returns) from one that is merely away (failing
+fast and being retried): the daemon keeps systemd's watchdog fed through the second, not the first.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ class CaptureThread:
         self.source_id: str | None = None
         self.live: bool | None = None
         self.error: str | None = None  # why a finite source could not be read, for the daemon to report
+        self._call_started: float | None = None  # monotonic start of the source call in progress
 
     # --- consumer side ---------------------------------------------------------------------------------
     def start(self) -> CaptureThread:
@@ -77,12 +81,24 @@ class CaptureThread:
     def is_alive(self) -> bool:
         return self._thread.is_alive()
 
+    def busy_for(self) -> float:
+        """Seconds the thread has spent inside one call into the source (open or read); 0 between calls."""
+        started = self._call_started
+        return 0.0 if started is None else time.monotonic() - started
+
     def join(self, timeout: float | None = None) -> None:
         with self._cond:
             self._cond.notify_all()
         self._thread.join(timeout)
 
     # --- capture side ----------------------------------------------------------------------------------
+    def _call(self, fn):
+        self._call_started = time.monotonic()
+        try:
+            return fn()
+        finally:
+            self._call_started = None
+
     def _wait(self, seconds: float) -> bool:
         """Sleep up to `seconds`; True when stop was requested meanwhile."""
         return self._stop.wait(seconds)
@@ -92,7 +108,7 @@ class CaptureThread:
         delay = self._backoff_min
         while not self._stop.is_set():
             try:
-                source = self._factory()
+                source = self._call(self._factory)
             except SourceError as exc:
                 self.failures += 1
                 if self.live is False:  # a file or folder that vanished will not come back
@@ -130,7 +146,7 @@ class CaptureThread:
             delay = self._backoff_min
             while source is not None and not self._stop.is_set():
                 try:
-                    frame = source.read()
+                    frame = self._call(source.read)
                     if frame is None and source.live:
                         raise SourceError(f"source {source.source_id}: ended unexpectedly")
                 except SourceError as exc:
