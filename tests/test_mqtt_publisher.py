@@ -136,3 +136,20 @@ def test_offline_survives_a_congested_link_through_the_last_will(mosquitto):
         late.wait_topic(f"{BASE}/status", b"offline", retain=True)
         time.sleep(0.3)
         assert [m[1] for m in late.messages] == [b"offline"]
+
+
+def test_events_paho_refuses_when_its_queue_is_full_count_as_dropped(mosquitto):
+    """On a link that stopped acknowledging, paho's bounded queue (100 messages here) fills up: what it
+    refuses is lost and must be counted as dropped, not as published."""
+    with SlowLink(mosquitto.port) as link:
+        publisher = MqttPublisher(MqttConfig(host=link.host, port=link.port, buffer_size=0), DEVICE)
+        publisher.start()
+        try:
+            assert wait_until(lambda: publisher.connected)
+            time.sleep(0.3)  # the `online` PUBACK is in
+            link.delay = 60.0
+            for i in range(150):
+                publisher.publish_event({"frame_index": i})
+            assert (publisher.published_events, publisher.dropped_events) == (100, 50)
+        finally:
+            publisher.close(timeout=0.3)

@@ -187,7 +187,10 @@ class MqttPublisher(Publisher):
                 self._client.publish(self.topics["stats"], to_json(stats), qos=0, retain=False)
 
     def _send(self, topic: str, payload: str) -> None:
-        self._client.publish(topic, payload, qos=self.config.qos, retain=False)
+        info = self._client.publish(topic, payload, qos=self.config.qos, retain=False)
+        if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:  # paho's bounded queue is full (a long half-open link)
+            self._dropped += 1
+            return
         self.published_events += 1
 
     # --- paho's network thread ----------------------------------------------------------------------------------
@@ -318,7 +321,8 @@ class MqttPublisher(Publisher):
                 info.wait_for_publish(max(0.05, deadline - time.monotonic()))
             except (RuntimeError, ValueError) as exc:
                 log.warning("MQTT: could not publish offline status: %s", exc)
-            confirmed = info.is_published()
+            # is_published() raises when paho's queue refused the message (rc QUEUE_SIZE): not confirmed.
+            confirmed = info.rc == mqtt.MQTT_ERR_SUCCESS and info.is_published()
             if not confirmed:
                 log.warning(
                     "MQTT: offline status not confirmed by %s within %.1f s; dropping the connection so "
