@@ -9,6 +9,7 @@ with a hung camera. SIGTERM then ends it with STOPPING=1 and exit status 0.
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import os
 import signal
@@ -169,13 +170,13 @@ def mjpeg_server():
     server.close()
 
 
-def test_daemon_is_ready_pings_while_frames_flow_and_stops_pinging_when_the_camera_stalls(
-    tmp_path, tiny_model_path, mjpeg_server
-):
+@contextlib.contextmanager
+def supervised_daemon(tmp_path, model, source: str, config_text: str, *extra: str):
+    """The daemon as systemd runs it (NOTIFY_SOCKET, WATCHDOG_USEC): yields (proc, listener, log_path)."""
     socket_path = str(tmp_path / "notify.sock")
     listener = NotifyListener(socket_path)
     config = tmp_path / "config.yaml"
-    config.write_text("device_id: notify-test\nstats:\n  interval_s: 0\nlog:\n  level: INFO\n")
+    config.write_text(f"device_id: notify-test\nstats:\n  interval_s: 0\n{config_text}")
     env = dict(
         os.environ,
         NOTIFY_SOCKET=socket_path,
@@ -184,12 +185,27 @@ def test_daemon_is_ready_pings_while_frames_flow_and_stops_pinging_when_the_came
         PYTHONUNBUFFERED="1",
     )
     env.pop("WATCHDOG_PID", None)
-    command = [sys.executable, "-m", "edge.cli", "--config", str(config), "--source", mjpeg_server.url]
-    command += ["--model", str(tiny_model_path), "--publish", "stdout", "--policy", "every", "--threads", "1"]
+    command = [sys.executable, "-m", "edge.cli", "--config", str(config), "--source", source]
+    command += ["--model", str(model), "--publish", "stdout", "--threads", "1", *extra]
     log_path = tmp_path / "daemon.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=log)
     try:
+        yield proc, listener, log_path
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        listener.close()
+        print(log_path.read_text(errors="replace")[-3000:])
+
+
+def test_daemon_is_ready_pings_while_frames_flow_and_stops_pinging_when_the_camera_stalls(
+    tmp_path, tiny_model_path, mjpeg_server
+):
+    with supervised_daemon(
+        tmp_path, tiny_model_path, mjpeg_server.url, "log:\n  level: INFO\n", "--policy", "every"
+    ) as (proc, listener, _):
         ready_at = listener.wait_for("READY=1", timeout=120)
         first_ping = listener.wait_for("WATCHDOG=1", timeout=20, since=ready_at)
         time.sleep(1.0)
@@ -207,12 +223,6 @@ def test_daemon_is_ready_pings_while_frames_flow_and_stops_pinging_when_the_came
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0
         listener.wait_for("STOPPING=1", timeout=5, since=stalled_at)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
-        listener.close()
-        print(log_path.read_text(errors="replace")[-3000:])
 
 
 def test_daemon_keeps_the_watchdog_fed_while_a_vanished_camera_is_retried(
@@ -220,18 +230,8 @@ def test_daemon_keeps_the_watchdog_fed_while_a_vanished_camera_is_retried(
 ):
     """A stream that is gone (refused, not hung) is the capture thread's job to reopen with backoff, for as
     long as it takes: systemd must not restart the service over it (and burn its start limit)."""
-    socket_path = str(tmp_path / "notify.sock")
-    listener = NotifyListener(socket_path)
-    config = tmp_path / "config.yaml"
-    config.write_text("device_id: notify-test\nstats:\n  interval_s: 0\nsource:\n  reopen_backoff_max_s: 1\n")
-    env = dict(os.environ, NOTIFY_SOCKET=socket_path, WATCHDOG_USEC=str(WATCHDOG_USEC), PYTHONUNBUFFERED="1")
-    env.pop("WATCHDOG_PID", None)
-    command = [sys.executable, "-m", "edge.cli", "--config", str(config), "--source", mjpeg_server.url]
-    command += ["--model", str(tiny_model_path), "--publish", "stdout", "--threads", "1"]
-    log_path = tmp_path / "daemon.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=log)
-    try:
+    config = "source:\n  reopen_backoff_max_s: 1\n"
+    with supervised_daemon(tmp_path, tiny_model_path, mjpeg_server.url, config) as (proc, listener, log_path):
         ready_at = listener.wait_for("READY=1", timeout=120)
         listener.wait_for("WATCHDOG=1", timeout=20, since=ready_at)
         mjpeg_server.close()  # the camera's server is gone: every reopen is refused at once
@@ -245,9 +245,3 @@ def test_daemon_keeps_the_watchdog_fed_while_a_vanished_camera_is_retried(
         assert proc.poll() is None
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
-        listener.close()
-        print(log_path.read_text(errors="replace")[-3000:])
