@@ -17,7 +17,7 @@ keras = pytest.importorskip("keras")
 from train.cli import main  # noqa: E402  (after the importorskip above)
 from train.data import load_dataset  # noqa: E402
 from train.runstate import RunState  # noqa: E402
-from train.train import config_for_run, run  # noqa: E402
+from train.train import TrainError, config_for_run, run  # noqa: E402
 
 CUSTOM_LABELS = ["anger", "happy", "sad", "surprise", "disgust", "shock", "normal"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -70,6 +70,14 @@ def test_training_learns_generated_faces_and_writes_every_artifact(tmp_path, cap
     # A finished run is not overwritten by accident; --resume with a changed flag is refused.
     assert main(args) == 2
     assert "already holds a finished run" in capsys.readouterr().err
+    # --overwrite deletes the previous run only once the new one has passed its checks: a typo in --data or
+    # a bad flag leaves the finished run as it was.
+    before = {p.relative_to(run_dir): p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    typo = ["--data", str(tmp_path / "facse"), "--out", str(run_dir), "--overwrite"]
+    for bad in (typo, [*args, "--overwrite", "--lr", "-1"], [*args, "--overwrite", "--teacher", "nope"]):
+        assert main(bad) == 2
+        assert "error: " in capsys.readouterr().err
+        assert {p.relative_to(run_dir): p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
     assert main(["--out", str(run_dir), "--resume", "--lr", "0.1"]) == 2
     assert "conflicting flags: --lr 0.1" in capsys.readouterr().err
 
@@ -118,3 +126,15 @@ def test_interrupted_run_resumes_from_the_next_epoch(tmp_path, capsys):
     assert contract.labels == sorted(CUSTOM_LABELS)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["val_split"] == "train-holdout" and metrics["epochs_run"] == 4
+
+
+def test_a_run_stopped_before_its_first_epoch_is_replaced_without_overwrite(tmp_path):
+    """Nothing of value is there yet (no weights, no state), so rerunning the same command just works."""
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "config.json").write_text("{}")
+    given = {"data": str(tmp_path), "out": str(run_dir), "epochs": 3}
+    assert config_for_run(run_dir, given, resume=False, overwrite=False).epochs == 3
+    (run_dir / "checkpoints" / "state.json").write_text("{}")  # one epoch done: now it is worth keeping
+    with pytest.raises(TrainError, match="unfinished run"):
+        config_for_run(run_dir, given, resume=False, overwrite=False)

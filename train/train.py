@@ -147,13 +147,16 @@ def config_for_run(run_dir: Path, given: dict, resume: bool, overwrite: bool) ->
             )
         return TrainConfig(**{**{k: v for k, v in saved.items() if k in known}, "out": str(run_dir)}).check()
     existing = [name for name in ARTIFACTS if (run_dir / name).exists()]
-    if existing and not overwrite:
+    # A run stopped before its first epoch ended holds nothing worth keeping (no weights, no state):
+    # starting again replaces it, so an interrupted `make model` simply works when rerun.
+    worthless = (
+        not (run_dir / "model.keras").exists() and not (run_dir / "checkpoints" / "state.json").exists()
+    )
+    if existing and not overwrite and not worthless:
         if (run_dir / "metrics.json").exists():
             what = "a finished run"
-        elif (run_dir / "checkpoints" / "state.json").exists():
-            what = "an unfinished run (continue it with --resume)"
         else:
-            what = "a run that stopped before its first epoch ended"
+            what = "an unfinished run (continue it with --resume)"
         raise TrainError(
             f"{run_dir} already holds {what}; pass --overwrite to replace it or choose another --out"
         )
@@ -165,16 +168,27 @@ def config_for_run(run_dir: Path, given: dict, resume: bool, overwrite: bool) ->
                         f"--{flag} {part} is inside {run_dir}, which --overwrite would delete; "
                         "write the new run to another --out"
                     )
-    for name in existing:  # --overwrite removes only what a run writes, never anything else in the folder
-        target = run_dir / name
-        shutil.rmtree(target) if target.is_dir() else target.unlink()
     if not given.get("data"):
         raise TrainError("--data is required")
     return TrainConfig(**given).check()
 
 
+def remove_run_files(run_dir: Path) -> None:
+    """What a run writes, and nothing else in the folder (a user's notes stay)."""
+    for name in ARTIFACTS:
+        target = run_dir / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+
+
 def run(config: TrainConfig, resume=False, quiet=False, cache_dir=None, use_cache=True, callbacks=()) -> dict:
-    """Train (or continue) the run in config.out; returns metrics.json's content."""
+    """Train (or continue) the run in config.out; returns metrics.json's content.
+
+    A fresh run replaces the files of a previous run in config.out (config_for_run decides whether it may),
+    but only once the data, the flags, any teacher and any --init have been checked and loaded.
+    """
     from edge.model_contract import write_text_atomic
     from train.data import load_dataset, split_for_validation
     from train.distill import Teacher, TeacherError, check_teachers, teacher_model_paths
@@ -225,7 +239,10 @@ def run(config: TrainConfig, resume=False, quiet=False, cache_dir=None, use_cach
         except InitError as exc:
             raise TrainError(str(exc)) from None
         say(f"warm start: weights from {init_path}")
-    # Only now the run directory is created: bad data, a bad teacher or a bad --init leaves nothing behind.
+    # Only now the run directory is created, or a previous run in it replaced: bad data, a bad teacher or a
+    # bad --init leaves nothing behind, and destroys nothing.
+    if not resume:
+        remove_run_files(run_dir)
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     write_text_atomic(run_dir / "config.json", json.dumps(asdict(config), indent=2) + "\n")
 
