@@ -243,6 +243,12 @@ def run_evaluate(args) -> int:
     first_path, first_kind = resolve_eval_path(args.model)
     second = resolve_eval_path(args.compare) if args.compare else None
     json_out = check_output_path(args.json, ".json", "--json") if args.json else None
+    for model_path in [first_path] + ([second[0]] if second else []):
+        if json_out is not None and Path(json_out).resolve() == sidecar_path(model_path).resolve():
+            raise ConvertError(
+                f"--json {args.json} is the contract file of {model_path} (its labels and input size, which "
+                "the daemon reads); write the evaluation elsewhere, e.g. evaluation.json"
+            )
     if args.timing_runs < 0:
         raise ConvertError(f"--timing-runs must be 0 or more, got {args.timing_runs}")
 

@@ -288,3 +288,15 @@ def test_default_split_is_test_then_val_else_a_clear_error():
         choose_eval_split(data("train"), None)
     with pytest.raises(ConvertError, match=r"no 'val' split \(available: test, train\)"):
         choose_eval_split(data("train", "test"), "val")
+
+
+def test_evaluate_will_not_write_its_json_over_a_model_contract(keras_model_path, data_dir, cache_dir):
+    """`--json model.json` next to model.keras is a natural name, and it is the model's contract."""
+    contract = keras_model_path.with_suffix(".json")
+    before = contract.read_bytes()
+    result = _run_cli(
+        "evaluate", "--model", str(keras_model_path), "--data", str(data_dir), "--json", str(contract),
+        cache_dir=cache_dir,
+    )  # fmt: skip
+    _assert_clean_failure(result, "is the contract file of", "evaluation.json")
+    assert contract.read_bytes() == before
