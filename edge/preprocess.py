@@ -13,6 +13,9 @@ import cv2
 import numpy as np
 
 DEFAULT_SIZE = (48, 48)  # (height, width): FER-2013's native face size
+# How every image file is decoded, in training, conversion and the daemon alike: grayscale and 16-bit kept as
+# they are, EXIF orientation honoured (IMREAD_UNCHANGED would ignore it and train on sideways phone photos).
+IMREAD_FLAGS = cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH
 
 
 def to_gray(image: np.ndarray) -> np.ndarray:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
+from edge.capture.sources import read_image
 from edge.preprocess import face_to_input
 from tests.fakefaces import FER_CSV_IDS, FER_LABELS, write_fer_csv, write_folder_dataset
 from train.data import DataError, load_dataset, split_for_validation, stratified_sample
@@ -101,6 +103,27 @@ def test_colour_and_odd_size_images_are_converted(tmp_path):
     assert np.array_equal(train.images[index], face_to_input(colour, None, (32, 40))[:, :, 0])
 
 
+def _with_exif_orientation(jpeg: bytes, orientation: int) -> bytes:
+    """The JPEG with an EXIF APP1 segment holding only an Orientation tag, as a phone camera writes it."""
+    ifd = struct.pack("<H", 1) + struct.pack("<HHIHH", 0x0112, 3, 1, orientation, 0) + struct.pack("<I", 0)
+    payload = b"Exif\x00\x00" + b"II*\x00" + struct.pack("<I", 8) + ifd
+    return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload + jpeg[2:]
+
+
+def test_exif_orientation_is_honoured_as_the_daemon_does(tmp_path):
+    """A phone photo stored sideways with Orientation=6 must be trained on upright, exactly as the daemon
+    will see the same file: the preprocessing contract covers decoding too."""
+    root = write_folder_dataset(tmp_path / "d", labels=["a", "b"], splits=None)
+    stored = np.full((40, 60), 200, np.uint8)
+    stored[:, :10] = 0  # dark left edge as stored; after a 90 degree clockwise turn it is the top edge
+    jpeg = cv2.imencode(".jpg", stored, [cv2.IMWRITE_JPEG_QUALITY, 100])[1].tobytes()
+    (root / "a" / "phone.jpg").write_bytes(_with_exif_orientation(jpeg, 6))
+    train = load(root, tmp_path).splits["train"]
+    face = train.images[next(i for i, f in enumerate(train.files) if f.endswith("phone.jpg"))]
+    assert face[:4].mean() < 60 and face[:, :4].mean() > 100  # dark on top, not on the left
+    assert np.array_equal(face, face_to_input(read_image(root / "a" / "phone.jpg"), None, (48, 48))[:, :, 0])
+
+
 def test_stratified_sample_keeps_every_class(tmp_path):
     ds = load(write_folder_dataset(tmp_path / "d", labels=["a", "b", "c"], splits=None), tmp_path)
     split = ds.splits["train"]
@@ -154,6 +177,19 @@ def test_bad_inputs_raise_clear_errors(tmp_path):
         load(no_pixels, tmp_path)
 
 
+def _rename_to_latin1(root):
+    os.rename(os.fsencode(root / "b"), os.fsencode(root) + b"/gl\xfccklich")
+    return root
+
+
+def test_csv_with_a_byte_order_mark_loads(tmp_path):
+    """Excel's "CSV UTF-8" starts with a BOM; it must not hide the 'emotion' column."""
+    good = " ".join(["7"] * 2304)
+    path = write_csv(tmp_path / "bom.csv", [[0, good, "Training"], [3, good, "Training"]])
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    assert load(path, tmp_path).labels == ["angry", "happy"]
+
+
 @pytest.mark.parametrize(
     "make_data, message",
     [
@@ -165,8 +201,19 @@ def test_bad_inputs_raise_clear_errors(tmp_path):
             ),
             "row 2",
         ),
+        (  # Excel's "Unicode text" / PowerShell's Out-File
+            lambda tmp: (
+                (tmp / "u16.csv").write_bytes("emotion,pixels,Usage\n0,1 2,Training\n".encode("utf-16"))
+                and tmp / "u16.csv"
+            ),
+            "not a UTF-8 text csv file",
+        ),
+        (  # a Windows zip unpacked on Linux: the folder name is Latin-1 bytes
+            lambda tmp: _rename_to_latin1(write_folder_dataset(tmp / "mine", labels=["a", "b"], splits=None)),
+            "is not UTF-8 text",
+        ),
     ],
-    ids=["empty-folder", "single-class", "bad-csv-row"],
+    ids=["empty-folder", "single-class", "bad-csv-row", "utf16-csv", "latin1-label-folder"],
 )
 def test_cli_reports_bad_data_without_traceback(tmp_path, make_data, message):
     data = make_data(tmp_path)

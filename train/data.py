@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from edge.model_contract import write_bytes_atomic
-from edge.preprocess import face_to_input
+from edge.preprocess import IMREAD_FLAGS, face_to_input
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ SPLIT_FOLDERS = {"train": "train", "test": "test", "val": "val", "valid": "val",
 # fer2013.csv's ids are not alphabetical; map them to names, then order names alphabetically.
 FER_CSV_NAMES = {0: "angry", 1: "disgust", 2: "fear", 3: "happy", 4: "sad", 5: "surprise", 6: "neutral"}
 CSV_USAGE = {"Training": "train", "PublicTest": "test", "PrivateTest": "privatetest"}
-CACHE_VERSION = 1  # bump when the cached layout or the decoding changes
+CACHE_VERSION = 2  # bump when the cached layout or the decoding changes (2: EXIF orientation)
 
 
 class DataError(Exception):
@@ -207,12 +207,26 @@ def _plan_folders(path: Path) -> tuple[str, dict]:
             raise DataError(f"{root}: no class folders inside (expected {root}/<label>/*.jpg)")
         plan[split] = {}
         for label_dir in labels:
+            _check_label_name(label_dir)
             entries, skipped = _image_entries(label_dir)
             if not entries:
                 raise DataError(f"{label_dir}: the label folder '{label_dir.name}' holds no images")
             plan[split][label_dir.name] = (entries, skipped)
     _check_label_sets({split: sorted(labels) for split, labels in plan.items()}, path)
     return layout, plan
+
+
+def _check_label_name(label_dir: Path) -> None:
+    """A label becomes JSON, a plot title and an MQTT payload: it must be text. A folder name that is not
+    UTF-8 (a Windows zip unpacked on Linux) would fail only at the end of training, in the reports."""
+    try:
+        label_dir.name.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = label_dir.name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        raise DataError(
+            f"{label_dir.parent}: the label folder name {shown!r} is not UTF-8 text; rename it "
+            "(e.g. `convmv -f latin1 -t utf8`)"
+        ) from None
 
 
 def _check_label_sets(split_labels: dict[str, list[str]], path) -> list[str]:
@@ -238,7 +252,7 @@ def _decode_image(file: str, size: tuple[int, int]) -> tuple[np.ndarray | None, 
     try:
         # imdecode(fromfile) instead of imread: works with non-ASCII paths on every platform.
         raw = np.fromfile(file, dtype=np.uint8)
-        image = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED) if raw.size else None
+        image = cv2.imdecode(raw, IMREAD_FLAGS) if raw.size else None  # as the daemon decodes
         if image is None:
             return None, "cannot decode image (corrupt or unsupported)"
         return face_to_input(image, None, size)[:, :, 0], ""
@@ -295,12 +309,14 @@ def _parse_csv(handle, path: Path, size: tuple[int, int]) -> dict[str, tuple[lis
     collected: dict[str, tuple[list, list, list]] = {}
     expected_pixels = side = None
     reader = csv.DictReader(handle)
-    columns = [c.strip() for c in (reader.fieldnames or [])]
-    missing = [c for c in ("emotion", "pixels") if c not in columns]
-    if missing:
-        raise DataError(f"{path}: missing csv column(s) {missing}; expected a header 'emotion,pixels,Usage'")
-    reader.fieldnames = columns
     try:
+        columns = [c.strip() for c in (reader.fieldnames or [])]
+        missing = [c for c in ("emotion", "pixels") if c not in columns]
+        if missing:
+            raise DataError(
+                f"{path}: missing csv column(s) {missing}; expected a header 'emotion,pixels,Usage'"
+            )
+        reader.fieldnames = columns
         for row_number, row in enumerate(reader, start=1):
             where = f"{path}: row {row_number} (line {reader.line_num})"
             try:
@@ -333,13 +349,14 @@ def _parse_csv(handle, path: Path, size: tuple[int, int]) -> dict[str, tuple[lis
     except csv.Error as exc:
         raise DataError(f"{path}: malformed csv near line {reader.line_num}: {exc}") from None
     except UnicodeDecodeError:
-        raise DataError(f"{path}: not a text csv file") from None
+        raise DataError(f"{path}: not a UTF-8 text csv file (save it as 'CSV UTF-8')") from None
     return collected
 
 
 def _load_csv(path: Path, size: tuple[int, int]) -> Dataset:
     try:
-        with open(path, newline="", encoding="utf-8") as handle:
+        # utf-8-sig: Excel's "CSV UTF-8" starts with a byte-order mark, which would hide the first column.
+        with open(path, newline="", encoding="utf-8-sig") as handle:
             collected = _parse_csv(handle, path, size)
     except OSError as exc:
         raise DataError(f"{path}: cannot read: {exc.strerror}") from None

@@ -17,6 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edge.preprocess import IMREAD_FLAGS
+
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = frozenset(
@@ -24,8 +26,6 @@ IMAGE_EXTENSIONS = frozenset(
 )
 _URL = re.compile(r"^(rtsp|rtsps|rtmp|http|https)://", re.IGNORECASE)
 _PICAMERA = re.compile(r"^picamera2(?::(\d+))?$")
-# Keep grayscale and 16-bit images as they are, but honour EXIF orientation (IMREAD_UNCHANGED would not).
-_IMREAD_FLAGS = cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH
 # Network streams: give up on a dead connection instead of blocking the capture thread for FFmpeg's 30 s.
 _STREAM_TIMEOUT_MS = 5000
 
@@ -69,7 +69,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray | None:
         return None
     if data.size == 0:
         return None
-    image = cv2.imdecode(data, _IMREAD_FLAGS)
+    image = cv2.imdecode(data, IMREAD_FLAGS)
     if image is None or image.size == 0:
         return None
     return image
