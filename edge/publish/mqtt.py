@@ -7,7 +7,9 @@ Topics under `<topic_prefix>/<device_id>/`: `events` (not retained), `state` (re
 paho runs its network loop in its own thread (`connect_async` + `loop_start`) and reconnects by itself with
 a 1..60 s backoff. The processing loop only ever enqueues: while connected it calls paho's non-blocking
 `publish`; while disconnected events wait in a bounded deque (oldest dropped and counted) that is flushed
-in order on reconnect. Every (re)connect publishes `online`, the last retained state, runs the connect
+in order on reconnect. (paho re-sends its own unacknowledged messages only after on_connect has returned, so
+events in flight at the drop arrive after the buffered ones; the README tells subscribers to order by
+frame_index.) Every (re)connect publishes `online`, the last retained state, runs the connect
 hooks (Home Assistant discovery) and re-subscribes.
 """
 
