@@ -224,16 +224,20 @@ def _verify(model, keras_path: Path, contract: ModelContract, staged: Path, data
 
 
 def _publish(out: Path, tflite: bytes, contract: ModelContract) -> None:
-    """Model first, then its contract; if the contract cannot be written, take the model back out."""
+    """Model and contract are both written next to `out` under temporary names, then renamed into place: a
+    full disk or a permission problem leaves a previous model and its contract as they were, as a pair."""
+    staged = out.with_name(f".{out.stem}.{os.getpid()}.tmp{out.suffix}")
     try:
-        write_bytes_atomic(out, tflite)
-    except OSError as exc:
-        raise ConvertError(f"cannot write {out}: {exc.strerror or exc}") from None
-    try:
-        save_contract(out, contract)
-    except OSError as exc:
-        out.unlink(missing_ok=True)
-        raise ConvertError(f"cannot write {sidecar_path(out)}: {exc.strerror or exc}") from None
+        try:
+            write_bytes_atomic(staged, tflite)
+            save_contract(staged, contract)
+        except OSError as exc:
+            raise ConvertError(f"cannot write {out} and {sidecar_path(out)}: {exc.strerror or exc}") from None
+        os.replace(sidecar_path(staged), sidecar_path(out))
+        os.replace(staged, out)
+    finally:
+        staged.unlink(missing_ok=True)
+        sidecar_path(staged).unlink(missing_ok=True)
 
 
 # ----------------------------------------------------------------------------------------------- evaluate

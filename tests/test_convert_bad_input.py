@@ -300,3 +300,25 @@ def test_evaluate_will_not_write_its_json_over_a_model_contract(keras_model_path
     )  # fmt: skip
     _assert_clean_failure(result, "is the contract file of", "evaluation.json")
     assert contract.read_bytes() == before
+
+
+def test_a_failed_publish_keeps_the_previous_model_and_contract_as_a_pair(tmp_path, monkeypatch):
+    """A full disk while writing the contract must not leave the old contract without its model."""
+    import errno
+
+    from convert import commands
+    from edge.model_contract import ModelContract
+
+    out = tmp_path / "default.tflite"
+    out.write_bytes(b"old model")
+    out.with_suffix(".json").write_text('{"old": "contract"}')
+
+    def disk_full(*_args, **_kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(commands, "save_contract", disk_full)
+    with pytest.raises(commands.ConvertError, match="No space left on device"):
+        commands._publish(out, b"new model", ModelContract(labels=["a", "b"]))
+    assert out.read_bytes() == b"old model"
+    assert out.with_suffix(".json").read_text() == '{"old": "contract"}'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["default.json", "default.tflite"]  # no leftovers
