@@ -5,7 +5,7 @@
       with backoff; drops + counts       stats, sd_notify watchdog        MQTT: paho's own thread
 
 Start-up order matters to systemd: READY=1 is sent only once the model is loaded, the detector built,
-the source open and the publishers started. WATCHDOG=1 is sent from the processing loop while it runs and
+the publishers started and the source opened, or found away and handed to the capture thread to retry. WATCHDOG=1 is sent from the processing loop while it runs and
 the capture thread is not stuck inside a source call: a camera that is away (unplugged, stream down) is
 reopened by the capture thread with backoff for as long as it takes, while a hung driver call (or a hung
 loop) stops the pings and systemd restarts the service. SIGTERM/SIGINT set the stop
@@ -162,12 +162,16 @@ class Daemon:
             reopen_backoff=(0.5, self.config.source.reopen_backoff_max_s),
         )
         capture.start()
-        ready_status = f"processing {source_id}; {description}"
+        # READY=1 now, camera or not: a camera that is away at boot is retried in the capture thread (and the
+        # watchdog covers a hang), while withholding READY would end in systemd's start timeout and a
+        # restart loop that flaps `online`/`offline` in Home Assistant.
         if source is not None:
-            notify.ready(ready_status)
+            notify.ready(f"processing {source_id}; {description}")
+        else:
+            notify.ready(f"waiting for {source_id} (retrying); {description}")
         try:
             self._loop(
-                capture, processor, classifier.labels, detector, classifier.backend, ready=source is not None
+                capture, processor, classifier.labels, detector, classifier.backend, waiting=source is None
             )
         finally:
             self._shutdown(capture)
@@ -175,7 +179,7 @@ class Daemon:
 
     # --- the processing loop -------------------------------------------------------------------------------------
 
-    def _loop(self, capture, processor, labels, detector, backend, ready: bool) -> None:
+    def _loop(self, capture, processor, labels, detector, backend, waiting: bool) -> None:
         stats = StatsCollector()
         watchdog_every = notify.watchdog_interval()
         stats_every = self.config.stats.interval_s
@@ -208,9 +212,9 @@ class Daemon:
                     last_stats = now
                     self._emit_stats(stats, capture, detector_name, backend)
                 continue
-            if not ready:
-                notify.ready(f"processing {processor_source(processor)}")
-                ready = True
+            if waiting:  # the camera that was away at start has delivered its first frame
+                notify.status(f"processing {processor_source(processor)}")
+                waiting = False
             result = processor.process(frame)
             publish_start = time.perf_counter()
             if result.event is not None:

@@ -245,3 +245,17 @@ def test_daemon_keeps_the_watchdog_fed_while_a_vanished_camera_is_retried(
         assert proc.poll() is None
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0
+
+
+def test_daemon_is_ready_while_a_camera_missing_at_boot_is_retried(tmp_path, tiny_model_path):
+    """Withholding READY=1 until a frame arrives would end in systemd's start timeout and a restart loop."""
+    camera = "/dev/v4l/by-id/usb-Not_Plugged_In-video-index0"
+    with supervised_daemon(tmp_path, tiny_model_path, camera, "") as (proc, listener, _):
+        ready_at = listener.wait_for("READY=1", timeout=120)
+        ready = next(m for t, m in listener.messages if t == ready_at)
+        assert f"STATUS=waiting for {camera} (retrying); classifier: tiny.tflite" in ready
+        listener.wait_for("WATCHDOG=1", timeout=20, since=ready_at)
+        time.sleep(1.0)
+        assert listener.count("WATCHDOG=1", ready_at, time.monotonic()) >= 3
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
