@@ -201,6 +201,10 @@ install_package() {
         printf 'numpy<2\nopencv-python-headless<4.11\n' >"$constraints"
         say "system NumPy is 1.x: keeping it (pip constraints numpy<2, opencv-python-headless<4.11)"
     fi
+    # The fingerprint changed, but the version may not have (every build is 0.1.0 until a release): pip would
+    # call a rebuilt wheel "already installed" and keep the old code. Remove the package itself (not its
+    # dependencies) first, so what is installed is what was given.
+    "$R_VENV/bin/python" -m pip uninstall --quiet --yes --disable-pip-version-check emotion-edge >/dev/null 2>&1 || true
     # The base package only: no [train] extra, so no TensorFlow on the device.
     # shellcheck disable=SC2086  # PIP_ARGS is deliberately split into words
     "$R_VENV/bin/python" -m pip install --quiet --disable-pip-version-check ${constraints:+-c "$constraints"} \

@@ -11,6 +11,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -224,3 +225,42 @@ def test_real_install_has_a_working_daemon_and_no_tensorflow(root):
     again = run_install(root, "--no-enable")
     assert "package unchanged" in again.stdout
     assert tree_state(root) == before
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_rebuilt_wheel_of_the_same_version_replaces_the_installed_code(root, tmp_path):
+    """Every build is version 0.1.0 until a release: pip calls a rebuilt wheel "already installed" unless
+    the installer removes the old package first, and the service would restart on the old code."""
+    source = tmp_path / "src"
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
+    for name in filter(None, tracked.decode().split("\0")):
+        if (REPO / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, source / name)
+
+    def build(tag: str) -> Path:
+        out = tmp_path / tag
+        subprocess.run(
+            [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(out), str(source)],
+            check=True,
+            timeout=600,
+        )
+        (wheel,) = out.glob("emotion_edge-*.whl")
+        return wheel
+
+    def installed_marker() -> str:
+        python = root / "opt/emotion-edge/venv/bin/python"
+        probe = "import edge; print(getattr(edge, 'REBUILD_MARKER', 'none'))"
+        return subprocess.run([str(python), "-I", "-c", probe], capture_output=True, text=True).stdout.strip()
+
+    first = build("first")
+    run_install(root, "--no-enable", "--wheel", str(first))
+    assert installed_marker() == "none"
+    with open(source / "edge/__init__.py", "a") as handle:
+        handle.write("\nREBUILD_MARKER = 'second'\n")
+    second = build("second")
+    assert second.name == first.name  # same version, same file name: only the content differs
+    result = run_install(root, "--no-enable", "--wheel", str(second))
+    assert "installed the emotion-edge package" in result.stdout
+    assert installed_marker() == "second"
