@@ -33,6 +33,9 @@ log = logging.getLogger("edge.daemon")
 SHUTDOWN_BUDGET_S = 1.5  # what publishers may spend on close(); the rest of the 2 s goes to the threads
 FINITE_FLUSH_S = 5.0  # after a finished file/folder: time to connect and deliver the last events
 STATE_REFRESH_S = 1.0  # retained state follows changes at once, and confidences at most once a second
+# A live camera silent this long no longer shows who is in view: the retained state says nobody, instead of
+# keeping the last face (and Home Assistant automations on it) alive while the camera is unplugged.
+CAMERA_AWAY_S = 5.0
 
 
 class FatalError(RuntimeError):
@@ -183,7 +186,7 @@ class Daemon:
         stats = StatsCollector()
         watchdog_every = notify.watchdog_interval()
         stats_every = self.config.stats.interval_s
-        last_ping = last_stats = last_state = time.monotonic()
+        last_ping = last_stats = last_state = last_frame = time.monotonic()
         state_published = False
         detector_name = self.config.detector.type
         snapshots = None
@@ -206,12 +209,20 @@ class Daemon:
                     else:
                         log.info("source finished after %d frames", stats.processed)
                     break
+                if now - last_frame >= CAMERA_AWAY_S and processor.forget_faces():
+                    log.warning("no frames for %.0f s: the state now shows no faces until the camera is back",
+                                now - last_frame)  # fmt: skip
+                    state = build_state(self.config, labels, [])
+                    for publisher in self.publishers:
+                        publisher.publish_state(state)
+                    last_state = now
                 if (
                     stats_every and now - last_stats >= stats_every
                 ):  # stats keep coming while a camera is away
                     last_stats = now
                     self._emit_stats(stats, capture, detector_name, backend)
                 continue
+            last_frame = now
             if waiting:  # the camera that was away at start has delivered its first frame
                 notify.status(f"processing {processor_source(processor)}")
                 waiting = False

@@ -150,6 +150,12 @@ class FrameProcessor:
         event["changes"] = [dict(change) for change in changes]
         return event
 
+    def forget_faces(self) -> int:
+        """The camera went away: nobody is known to be in view any more. Returns how many were tracked."""
+        count = len(self.tracker.tracks)
+        self.tracker.reset()
+        return count
+
     def faces_in_view(self) -> list[dict]:
         """The tracked faces (for the retained state topic): track_id, box, emotion, confidence, scores."""
         return [face.to_dict(self.labels) for face in self.tracker.tracks]

@@ -70,6 +70,10 @@ class MjpegServer:
         return self
 
     def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """The camera is unplugged: streams end, new connections are refused (safe to call twice)."""
         self._stopping.set()
         self._server.shutdown()
         self._server.server_close()

@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from edge.daemon import CAMERA_AWAY_S
 from tests.daemonproc import DaemonProcess, MjpegServer, daemon_args, live_frame, write_config
 from tests.mosquitto import Subscriber
 
@@ -151,3 +152,26 @@ def test_photo_folder_over_mqtt_delivers_every_event_before_exit(mosquitto, tiny
         files = [e["file"] for e in sub.json_payloads(f"{BASE}/events")]
         assert files == sorted(f for f, n in expected.items() if n)
         assert "not delivered" not in result.stderr
+
+
+def test_a_camera_gone_silent_clears_the_faces_from_the_retained_state(mosquitto, tiny_model_path, tmp_path):
+    """Home Assistant must not keep showing the last face (and keep automations on it firing) while the
+    camera is unplugged: after CAMERA_AWAY_S without frames the state says nobody is in view."""
+    with MjpegServer(live_frame(), fps=8) as camera, Subscriber(mosquitto, f"{BASE}/state") as sub:
+        daemon = _start(tmp_path, mosquitto, camera, tiny_model_path)
+        try:
+            sub.wait_for(lambda m: json.loads(m[1])["face_count"] == 1, timeout=90)
+            camera.close()  # unplugged: the stream ends and every reopen is refused
+            gone_at = time.monotonic()
+            _, payload, _ = sub.wait_for(lambda m: json.loads(m[1])["face_count"] == 0, timeout=30)
+            assert time.monotonic() - gone_at >= CAMERA_AWAY_S - 1
+            state = json.loads(payload)
+            assert state["dominant_emotion"] == "none" and state["faces"] == []
+            daemon.wait_stderr("the state now shows no faces", timeout=5)
+            assert daemon.proc.poll() is None and "Traceback" not in daemon.stderr
+        finally:
+            daemon.proc.send_signal(signal.SIGTERM)
+            assert daemon.proc.wait(timeout=10) == 0
+            daemon.stop()
+    with Subscriber(mosquitto, f"{BASE}/state") as late:  # what HA reads after its own restart
+        assert json.loads(late.wait_topic(f"{BASE}/state", retain=True)[1])["face_count"] == 0
