@@ -32,6 +32,7 @@ SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 ROOT=""
 PREFIX=$DEFAULT_PREFIX
+PREFIX_GIVEN=0
 SOURCE=""
 WHEEL=""
 PYTHON=python3
@@ -53,7 +54,7 @@ need_value() { [ $# -ge 2 ] && [ -n "$2" ] || die "$1 needs a value"; }
 while [ $# -gt 0 ]; do
     case "$1" in
     --root) need_value "$@"; ROOT=$2; shift 2 ;;
-    --prefix) need_value "$@"; PREFIX=$2; shift 2 ;;
+    --prefix) need_value "$@"; PREFIX=$2; PREFIX_GIVEN=1; shift 2 ;;
     --source) need_value "$@"; SOURCE=$2; shift 2 ;;
     --wheel) need_value "$@"; WHEEL=$2; shift 2 ;;
     --python) need_value "$@"; PYTHON=$2; shift 2 ;;
@@ -80,6 +81,16 @@ fi
 [ -z "$SOURCE" ] || [ -z "$WHEEL" ] || die "give --source or --wheel, not both"
 if [ -z "$ROOT" ] && [ "$(id -u)" != 0 ]; then
     die "run as root (sudo), or give --root DIR to install into a directory tree"
+fi
+
+# --uninstall without --prefix: the installed unit knows where the venv went, so a custom prefix is found
+# (and its venv and service user removed) even when the user no longer remembers it.
+if [ "$UNINSTALL" = 1 ] && [ "$PREFIX_GIVEN" = 0 ] && [ -f "$ROOT/etc/systemd/system/$UNIT_NAME" ]; then
+    installed=$(sed -n 's|^ExecStart=\(/.*\)/venv/bin/emotion-edge .*|\1|p' "$ROOT/etc/systemd/system/$UNIT_NAME" | head -n 1)
+    if [ -n "$installed" ] && [ "$installed" != "$PREFIX" ]; then
+        say "the installed unit runs from $installed: uninstalling that prefix"
+        PREFIX=$installed
+    fi
 fi
 
 # Paths as the running service sees them, and where this script writes them.

@@ -134,6 +134,12 @@ def test_prefix_and_no_enable(root):
     assert "ExecStart=/srv/ee/venv/bin/emotion-edge --config /etc/emotion-edge/config.yaml" in unit
     assert "/opt/emotion-edge" not in unit
     assert not (root / WANTS).is_symlink()
+    # --uninstall without --prefix finds the custom prefix in the installed unit and removes its venv too.
+    (root / "srv/ee/venv/bin").mkdir(parents=True, exist_ok=True)
+    (root / "srv/ee/venv/bin/python").write_text("")
+    result = run_install(root, "--uninstall")
+    assert "the installed unit runs from /srv/ee: uninstalling that prefix" in result.stdout
+    assert not (root / UNIT).exists() and not (root / "srv/ee").exists()
 
 
 @pytest.mark.parametrize(
