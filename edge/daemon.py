@@ -38,6 +38,10 @@ STATE_REFRESH_S = 1.0  # retained state follows changes at once, and confidences
 CAMERA_AWAY_S = 5.0
 
 
+# Host names a fresh image gets on every device: as the default device_id they would collide on the broker.
+SHARED_HOSTNAMES = frozenset({"raspberrypi", "localhost", "debian", "ubuntu", "dietpi"})
+
+
 class FatalError(RuntimeError):
     """The daemon cannot run (model, detector, source, publisher set-up): one clear line, non-zero exit."""
 
@@ -67,6 +71,13 @@ def load_components(config: Config):
     from edge.model_contract import ContractError
 
     check_files(config)
+    if config.device_id in SHARED_HOSTNAMES and "mqtt" in config.publish.outputs:
+        log.warning(
+            "device_id %r is a stock host name: two devices with it share MQTT topics, the client id (the "
+            "broker keeps disconnecting one for the other) and Home Assistant entities; set device_id or "
+            "give this device its own host name",
+            config.device_id,
+        )
     model_path = resolve_model_path(config)
     try:
         classifier = EmotionClassifier(model_path, config.model.threads)

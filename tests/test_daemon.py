@@ -171,3 +171,15 @@ def test_snapshots_keep_only_the_newest_and_a_bad_folder_is_a_config_error(tiny_
         assert result.returncode == 2, result.stderr
         assert f"error: debug.snapshot_dir: {tmp_path / 'afile'} is not a folder" in result.stderr
         assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+def test_a_stock_host_name_as_device_id_is_warned_about(tiny_model_path, tmp_path):
+    """Two Pis left at Raspberry Pi Imager's `raspberrypi` would fight over one MQTT identity."""
+    args = daemon_args(write_config(tmp_path), tiny_model_path, "/dev/video99", "--check-config",
+                       "--publish", "mqtt", "--device-id", "raspberrypi")  # fmt: skip
+    result = run_daemon(args)
+    assert result.returncode == 0, result.stderr
+    assert "device_id 'raspberrypi' is a stock host name" in result.stderr and "config OK" in result.stderr
+    quiet = run_daemon(daemon_args(write_config(tmp_path), tiny_model_path, "/dev/video99", "--check-config",
+                                   "--publish", "mqtt"))  # fmt: skip
+    assert "stock host name" not in quiet.stderr  # test-pi is this device's own name
