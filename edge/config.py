@@ -283,8 +283,10 @@ def validate_layer(data: Any, origin: str = "", cls=Config, prefix: str = "") ->
         if not isinstance(key, str) or key not in known:
             raise ConfigError(f"{dotted}: unknown key{origin} (known in {where}: {', '.join(known)})")
         f = known[key]
-        if "kind" not in f.metadata:  # a nested section
-            out[key] = validate_layer(value, origin, _section_class(cls, key), f"{dotted}.")
+        if "kind" not in f.metadata:  # a nested section; one whose keys are all commented out is empty
+            out[key] = validate_layer(
+                {} if value is None else value, origin, _section_class(cls, key), f"{dotted}."
+            )
         else:
             out[key] = _check_value(dotted, value, f.metadata, origin)
     return out

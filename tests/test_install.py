@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -168,13 +169,16 @@ def test_missing_root_directory_is_an_error(tmp_path):
     assert result.returncode == 2 and "does not exist" in result.stderr
 
 
-def test_example_config_lists_every_key_with_its_default():
-    # Valid for the daemon (what `emotion-edge --check-config` runs) ...
-    loaded = load_config(path=EXAMPLE, environ={})
-    defaults = Config().to_dict(mask_secrets=False)
-    assert loaded.to_dict(mask_secrets=False) == defaults
-    # ... and complete: every key but device_id (a per-host default, shown commented out) is written out.
-    written = yaml.safe_load(EXAMPLE.read_text())
+def test_example_config_lists_every_key_commented_out_with_its_default(tmp_path):
+    # As installed, it sets nothing: every key follows the installed version's defaults, so an upgrade that
+    # improves a default reaches devices whose config.yaml was written by an older install.
+    assert load_config(path=EXAMPLE, environ={}).to_dict(mask_secrets=False) == Config().to_dict(
+        mask_secrets=False
+    )
+    # Uncommenting every key gives a valid, complete config holding exactly the defaults.
+    text = EXAMPLE.read_text()
+    uncommented = re.sub(r"^(\s*)# ([a-z_]+: )", r"\1\2", text, flags=re.MULTILINE)
+    written = yaml.safe_load(uncommented)
 
     def keys(tree, prefix=""):
         for key, value in tree.items():
@@ -183,8 +187,11 @@ def test_example_config_lists_every_key_with_its_default():
             else:
                 yield f"{prefix}{key}"
 
-    assert set(keys(written)) == set(keys(defaults)) - {"device_id"}
-    assert "# device_id:" in EXAMPLE.read_text()
+    defaults = Config().to_dict(mask_secrets=False)
+    assert set(keys(written)) == set(keys(defaults))
+    (tmp_path / "all.yaml").write_text(uncommented)
+    loaded = load_config(path=tmp_path / "all.yaml", environ={}).to_dict(mask_secrets=False)
+    assert loaded == dict(defaults, device_id="kitchen-pi")  # the one example that is not a default
 
 
 def test_the_empty_password_file_means_no_password(tmp_path):
