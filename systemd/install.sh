@@ -216,10 +216,19 @@ install_package() {
     # call a rebuilt wheel "already installed" and keep the old code. Remove the package itself (not its
     # dependencies) first, so what is installed is what was given.
     "$R_VENV/bin/python" -m pip uninstall --quiet --yes --disable-pip-version-check emotion-edge >/dev/null 2>&1 || true
+    # pip builds a source tree in place: under sudo that leaves root-owned build/ and *.egg-info in the user's
+    # clone (a later `make run` as the user then fails). Remove what this build added, nothing that was there.
+    local leftovers=()
+    if [ -z "$WHEEL" ]; then
+        for path in "$SOURCE/build" "$SOURCE/emotion_edge.egg-info"; do
+            [ -e "$path" ] || leftovers+=("$path")
+        done
+    fi
     # The base package only: no [train] extra, so no TensorFlow on the device.
     # shellcheck disable=SC2086  # PIP_ARGS is deliberately split into words
     "$R_VENV/bin/python" -m pip install --quiet --disable-pip-version-check ${constraints:+-c "$constraints"} \
         $PIP_ARGS "${WHEEL:-$SOURCE}"
+    [ ${#leftovers[@]} -eq 0 ] || rm -rf "${leftovers[@]}"
     [ -z "$constraints" ] || rm -f "$constraints"
     # The default model is package data; without it the service cannot start with model.path: null.
     # -I: import the installed package, never a source tree in the current directory.
@@ -288,6 +297,9 @@ do_install() {
     install_package
     install_config
     install_unit
+    # systemd creates it on first start (StateDirectory=), but `--check-config` run by hand before that (a
+    # debug.snapshot_dir under it) needs it now; systemd adopts an existing one.
+    system install -d -o "$SERVICE_USER" -g "$SERVICE_USER" -m 0750 "$STATE_DIR"
     if [ "$CHANGED" = 1 ]; then systemctl_cmd daemon-reload; fi
     if [ "$ENABLE" = 1 ]; then
         systemctl_cmd enable "$UNIT_NAME"

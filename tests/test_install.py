@@ -277,3 +277,13 @@ def test_a_rebuilt_wheel_of_the_same_version_replaces_the_installed_code(root, t
     result = run_install(root, "--no-enable", "--wheel", str(second))
     assert "installed the emotion-edge package" in result.stdout
     assert installed_marker() == "second"
+
+    # From a source tree, the build leaves nothing in it (under sudo it would be root-owned in a user's clone).
+    for made_by_pip_wheel in (source / "build", *source.glob("*.egg-info")):
+        shutil.rmtree(made_by_pip_wheel)
+    (source / "edge/__init__.py").write_text(
+        (source / "edge/__init__.py").read_text() + "REBUILD_MARKER = 'src'\n"
+    )
+    run_install(root, "--no-enable", "--source", str(source))
+    assert installed_marker() == "src"
+    assert not (source / "build").exists() and not list(source.glob("*.egg-info"))
