@@ -5,11 +5,12 @@
       with backoff; drops + counts       stats, sd_notify watchdog        MQTT: paho's own thread
 
 Start-up order matters to systemd: READY=1 is sent only once the model is loaded, the detector built,
-the publishers started and the source opened, or found away and handed to the capture thread to retry. WATCHDOG=1 is sent from the processing loop while it runs and
-the capture thread is not stuck inside a source call: a camera that is away (unplugged, stream down) is
-reopened by the capture thread with backoff for as long as it takes, while a hung driver call (or a hung
-loop) stops the pings and systemd restarts the service. SIGTERM/SIGINT set the stop
-event: the loop ends, `offline` is published, buffers flushed, and the process exits 0 within 2 s.
+the publishers started and the source opened (or found away and handed to the capture thread to retry).
+WATCHDOG=1 is sent from the processing loop while it runs and the capture thread is not stuck inside a
+source call: a camera that is away (unplugged, stream down) is reopened by the capture thread with backoff
+for as long as it takes, while a hung driver call (or a hung loop) stops the pings and systemd restarts the
+service. SIGTERM/SIGINT set the stop event: the loop ends, `offline` is published, buffers flushed, and the
+process exits 0 within 2 s.
 A finite source (file, folder, image) ends the run with exit 0 after its last event is published.
 
 Privacy: frames never leave this process. Nothing is written to disk unless `debug.snapshot_dir` is set.
