@@ -212,10 +212,6 @@ install_package() {
         printf 'numpy<2\nopencv-python-headless<4.11\n' >"$constraints"
         say "system NumPy is 1.x: keeping it (pip constraints numpy<2, opencv-python-headless<4.11)"
     fi
-    # The fingerprint changed, but the version may not have (every build is 0.1.0 until a release): pip would
-    # call a rebuilt wheel "already installed" and keep the old code. Remove the package itself (not its
-    # dependencies) first, so what is installed is what was given.
-    "$R_VENV/bin/python" -m pip uninstall --quiet --yes --disable-pip-version-check emotion-edge >/dev/null 2>&1 || true
     # pip builds a source tree in place: under sudo that leaves root-owned build/ and *.egg-info in the user's
     # clone (a later `make run` as the user then fails). Remove what this build added, nothing that was there.
     local leftovers=()
@@ -227,6 +223,13 @@ install_package() {
     # The base package only: no [train] extra, so no TensorFlow on the device.
     # shellcheck disable=SC2086  # PIP_ARGS is deliberately split into words
     "$R_VENV/bin/python" -m pip install --quiet --disable-pip-version-check ${constraints:+-c "$constraints"} \
+        $PIP_ARGS "${WHEEL:-$SOURCE}"
+    # The fingerprint changed, but the version may not have (every build is 0.1.0 until a release): pip calls
+    # a rebuilt wheel of an installed version "already satisfied" and keeps the old code. So reinstall the
+    # package itself (not its dependencies), and only after the install above succeeded: a failed upgrade
+    # (no network for a new dependency) leaves the previous version in place and working.
+    # shellcheck disable=SC2086
+    "$R_VENV/bin/python" -m pip install --quiet --disable-pip-version-check --force-reinstall --no-deps \
         $PIP_ARGS "${WHEEL:-$SOURCE}"
     [ ${#leftovers[@]} -eq 0 ] || rm -rf "${leftovers[@]}"
     [ -z "$constraints" ] || rm -f "$constraints"
