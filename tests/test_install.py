@@ -175,8 +175,9 @@ def test_example_config_lists_every_key_commented_out_with_its_default(tmp_path)
     assert load_config(path=EXAMPLE, environ={}).to_dict(mask_secrets=False) == Config().to_dict(
         mask_secrets=False
     )
-    # Uncommenting every key gives a valid, complete config holding exactly the defaults.
     text = EXAMPLE.read_text()
+
+    # Uncommenting every key gives a valid, complete config holding exactly the defaults.
     uncommented = re.sub(r"^(\s*)# ([a-z_]+: )", r"\1\2", text, flags=re.MULTILINE)
     written = yaml.safe_load(uncommented)
 
@@ -189,6 +190,10 @@ def test_example_config_lists_every_key_commented_out_with_its_default(tmp_path)
 
     defaults = Config().to_dict(mask_secrets=False)
     assert set(keys(written)) == set(keys(defaults))
+    # As shipped, only section headers are active (each an empty mapping), never a key.
+    sections = {k.rsplit(".", 1)[0] for k in keys(defaults) if "." in k}
+    assert set(keys(yaml.safe_load(text))) <= sections, "keys must ship commented out"
+    assert {"source", "mqtt.tls"} <= set(keys(yaml.safe_load(text)))
     (tmp_path / "all.yaml").write_text(uncommented)
     loaded = load_config(path=tmp_path / "all.yaml", environ={}).to_dict(mask_secrets=False)
     assert loaded == dict(defaults, device_id="kitchen-pi")  # the one example that is not a default
