@@ -333,17 +333,16 @@ class MqttPublisher(Publisher):
                 )  # fmt: skip
         if self._buffer:
             log.warning("MQTT: %d buffered events were not delivered (broker unreachable)", len(self._buffer))
+        # paho's thread may be asleep in its reconnect backoff (1 s steps) or in a TCP connect to a dead host;
+        # it is a daemon thread, so stop it in the background and bound our wait.
+        stopper = threading.Thread(target=self._client.loop_stop, name="mqtt-stop", daemon=True)
         if connected and not confirmed:
             # loop_stop first: it sets paho's terminate flag, so the dropped link is not reconnected (paho
             # waits at least reconnect min_delay, 1 s, before trying, and checks the flag meanwhile).
-            stopper = threading.Thread(target=self._client.loop_stop, name="mqtt-stop", daemon=True)
             stopper.start()
             _drop_socket(self._client.socket())
         else:
             self._client.disconnect()
-            # paho's thread may be asleep in its reconnect backoff (1 s steps) or in a TCP connect to a dead
-            # host; it is a daemon thread, so stop it in the background and bound our wait.
-            stopper = threading.Thread(target=self._client.loop_stop, name="mqtt-stop", daemon=True)
             stopper.start()
         stopper.join(max(0.1, deadline - time.monotonic()))
 
