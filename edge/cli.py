@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--policy", metavar="every|change", help="publish every frame or only changes")
     parser.add_argument("--detector", metavar="haar|lbp|blazeface")
     parser.add_argument("--threads", metavar="N", help="TFLite interpreter threads")
-    parser.add_argument("--log-level", metavar="L", help="DEBUG, INFO, WARNING, ERROR")
+    parser.add_argument("--log-level", metavar="L", help="DEBUG, INFO, WARNING, ERROR, CRITICAL")
     parser.add_argument(
         "--check-config",
         action="store_true",

@@ -62,7 +62,7 @@ def keras_model_path(workdir):
 
 
 def _run_cli(*args: str, cache_dir: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "EMOTION_EDGE_CACHE": cache_dir}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "EMOTION_TRAIN_CACHE": cache_dir}
     return subprocess.run(
         [sys.executable, "-m", "convert.cli", *args],
         cwd=REPO,

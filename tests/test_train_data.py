@@ -264,6 +264,17 @@ def test_cache_hit_and_invalidation(tmp_path):
     assert not load(root, tmp_path, use_cache=False).from_cache
 
 
+def test_cache_dir_variable_is_honoured_and_not_read_as_daemon_config(tmp_path, monkeypatch):
+    # The daemon treats every EMOTION_EDGE_* variable as config and rejects unknown keys, so a cache
+    # variable under that prefix would stop emotion-edge from starting on a machine that also trains.
+    from edge.config import load_config
+    from train.data import default_cache_dir
+
+    monkeypatch.setenv("EMOTION_TRAIN_CACHE", str(tmp_path / "c"))
+    assert default_cache_dir() == tmp_path / "c"
+    assert load_config(None).source.uri  # the daemon's config loads with the variable set
+
+
 def test_csv_cache_invalidated_when_file_changes(tmp_path):
     path = write_fer_csv(tmp_path / "f.csv", {"Training": 2})
     assert not load(path, tmp_path).from_cache

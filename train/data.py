@@ -70,8 +70,9 @@ class Dataset:
 
 
 def default_cache_dir() -> Path:
-    if os.environ.get("EMOTION_EDGE_CACHE"):
-        return Path(os.environ["EMOTION_EDGE_CACHE"])
+    # Not EMOTION_EDGE_*: the daemon reads every variable under that prefix as config and rejects unknown ones.
+    if os.environ.get("EMOTION_TRAIN_CACHE"):
+        return Path(os.environ["EMOTION_TRAIN_CACHE"])
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "emotion-edge"
 
