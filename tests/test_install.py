@@ -249,7 +249,7 @@ def test_real_install_has_a_working_daemon_and_no_tensorflow(root):
 @pytest.mark.timeout(600)
 def test_a_rebuilt_wheel_of_the_same_version_replaces_the_installed_code(root, tmp_path):
     """Every build is version 0.1.0 until a release: pip calls a rebuilt wheel "already installed" unless
-    the installer removes the old package first, and the service would restart on the old code."""
+    the installer force-reinstalls the package, and the service would restart on the old code."""
     source = tmp_path / "src"
     tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
     for name in filter(None, tracked.decode().split("\0")):
