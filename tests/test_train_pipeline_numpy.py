@@ -134,7 +134,8 @@ JAX_RUN = textwrap.dedent(
         def on_epoch_end(self, epoch, logs=None):
             raise KeyboardInterrupt
 
-    given = {"data": data, "out": run_dir, "epochs": 2, "batch_size": 28, "mixup": 0.2, "teacher": teacher}
+    given = {"data": data, "out": run_dir, "epochs": 2, "batch_size": 28, "mixup": 0.2, "teacher": teacher,
+             "average_last": 2}
     try:
         run(config_for_run(__import__("pathlib").Path(run_dir), given, False, False), quiet=True,
             cache_dir=cache, callbacks=[InterruptAfterFirstEpoch()])
@@ -181,6 +182,8 @@ def test_training_runs_and_resumes_on_the_jax_backend(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     assert "interrupted" in done.stdout and "resuming at epoch 2/2" in done.stdout
     assert done.stdout.count("distilling from 1 teacher(s)") == 2  # the resumed run kept its teacher
+    # Both epochs' weights were kept across the interruption, averaged, and BatchNorm re-estimated on JAX.
+    assert "weight average of epochs 1-2 (2 kept, BatchNorm re-estimated on 140 train faces)" in done.stdout
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result == {"exit": 0, "tensorflow_imported": False}
     state = json.loads((run_dir / "checkpoints" / "state.json").read_text())

@@ -126,6 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="start from a trained run's weights (run directory or .keras; same --arch, --width, labels) "
         "instead of random ones; the optimizer and schedule start afresh",
     )
+    add(
+        "--average-last",
+        type=int,
+        metavar="K",
+        help="after training, average the last K epochs' weights and re-estimate BatchNorm on train faces; "
+        "the average replaces the best epoch's model if it validates better (default 0 = off)",
+    )
     add("--cache-dir", metavar="DIR", help="where decoded data is cached (default ~/.cache/emotion-edge)")
     add(
         "--no-cache",

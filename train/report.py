@@ -39,6 +39,7 @@ def write_run_artifacts(
     history_rows: list[dict],
     params: int,
     macs: int,
+    weight_average: dict | None = None,
 ) -> dict:
     run_dir = Path(run_dir)
     validation = classification_report(val_labels, val_pred, dataset.labels)
@@ -57,6 +58,9 @@ def write_run_artifacts(
         "skipped_files": len(dataset.skipped),
         **timing,
     }
+    if weight_average is not None:
+        metrics["weight_average"] = weight_average
+    averaged = bool(weight_average and weight_average["used"])
     # model.json is what convert/ and the daemon read: labels in output order, input size, provenance.
     contract = ModelContract(
         labels=list(dataset.labels),
@@ -72,6 +76,12 @@ def write_run_artifacts(
             "params": params,
             "macs": macs,
             "best_epoch": state.best_epoch + 1,
+            # Which weights model.keras holds: one epoch's, or the mean of several (--average-last).
+            "weights": (
+                f"average of epochs {weight_average['epochs'][0]}-{weight_average['epochs'][-1]}"
+                if averaged
+                else f"epoch {state.best_epoch + 1}"
+            ),
         },
     )
     save_contract(run_dir / "model.keras", contract)
@@ -94,12 +104,26 @@ def _report_text(metrics: dict, dataset, config: dict) -> str:
         f"model:     {metrics['arch']}, {metrics['params']:,} parameters, {metrics['macs'] / 1e6:.1f}M MACs per face",
         f"training:  {metrics['epochs_run']} epochs"
         f"{' (stopped early)' if metrics['stopped_early'] else ''}, best epoch {metrics['best_epoch']}",
+        *_average_lines(metrics.get("weight_average")),
         f"speed:     {fmt(metrics['seconds_per_epoch'], '.1f')} s/epoch, "
         f"{fmt(metrics['train_images_per_second'], '.0f')} training images/s (median over "
         f"{metrics['epochs_timed']} epochs)",
         "",
         format_report(
-            metrics["validation"], title=f"validation ('{metrics['val_split']}') of the best model"
+            metrics["validation"], title=f"validation ('{metrics['val_split']}') of the saved model.keras"
         ),
     ]
     return "\n".join(lines)
+
+
+def _average_lines(average: dict | None) -> list[str]:
+    if not average:
+        return []
+    if len(average["epochs"]) < 2:
+        return [f"averaging: not done, {average['why']}"]
+    first, last = average["epochs"][0], average["epochs"][-1]
+    verdict = "model.keras is the average" if average["used"] else "model.keras is the best epoch"
+    return [
+        f"averaging: epochs {first}-{last}, val accuracy {average['val_accuracy']:.4f} vs best epoch "
+        f"{average['best_epoch_val_accuracy']:.4f}: {verdict}"
+    ]

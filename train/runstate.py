@@ -1,7 +1,8 @@
 """Everything a run directory remembers between epochs, so an interrupted run loses at most one epoch.
 
 Each epoch end, in this order: best model (`model.keras`, when validation accuracy improved), the last
-checkpoint with optimizer state (`checkpoints/last.keras`), `history.csv`, then `checkpoints/state.json`.
+checkpoint with optimizer state (`checkpoints/last.keras`), with --average-last this epoch's weights
+(`checkpoints/epoch-NNN.weights.npz`), `history.csv`, then `checkpoints/state.json`.
 state.json is written last and is what --resume trusts: it names the epoch to continue from.
 """
 
@@ -11,6 +12,7 @@ import csv
 import io
 import json
 import os
+import re
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -21,6 +23,7 @@ import numpy as np
 
 from edge.model_contract import write_text_atomic
 
+EPOCH_WEIGHTS = re.compile(r"^epoch-(\d+)\.weights\.npz$")  # --average-last keeps these
 HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds", "val_seconds"]
 
 
@@ -54,6 +57,47 @@ def save_model_atomic(model: keras.Model, path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def epoch_weights_path(run_dir: Path, epoch_number: int) -> Path:
+    """checkpoints/epoch-NNN.weights.npz for the 1-based epoch number."""
+    return Path(run_dir) / "checkpoints" / f"epoch-{epoch_number:03d}.weights.npz"
+
+
+def kept_epochs(run_dir: Path) -> dict[int, Path]:
+    """{1-based epoch number: weights file} of every epoch kept in run_dir/checkpoints."""
+    folder = Path(run_dir) / "checkpoints"
+    found = {}
+    for path in folder.glob("epoch-*.weights.npz") if folder.is_dir() else ():
+        match = EPOCH_WEIGHTS.match(path.name)
+        if match:
+            found[int(match.group(1))] = path
+    return found
+
+
+def keep_epoch_weights(model: keras.Model, run_dir: Path, epoch_number: int, keep: int) -> None:
+    """Save this epoch's weights and delete those too old to be among the last `keep` epochs.
+
+    The model's own arrays in an .npz, not Keras' save_weights: that would store the optimizer's moments
+    too, three times the size, and averaging needs only the weights.
+    """
+    path = epoch_weights_path(run_dir, epoch_number)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, *model.get_weights())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    for number, old in kept_epochs(run_dir).items():
+        if number <= epoch_number - keep:
+            old.unlink(missing_ok=True)
+
+
+def load_epoch_weights(path: Path) -> list[np.ndarray]:
+    """The arrays keep_epoch_weights saved, in model.get_weights() order."""
+    with np.load(path) as archive:
+        return [archive[f"arr_{i}"] for i in range(len(archive.files))]
+
+
 def read_history(path: Path) -> list[dict]:
     if not Path(path).is_file():
         return []
@@ -78,9 +122,17 @@ class RunDirCheckpoint(keras.callbacks.Callback):
     in one callback so their counters are saved together with the weights they describe."""
 
     def __init__(
-        self, run_dir: Path, state: RunState, patience: int, plateau: bool, epochs: int, quiet: bool
+        self,
+        run_dir: Path,
+        state: RunState,
+        patience: int,
+        plateau: bool,
+        epochs: int,
+        quiet: bool,
+        keep_epochs: int = 0,
     ):
         super().__init__()
+        self.keep_epochs = keep_epochs  # how many recent epochs' weights to keep for averaging; 0 = none
         self.run_dir = Path(run_dir)
         self.state = state
         self.patience = patience
@@ -137,6 +189,8 @@ class RunDirCheckpoint(keras.callbacks.Callback):
             state.stopped_early = True
             self.model.stop_training = True
         save_model_atomic(self.model, self.run_dir / "checkpoints" / "last.keras")
+        if self.keep_epochs:
+            keep_epoch_weights(self.model, self.run_dir, state.epoch, self.keep_epochs)
         row = {key: logs.get(key, "") for key in HISTORY_COLUMNS}
         row.update(
             epoch=epoch,

@@ -44,6 +44,7 @@ DEFAULTS = dict(
     distill_alpha=0.5,  # weight of the teacher's probabilities in the targets
     distill_temperature=2.0,  # softens the teacher's probabilities (1 = as they are)
     init="",  # warm start: a trained run dir or .keras file whose weights replace the random init; "" = off
+    average_last=0,  # average the last K epochs' weights (BatchNorm re-estimated); kept if it validates better
 )
 # The keys of train.model.ARCHS, repeated here so flag checks need no Keras import (a test keeps them equal).
 ARCH_NAMES = ("cnn", "mobilenet", "vgg")
@@ -91,6 +92,7 @@ class TrainConfig:
     distill_alpha: float = DEFAULTS["distill_alpha"]
     distill_temperature: float = DEFAULTS["distill_temperature"]
     init: str = DEFAULTS["init"]
+    average_last: int = DEFAULTS["average_last"]
 
     def check(self) -> TrainConfig:
         problems = []
@@ -117,6 +119,8 @@ class TrainConfig:
             problems.append("--dropout must be in [0, 1), --random-erasing in [0, 1], --width positive")
         if not 0 < self.distill_alpha <= 1 or self.distill_temperature <= 0:
             problems.append("--distill-alpha must be in (0, 1], --distill-temperature positive")
+        if self.average_last < 0 or self.average_last == 1:
+            problems.append("--average-last must be 0 (off) or at least 2 epochs")
         if problems:
             raise TrainError("; ".join(problems))
         return self
@@ -133,6 +137,8 @@ def config_for_run(run_dir: Path, given: dict, resume: bool, overwrite: bool) ->
                 f"nothing to resume in {run_dir}: no checkpoints/state.json (start it without --resume)"
             )
         saved = json.loads(config_path.read_text())
+        # A flag the saved config has no value for (the run predates it) is taken as given.
+        added = {k: v for k, v in given.items() if k not in saved}
         conflicts = [
             f"--{k.replace('_', '-')} {given[k]!r} (the run used {saved[k]!r})"
             for k in given
@@ -145,7 +151,8 @@ def config_for_run(run_dir: Path, given: dict, resume: bool, overwrite: bool) ->
                 f"{run_dir} was started with a different config; conflicting flags: {'; '.join(conflicts)}. "
                 "Drop them to resume, or use a new --out"
             )
-        return TrainConfig(**{**{k: v for k, v in saved.items() if k in known}, "out": str(run_dir)}).check()
+        kept = {k: v for k, v in saved.items() if k in known}
+        return TrainConfig(**{**kept, **added, "out": str(run_dir)}).check()
     existing = [name for name in ARTIFACTS if (run_dir / name).exists()]
     # A run stopped before its first epoch ended holds nothing worth keeping (no weights, no state):
     # starting again replaces it, so an interrupted `make model` simply works when rerun.
@@ -171,6 +178,18 @@ def config_for_run(run_dir: Path, given: dict, resume: bool, overwrite: bool) ->
     if not given.get("data"):
         raise TrainError("--data is required")
     return TrainConfig(**given).check()
+
+
+def describe_average(average: dict) -> str:
+    if len(average["epochs"]) < 2:
+        return f"weight average: {average['why']}"
+    first, last = average["epochs"][0], average["epochs"][-1]
+    verdict = "kept as model.keras" if average["used"] else "not better; model.keras stays the best epoch"
+    return (
+        f"weight average of epochs {first}-{last} ({len(average['epochs'])} kept, BatchNorm re-estimated on "
+        f"{average['bn_faces']} train faces): val accuracy {average['val_accuracy']:.4f} vs best epoch "
+        f"{average['best_epoch_val_accuracy']:.4f}; {verdict}"
+    )
 
 
 def remove_run_files(run_dir: Path) -> None:
@@ -310,7 +329,13 @@ def run(config: TrainConfig, resume=False, quiet=False, cache_dir=None, use_cach
 
     # --- fit: one checkpoint per epoch -----------------------------------------------------------------------
     checkpoint = RunDirCheckpoint(
-        run_dir, state, config.patience, config.schedule == "plateau", config.epochs, quiet
+        run_dir,
+        state,
+        config.patience,
+        config.schedule == "plateau",
+        config.epochs,
+        quiet,
+        keep_epochs=config.average_last,
     )
     if not finished:
         model.fit(
@@ -322,6 +347,26 @@ def run(config: TrainConfig, resume=False, quiet=False, cache_dir=None, use_cach
             verbose=0 if quiet else 1,
             shuffle=False,  # the input pipeline shuffles
         )
+
+    # --- weight average of the last epochs: replaces model.keras only if it validates better ----------------
+    average = None
+    if config.average_last:
+        from train.averaging import average_last_epochs
+
+        try:
+            average = average_last_epochs(
+                run_dir,
+                state.epoch,
+                config.average_last,
+                state.best_val_accuracy,
+                train_split.images,
+                val_x,
+                val_split.labels,
+                config.seed,
+            )
+        except ValueError as exc:  # a kept file of another network: only if someone put it there
+            raise TrainError(f"--average-last: {exc}") from None
+        say(describe_average(average))
 
     # --- reports on the best model --------------------------------------------------------------------------
     best = keras.models.load_model(run_dir / "model.keras")
@@ -338,9 +383,11 @@ def run(config: TrainConfig, resume=False, quiet=False, cache_dir=None, use_cach
         history_rows=checkpoint.history_rows,
         params=params,
         macs=macs,
+        weight_average=average,
     )
+    chosen = "weight average" if average and average["used"] else f"best epoch {state.best_epoch + 1}"
     say(
-        f"best epoch {state.best_epoch + 1}: val accuracy {metrics['validation']['accuracy']:.4f}, "
+        f"{chosen}: val accuracy {metrics['validation']['accuracy']:.4f}, "
         f"macro-F1 {metrics['validation']['macro_f1']:.4f}; wrote {run_dir}/model.keras and reports"
     )
     return metrics
