@@ -42,6 +42,8 @@ START=1
 SKIP_VENV=0
 UNINSTALL=0
 PURGE=0
+SCRATCH=()  # temporary files and folders, removed however the script ends
+trap 'rm -rf "${SCRATCH[@]}"' EXIT
 
 die() {
     echo "error: $*" >&2
@@ -209,6 +211,7 @@ install_package() {
     local constraints=""
     if "$R_VENV/bin/python" -I -c 'import sys, numpy; sys.exit(int(numpy.__version__.split(".")[0]) >= 2)' 2>/dev/null; then
         constraints=$(mktemp)
+        SCRATCH+=("$constraints")
         printf 'numpy<2\nopencv-python-headless<4.11\n' >"$constraints"
         say "system NumPy is 1.x: keeping it (pip constraints numpy<2, opencv-python-headless<4.11)"
     fi
@@ -220,19 +223,29 @@ install_package() {
             [ -e "$path" ] || leftovers+=("$path")
         done
     fi
+    # A source tree is built into a wheel once, and both installs below take that wheel: each pip install of
+    # a tree would build it again (slow on a Pi).
+    local package=$WHEEL wheel_dir=""
+    if [ -z "$package" ]; then
+        wheel_dir=$(mktemp -d)
+        SCRATCH+=("$wheel_dir")
+        # shellcheck disable=SC2086  # PIP_ARGS is deliberately split into words
+        "$R_VENV/bin/python" -m pip wheel --quiet --disable-pip-version-check --no-deps $PIP_ARGS \
+            -w "$wheel_dir" "$SOURCE" || { rm -rf "${leftovers[@]}"; die "could not build a wheel of $SOURCE"; }
+        package=$(ls "$wheel_dir"/emotion_edge-*.whl)
+    fi
     # The base package only: no [train] extra, so no TensorFlow on the device.
-    # shellcheck disable=SC2086  # PIP_ARGS is deliberately split into words
+    # shellcheck disable=SC2086
     "$R_VENV/bin/python" -m pip install --quiet --disable-pip-version-check ${constraints:+-c "$constraints"} \
-        $PIP_ARGS "${WHEEL:-$SOURCE}"
+        $PIP_ARGS "$package"
     # The fingerprint changed, but the version may not have (every build is 0.1.0 until a release): pip calls
     # a rebuilt wheel of an installed version "already satisfied" and keeps the old code. So reinstall the
     # package itself (not its dependencies), and only after the install above succeeded: a failed upgrade
     # (no network for a new dependency) leaves the previous version in place and working.
     # shellcheck disable=SC2086
     "$R_VENV/bin/python" -m pip install --quiet --disable-pip-version-check --force-reinstall --no-deps \
-        $PIP_ARGS "${WHEEL:-$SOURCE}"
+        $PIP_ARGS "$package"
     [ ${#leftovers[@]} -eq 0 ] || rm -rf "${leftovers[@]}"
-    [ -z "$constraints" ] || rm -f "$constraints"
     # The default model is package data; without it the service cannot start with model.path: null.
     # -I: import the installed package, never a source tree in the current directory.
     "$R_VENV/bin/python" -I - <<'EOF' || die "the installed package lacks edge/models/default.tflite + default.json"

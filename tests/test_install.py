@@ -31,9 +31,15 @@ PASSWORD = "etc/emotion-edge/mqtt_password"
 HAS_SYSTEMCTL = shutil.which("systemctl") is not None
 
 
-def run_install(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def run_install(
+    root: Path, *args: str, check: bool = True, env: dict | None = None
+) -> subprocess.CompletedProcess:
     result = subprocess.run(
-        ["bash", str(INSTALL), "--root", str(root), *args], capture_output=True, text=True, timeout=600
+        ["bash", str(INSTALL), "--root", str(root), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
     )
     if check:
         assert result.returncode == 0, result.stdout + result.stderr
@@ -289,6 +295,9 @@ def test_a_rebuilt_wheel_of_the_same_version_replaces_the_installed_code(root, t
     (source / "edge/__init__.py").write_text(
         (source / "edge/__init__.py").read_text() + "REBUILD_MARKER = 'src'\n"
     )
-    run_install(root, "--no-enable", "--source", str(source))
+    scratch = tmp_path / "scratch"  # the installer's temporary wheel folder goes here, and must go away
+    scratch.mkdir()
+    run_install(root, "--no-enable", "--source", str(source), env={**os.environ, "TMPDIR": str(scratch)})
     assert installed_marker() == "src"
     assert not (source / "build").exists() and not list(source.glob("*.egg-info"))
+    assert not list(scratch.iterdir())
