@@ -131,6 +131,9 @@ def test_a_run_averages_its_last_epochs_and_a_finished_run_can_add_it_on_resume(
     assert "weight average: only 0 epoch(s) kept; nothing to average" in capsys.readouterr().out
     assert json.loads((plain / "config.json").read_text())["average_last"] == 2
     assert (plain / "model.keras").read_bytes() == before
+    # Training flags the old config lacks ran at their defaults: changing one on --resume is a conflict.
+    assert main(["--out", str(plain), "--resume", "--mixup", "0.2"]) == 2
+    assert "conflicting flags: --mixup 0.2 (the run used 0.0)" in capsys.readouterr().err
 
     assert main([*common, "--out", str(tmp_path / "bad"), "--average-last", "1"]) == 2
     assert not (tmp_path / "bad").exists()

@@ -46,6 +46,8 @@ DEFAULTS = dict(
     init="",  # warm start: a trained run dir or .keras file whose weights replace the random init; "" = off
     average_last=0,  # average the last K epochs' weights (BatchNorm re-estimated); kept if it validates better
 )
+# Flags that act only after the last epoch: --resume may change them, even on a finished run.
+AFTER_TRAINING = ("average_last",)
 # The keys of train.model.ARCHS, repeated here so flag checks need no Keras import (a test keeps them equal).
 ARCH_NAMES = ("cnn", "mobilenet", "vgg")
 ARTIFACTS = [
@@ -136,13 +138,12 @@ def config_for_run(run_dir: Path, given: dict, resume: bool, overwrite: bool) ->
             raise TrainError(
                 f"nothing to resume in {run_dir}: no checkpoints/state.json (start it without --resume)"
             )
-        saved = json.loads(config_path.read_text())
-        # A flag the saved config has no value for (the run predates it) is taken as given.
-        added = {k: v for k, v in given.items() if k not in saved}
+        # A key the saved config lacks (the run predates the flag) ran at its default.
+        saved = {**DEFAULTS, **json.loads(config_path.read_text())}
         conflicts = [
             f"--{k.replace('_', '-')} {given[k]!r} (the run used {saved[k]!r})"
             for k in given
-            if k in saved and k not in ("data", "out") and given[k] != saved[k]
+            if k not in ("data", "out", *AFTER_TRAINING) and given[k] != saved[k]
         ]
         if given.get("data") and Path(given["data"]).resolve() != Path(saved["data"]).resolve():
             conflicts.append(f"--data {given['data']} (the run used {saved['data']})")
@@ -151,8 +152,9 @@ def config_for_run(run_dir: Path, given: dict, resume: bool, overwrite: bool) ->
                 f"{run_dir} was started with a different config; conflicting flags: {'; '.join(conflicts)}. "
                 "Drop them to resume, or use a new --out"
             )
+        after = {k: v for k, v in given.items() if k in AFTER_TRAINING}
         kept = {k: v for k, v in saved.items() if k in known}
-        return TrainConfig(**{**kept, **added, "out": str(run_dir)}).check()
+        return TrainConfig(**{**kept, **after, "out": str(run_dir)}).check()
     existing = [name for name in ARTIFACTS if (run_dir / name).exists()]
     # A run stopped before its first epoch ended holds nothing worth keeping (no weights, no state):
     # starting again replaces it, so an interrupted `make model` simply works when rerun.
