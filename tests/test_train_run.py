@@ -51,6 +51,10 @@ def test_training_learns_generated_faces_and_writes_every_artifact(tmp_path, cap
 
     contract = load_contract(run_dir / "model.keras")
     assert contract.labels == FER_LABELS and contract.input_size == (48, 48) and contract.arch == "cnn"
+    # A softmax temperature was fitted on validation (or skipped, saying why) and recorded with the model.
+    calibration = metrics["calibration"]
+    assert contract.extra["temperature"] == calibration["temperature"]
+    assert calibration["temperature"] is None or 0.2 <= calibration["temperature"] <= 5.0
     assert contract.extra["val_accuracy"] == pytest.approx(metrics["validation"]["accuracy"], abs=1e-4)
 
     config = json.loads((run_dir / "config.json").read_text())

@@ -6,8 +6,11 @@ Wider Optima", 2018). Three details make it safe and worth having here:
 - the averaged network needs BatchNorm statistics of its own: the mean of each epoch's moving statistics
   does not describe the averaged weights' activations (on FER-2013 the plain average scored no better than
   the best epoch), so they are re-estimated on clean training faces;
-- the average replaces model.keras only when it beats the best single epoch on validation, so the option
-  cannot make a run worse; metrics.json records both scores either way;
+- the average replaces model.keras unless the best single epoch beats it on validation by more than one
+  standard error: that epoch was picked as the maximum of many noisy scores on the same faces, so its score
+  is biased upward and the average's is not; a tie within noise goes to the average, which is expected to
+  generalise better, while a tail that really went wrong (overfitting) keeps the best epoch. metrics.json
+  records both scores and the margin;
 - each epoch's weights are kept in checkpoints/ (weights only, a few MB, older ones pruned), so an
   interrupted run still averages every epoch it asked for.
 """
@@ -82,7 +85,8 @@ def average_last_epochs(
     seed: int,
 ) -> dict:
     """Average the weights of epochs last_epoch-count+1 .. last_epoch, re-estimate BatchNorm, validate, and
-    save the result as model.keras when it beats `best_val_accuracy`. Returns what metrics.json records."""
+    save the result as model.keras unless `best_val_accuracy` beats it by more than one standard error.
+    Returns what metrics.json records."""
     run_dir = Path(run_dir)
     kept = kept_epochs(run_dir)
     numbers = [n for n in range(max(1, last_epoch - count + 1), last_epoch + 1) if n in kept]
@@ -98,8 +102,22 @@ def average_last_epochs(
         faces = faces[np.sort(rng.choice(len(faces), MAX_BN_FACES, replace=False))]
     reestimate_batchnorm(model, faces)
     accuracy = val_accuracy(model, val_x, val_labels)
-    # Compare counts of correct faces: the best epoch's score went through float32 in Keras' metric.
-    used = round(accuracy * len(val_labels)) > round(best_val_accuracy * len(val_labels))
+    margin = standard_error(best_val_accuracy, len(val_labels))
+    # In counts of correct faces: the best epoch's score went through float32 in Keras' metric.
+    n = len(val_labels)
+    used = round(accuracy * n) >= round(best_val_accuracy * n) - margin * n
     if used:
         save_model_atomic(model, run_dir / "model.keras")
-    return {**result, "val_accuracy": round(accuracy, 4), "bn_faces": int(len(faces)), "used": used}
+    return {
+        **result,
+        "val_accuracy": round(accuracy, 4),
+        "margin": round(margin, 4),
+        "bn_faces": int(len(faces)),
+        "used": used,
+    }
+
+
+def standard_error(accuracy: float, count: int) -> float:
+    """One standard error of an accuracy measured on `count` faces (binomial)."""
+    p = min(max(accuracy, 0.0), 1.0)
+    return (p * (1 - p) / max(count, 1)) ** 0.5

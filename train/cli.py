@@ -133,6 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="after training, average the last K epochs' weights and re-estimate BatchNorm on train faces; "
         "the average replaces the best epoch's model if it validates better (default 0 = off)",
     )
+    add(
+        "--no-calibrate",
+        dest="calibrate",
+        action="store_false",
+        help="do not fit a softmax temperature on validation (by default one is folded into the last layer "
+        "so confidences match accuracy; the predicted class never changes)",
+    )
     add("--cache-dir", metavar="DIR", help="where decoded data is cached (default ~/.cache/emotion-edge)")
     add(
         "--no-cache",

@@ -40,6 +40,7 @@ def write_run_artifacts(
     params: int,
     macs: int,
     weight_average: dict | None = None,
+    calibration: dict | None = None,
 ) -> dict:
     run_dir = Path(run_dir)
     validation = classification_report(val_labels, val_pred, dataset.labels)
@@ -60,6 +61,8 @@ def write_run_artifacts(
     }
     if weight_average is not None:
         metrics["weight_average"] = weight_average
+    if calibration is not None:
+        metrics["calibration"] = calibration
     averaged = bool(weight_average and weight_average["used"])
     # model.json is what convert/ and the daemon read: labels in output order, input size, provenance.
     contract = ModelContract(
@@ -82,6 +85,7 @@ def write_run_artifacts(
                 if averaged
                 else f"epoch {state.best_epoch + 1}"
             ),
+            "temperature": calibration.get("temperature") if calibration else None,
         },
     )
     save_contract(run_dir / "model.keras", contract)
@@ -105,6 +109,7 @@ def _report_text(metrics: dict, dataset, config: dict) -> str:
         f"training:  {metrics['epochs_run']} epochs"
         f"{' (stopped early)' if metrics['stopped_early'] else ''}, best epoch {metrics['best_epoch']}",
         *_average_lines(metrics.get("weight_average")),
+        *_calibration_lines(metrics.get("calibration")),
         f"speed:     {fmt(metrics['seconds_per_epoch'], '.1f')} s/epoch, "
         f"{fmt(metrics['train_images_per_second'], '.0f')} training images/s (median over "
         f"{metrics['epochs_timed']} epochs)",
@@ -126,4 +131,13 @@ def _average_lines(average: dict | None) -> list[str]:
     return [
         f"averaging: epochs {first}-{last}, val accuracy {average['val_accuracy']:.4f} vs best epoch "
         f"{average['best_epoch_val_accuracy']:.4f}: {verdict}"
+    ]
+
+
+def _calibration_lines(calibration: dict | None) -> list[str]:
+    if not calibration or calibration.get("temperature") is None:
+        return []
+    return [
+        f"calibration: temperature {calibration['temperature']:.3f}, expected calibration error "
+        f"{calibration['ece_before']:.3f} -> {calibration['ece_after']:.3f}"
     ]

@@ -44,10 +44,11 @@ DEFAULTS = dict(
     distill_alpha=0.5,  # weight of the teacher's probabilities in the targets
     distill_temperature=2.0,  # softens the teacher's probabilities (1 = as they are)
     init="",  # warm start: a trained run dir or .keras file whose weights replace the random init; "" = off
-    average_last=0,  # average the last K epochs' weights (BatchNorm re-estimated); kept if it validates better
+    average_last=0,  # average the last K epochs' weights (BatchNorm re-estimated); kept unless clearly worse
+    calibrate=True,  # fit a softmax temperature on validation so published confidences match accuracy
 )
 # Flags that act only after the last epoch: --resume may change them, even on a finished run.
-AFTER_TRAINING = ("average_last",)
+AFTER_TRAINING = ("average_last", "calibrate")
 # The keys of train.model.ARCHS, repeated here so flag checks need no Keras import (a test keeps them equal).
 ARCH_NAMES = ("cnn", "mobilenet", "vgg")
 ARTIFACTS = [
@@ -95,6 +96,7 @@ class TrainConfig:
     distill_temperature: float = DEFAULTS["distill_temperature"]
     init: str = DEFAULTS["init"]
     average_last: int = DEFAULTS["average_last"]
+    calibrate: bool = DEFAULTS["calibrate"]
 
     def check(self) -> TrainConfig:
         problems = []
@@ -186,11 +188,25 @@ def describe_average(average: dict) -> str:
     if len(average["epochs"]) < 2:
         return f"weight average: {average['why']}"
     first, last = average["epochs"][0], average["epochs"][-1]
-    verdict = "kept as model.keras" if average["used"] else "not better; model.keras stays the best epoch"
+    if average["used"]:
+        verdict = "kept as model.keras"
+    else:
+        verdict = "more than one standard error worse; model.keras stays the best epoch"
     return (
         f"weight average of epochs {first}-{last} ({len(average['epochs'])} kept, BatchNorm re-estimated on "
         f"{average['bn_faces']} train faces): val accuracy {average['val_accuracy']:.4f} vs best epoch "
-        f"{average['best_epoch_val_accuracy']:.4f}; {verdict}"
+        f"{average['best_epoch_val_accuracy']:.4f} (standard error {average['margin']:.4f}); {verdict}"
+    )
+
+
+def describe_calibration(calibration: dict) -> str:
+    if calibration["temperature"] is None:
+        return f"calibration: skipped, {calibration['why']}"
+    return (
+        f"calibration: softmax temperature {calibration['temperature']:.3f} fitted on validation; mean "
+        f"confidence {calibration['mean_confidence_before']:.3f} -> {calibration['mean_confidence_after']:.3f} "
+        f"(accuracy {calibration['accuracy']:.3f}), expected calibration error "
+        f"{calibration['ece_before']:.3f} -> {calibration['ece_after']:.3f}"
     )
 
 
@@ -303,9 +319,8 @@ def run(config: TrainConfig, resume=False, quiet=False, cache_dir=None, use_cach
     finished = state.stopped_early or state.epoch >= config.epochs
     if resume:
         model = keras.models.load_model(run_dir / "checkpoints" / "last.keras")
-        say(
-            f"resuming at epoch {state.epoch + 1}/{config.epochs} (best val_accuracy {state.best_val_accuracy:.4f})"
-        )
+        where = "all epochs done" if finished else f"resuming at epoch {state.epoch + 1}/{config.epochs}"
+        say(f"{where} (best val_accuracy {state.best_val_accuracy:.4f})")
     else:
         model = warm_model if warm_model is not None else build_model()
         steps_per_epoch = -(-len(train_split) // config.batch_size)
@@ -350,7 +365,7 @@ def run(config: TrainConfig, resume=False, quiet=False, cache_dir=None, use_cach
             shuffle=False,  # the input pipeline shuffles
         )
 
-    # --- weight average of the last epochs: replaces model.keras only if it validates better ----------------
+    # --- weight average of the last epochs: replaces model.keras unless clearly worse on validation ----------
     average = None
     if config.average_last:
         from train.averaging import average_last_epochs
@@ -370,6 +385,14 @@ def run(config: TrainConfig, resume=False, quiet=False, cache_dir=None, use_cach
             raise TrainError(f"--average-last: {exc}") from None
         say(describe_average(average))
 
+    # --- confidence calibration: one temperature, fitted on validation, folded into the last layer -----------
+    calibration = None
+    if config.calibrate:
+        from train.calibration import calibrate_model_file
+
+        calibration = calibrate_model_file(run_dir / "model.keras", val_x, val_split.labels)
+        say(describe_calibration(calibration))
+
     # --- reports on the best model --------------------------------------------------------------------------
     best = keras.models.load_model(run_dir / "model.keras")
     probs = best.predict(val_x, batch_size=256, verbose=0)
@@ -386,6 +409,7 @@ def run(config: TrainConfig, resume=False, quiet=False, cache_dir=None, use_cach
         params=params,
         macs=macs,
         weight_average=average,
+        calibration=calibration,
     )
     chosen = "weight average" if average and average["used"] else f"best epoch {state.best_epoch + 1}"
     say(
