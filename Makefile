@@ -8,9 +8,19 @@ EDGE_VENV ?= .venv-edge
 FER ?= ../shared/data/fer2013
 
 # The shipped default model's recipe (MODEL_CARD.md). Tune on train/, choose on test/.
-MODEL_RUN ?= runs/default
-MODEL_FLAGS = --arch vgg --epochs 60 --batch-size 64 --lr 2e-3 --weight-decay 0.05 --dropout 0.4 \
-	--label-smoothing 0.1 --class-weight-power 0.5 --random-erasing 0.25 --patience 0 --seed 1337 --quiet
+# Three runs of one recipe: two teachers (60 and 30 epochs), then the shipped student distilled from both,
+# whose last 10 epochs' weights are averaged (kept only if that validates better than its best epoch).
+RUNS ?= runs
+MODEL_RUN ?= $(RUNS)/student60
+RECIPE = --arch vgg --batch-size 64 --lr 2e-3 --weight-decay 0.05 --dropout 0.4 --label-smoothing 0.1 \
+	--class-weight-power 0.5 --random-erasing 0.25 --patience 0 --seed 1337 --quiet
+DISTILL = --teacher $(RUNS)/vgg60,$(RUNS)/vgg30 --distill-alpha 0.6 --distill-temperature 2 --average-last 10
+
+# $(call train,RUN_DIR,FLAGS): starts the run, continues it from its last finished epoch, or (metrics.json is
+# written last) leaves a finished run alone.
+train = if [ -f $(1)/metrics.json ]; then echo "$(1): finished"; else \
+	if [ -f $(1)/checkpoints/state.json ]; then resume=--resume; else resume=; fi; \
+	$(VENV)/bin/emotion-train --data $(FER) --out $(1) $(2) $$resume; fi
 
 .PHONY: run test lint model clean
 
@@ -37,10 +47,11 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/python -m ruff check .
 	$(VENV)/bin/python -m ruff format --check .
 
-# Resumable: rerunning `make model` after an interruption continues from the last finished epoch.
+# Resumable: rerunning `make model` after an interruption continues each run from its last finished epoch.
 model: $(VENV)/.installed
-	@if [ -f $(MODEL_RUN)/checkpoints/state.json ]; then resume=--resume; else resume=; fi; \
-	$(VENV)/bin/emotion-train --data $(FER) --out $(MODEL_RUN) $(MODEL_FLAGS) $$resume
+	@$(call train,$(RUNS)/vgg60,$(RECIPE) --epochs 60)
+	@$(call train,$(RUNS)/vgg30,$(RECIPE) --epochs 30)
+	@$(call train,$(MODEL_RUN),$(RECIPE) --epochs 60 $(DISTILL))
 	$(VENV)/bin/emotion-convert $(MODEL_RUN) --data $(FER) --out $(MODEL_RUN)/default.tflite
 	$(VENV)/bin/emotion-convert evaluate --model $(MODEL_RUN)/model.keras --compare $(MODEL_RUN)/default.tflite \
 		--data $(FER) --split test --tta-flip --json $(MODEL_RUN)/evaluation.json
