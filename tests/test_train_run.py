@@ -142,3 +142,24 @@ def test_a_run_stopped_before_its_first_epoch_is_replaced_without_overwrite(tmp_
     (run_dir / "checkpoints" / "state.json").write_text("{}")  # one epoch done: now it is worth keeping
     with pytest.raises(TrainError, match="unfinished run"):
         config_for_run(run_dir, given, resume=False, overwrite=False)
+
+
+def first_batch_order(global_seed: int) -> list[int]:
+    from train.pipeline import make_train_dataset
+
+    keras.utils.set_random_seed(global_seed)
+    images = np.zeros((64, 48, 48), np.uint8)
+    labels = np.arange(64) % 7
+    _, targets, _ = next(iter(make_train_dataset(images, labels, 7, 32, seed=1337, augment=False)))
+    return np.asarray(targets).argmax(axis=1).tolist()
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="tf.data runs on TensorFlow only")
+def test_a_resumed_run_does_not_replay_the_first_epochs_shuffle():
+    from train.train import resume_seed
+
+    assert resume_seed(1337, 0) == 1337  # a fresh run: as before
+    fresh = first_batch_order(resume_seed(1337, 0))
+    assert first_batch_order(resume_seed(1337, 0)) == fresh  # tf.data's order follows the global seed...
+    resumed = [first_batch_order(resume_seed(1337, epoch)) for epoch in (18, 44)]
+    assert fresh not in resumed and resumed[0] != resumed[1]  # ...so each resume point gets its own

@@ -13,6 +13,8 @@ import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+import numpy as np
+
 from train.model_files import split_specs
 
 # -----------------------------------------------------------------------------------------------------------
@@ -184,6 +186,14 @@ def config_for_run(run_dir: Path, given: dict, resume: bool, overwrite: bool) ->
     return TrainConfig(**given).check()
 
 
+def resume_seed(seed: int, epoch: int) -> int:
+    """The global seed for a run continuing after `epoch` finished epochs: `seed` itself for a fresh run, else
+    a different one per resume point (the numpy pipeline seeds each epoch itself and is unaffected)."""
+    if epoch == 0:
+        return seed
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0] % 2**31)
+
+
 def describe_average(average: dict) -> str:
     if len(average["epochs"]) < 2:
         return f"weight average: {average['why']}"
@@ -290,14 +300,16 @@ def run(config: TrainConfig, resume=False, quiet=False, cache_dir=None, use_cach
     from train.pipeline import balanced_class_weights, epoch_callbacks, make_train_dataset, to_model_input
     from train.runstate import RunDirCheckpoint, RunState
 
-    keras.utils.set_random_seed(config.seed)
+    state_path = run_dir / "checkpoints" / "state.json"
+    state = RunState.load(state_path) if resume else RunState()
+    # tf.data's shuffle and augmentation streams start afresh in every process: seeded with config.seed alone,
+    # each resume would replay epoch 1's shuffle order. A fresh run (epoch 0) keeps config.seed.
+    keras.utils.set_random_seed(resume_seed(config.seed, state.epoch))
     class_weights = (
         balanced_class_weights(train_split.labels, num_classes, config.class_weight_power)
         if config.class_weights
         else None
     )
-    state_path = run_dir / "checkpoints" / "state.json"
-    state = RunState.load(state_path) if resume else RunState()
     train_ds = make_train_dataset(
         train_split.images,
         train_split.labels,
