@@ -21,7 +21,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from edge.model_contract import write_text_atomic
+from edge.model_contract import write_bytes_atomic, write_text_atomic
 
 EPOCH_WEIGHTS = re.compile(r"^epoch-(\d+)\.weights\.npz$")  # --average-last keeps these
 HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds", "val_seconds"]
@@ -79,14 +79,9 @@ def keep_epoch_weights(model: keras.Model, run_dir: Path, epoch_number: int, kee
     The model's own arrays in an .npz, not Keras' save_weights: that would store the optimizer's moments
     too, three times the size, and averaging needs only the weights.
     """
-    path = epoch_weights_path(run_dir, epoch_number)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            np.savez(handle, *model.get_weights())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    buffer = io.BytesIO()
+    np.savez(buffer, *model.get_weights())
+    write_bytes_atomic(epoch_weights_path(run_dir, epoch_number), buffer.getvalue())
     for number, old in kept_epochs(run_dir).items():
         if number <= epoch_number - keep:
             old.unlink(missing_ok=True)
