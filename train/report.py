@@ -108,8 +108,8 @@ def _report_text(metrics: dict, dataset, config: dict) -> str:
         f"model:     {metrics['arch']}, {metrics['params']:,} parameters, {metrics['macs'] / 1e6:.1f}M MACs per face",
         f"training:  {metrics['epochs_run']} epochs"
         f"{' (stopped early)' if metrics['stopped_early'] else ''}, best epoch {metrics['best_epoch']}",
-        *_average_lines(metrics.get("weight_average")),
-        *_calibration_lines(metrics.get("calibration")),
+        *([describe_average(metrics["weight_average"])] if "weight_average" in metrics else []),
+        *([describe_calibration(metrics["calibration"])] if "calibration" in metrics else []),
         f"speed:     {fmt(metrics['seconds_per_epoch'], '.1f')} s/epoch, "
         f"{fmt(metrics['train_images_per_second'], '.0f')} training images/s (median over "
         f"{metrics['epochs_timed']} epochs)",
@@ -121,23 +121,27 @@ def _report_text(metrics: dict, dataset, config: dict) -> str:
     return "\n".join(lines)
 
 
-def _average_lines(average: dict | None) -> list[str]:
-    if not average:
-        return []
+def describe_average(average: dict) -> str:
     if len(average["epochs"]) < 2:
-        return [f"averaging: not done, {average['why']}"]
+        return f"weight average: {average['why']}"
     first, last = average["epochs"][0], average["epochs"][-1]
-    verdict = "model.keras is the average" if average["used"] else "model.keras is the best epoch"
-    return [
-        f"averaging: epochs {first}-{last}, val accuracy {average['val_accuracy']:.4f} vs best epoch "
-        f"{average['best_epoch_val_accuracy']:.4f}: {verdict}"
-    ]
+    if average["used"]:
+        verdict = "kept as model.keras"
+    else:
+        verdict = "more than one standard error worse; model.keras stays the best epoch"
+    return (
+        f"weight average of epochs {first}-{last} ({len(average['epochs'])} kept, BatchNorm re-estimated on "
+        f"{average['bn_faces']} train faces): val accuracy {average['val_accuracy']:.4f} vs best epoch "
+        f"{average['best_epoch_val_accuracy']:.4f} (standard error {average['margin']:.4f}); {verdict}"
+    )
 
 
-def _calibration_lines(calibration: dict | None) -> list[str]:
-    if not calibration or calibration.get("temperature") is None:
-        return []
-    return [
-        f"calibration: temperature {calibration['temperature']:.3f}, expected calibration error "
+def describe_calibration(calibration: dict) -> str:
+    if calibration["temperature"] is None:
+        return f"calibration: skipped, {calibration['why']}"
+    return (
+        f"calibration: softmax temperature {calibration['temperature']:.3f} fitted on validation; mean "
+        f"confidence {calibration['mean_confidence_before']:.3f} -> {calibration['mean_confidence_after']:.3f} "
+        f"(accuracy {calibration['accuracy']:.3f}), expected calibration error "
         f"{calibration['ece_before']:.3f} -> {calibration['ece_after']:.3f}"
-    ]
+    )

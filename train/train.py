@@ -194,32 +194,6 @@ def resume_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0] % 2**31)
 
 
-def describe_average(average: dict) -> str:
-    if len(average["epochs"]) < 2:
-        return f"weight average: {average['why']}"
-    first, last = average["epochs"][0], average["epochs"][-1]
-    if average["used"]:
-        verdict = "kept as model.keras"
-    else:
-        verdict = "more than one standard error worse; model.keras stays the best epoch"
-    return (
-        f"weight average of epochs {first}-{last} ({len(average['epochs'])} kept, BatchNorm re-estimated on "
-        f"{average['bn_faces']} train faces): val accuracy {average['val_accuracy']:.4f} vs best epoch "
-        f"{average['best_epoch_val_accuracy']:.4f} (standard error {average['margin']:.4f}); {verdict}"
-    )
-
-
-def describe_calibration(calibration: dict) -> str:
-    if calibration["temperature"] is None:
-        return f"calibration: skipped, {calibration['why']}"
-    return (
-        f"calibration: softmax temperature {calibration['temperature']:.3f} fitted on validation; mean "
-        f"confidence {calibration['mean_confidence_before']:.3f} -> {calibration['mean_confidence_after']:.3f} "
-        f"(accuracy {calibration['accuracy']:.3f}), expected calibration error "
-        f"{calibration['ece_before']:.3f} -> {calibration['ece_after']:.3f}"
-    )
-
-
 def remove_run_files(run_dir: Path) -> None:
     """What a run writes, and nothing else in the folder (a user's notes stay)."""
     for name in ARTIFACTS:
@@ -395,7 +369,7 @@ def run(config: TrainConfig, resume=False, quiet=False, cache_dir=None, use_cach
             )
         except ValueError as exc:  # a kept file of another network: only if someone put it there
             raise TrainError(f"--average-last: {exc}") from None
-        say(describe_average(average))
+        say(report.describe_average(average))
 
     # --- confidence calibration: one temperature, fitted on validation, folded into the last layer -----------
     calibration = None
@@ -403,7 +377,7 @@ def run(config: TrainConfig, resume=False, quiet=False, cache_dir=None, use_cach
         from train.calibration import calibrate_model_file
 
         calibration = calibrate_model_file(run_dir / "model.keras", val_x, val_split.labels)
-        say(describe_calibration(calibration))
+        say(report.describe_calibration(calibration))
 
     # --- reports on the best model --------------------------------------------------------------------------
     best = keras.models.load_model(run_dir / "model.keras")
