@@ -21,18 +21,27 @@ from train.runstate import save_model_atomic
 T_RANGE = (0.2, 5.0)  # a fit at either end means the validation faces cannot pin T down
 
 
-def nll(log_probs: np.ndarray, labels: np.ndarray, temperature: float) -> float:
-    """Mean negative log-likelihood of softmax(log_probs / T): log-probabilities are logits up to a per-row
-    constant, which the softmax ignores, so no access to the raw logits is needed."""
+def safe_log(probs: np.ndarray) -> np.ndarray:
+    """float64 log-probabilities; zeros (a float32 softmax underflows) are clipped so the log stays finite."""
+    return np.log(np.clip(probs.astype(np.float64), 1e-12, 1.0))
+
+
+def log_softmax_at(log_probs: np.ndarray, temperature: float) -> np.ndarray:
+    """log softmax(log_probs / T): log-probabilities are logits up to a per-row constant, which the softmax
+    ignores, so this is what the model with T folded in outputs, without the raw logits or another pass."""
     z = log_probs / temperature
     z = z - z.max(axis=1, keepdims=True)
-    log_norm = np.log(np.exp(z).sum(axis=1))
-    return float(np.mean(log_norm - z[np.arange(len(labels)), labels]))
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+def nll(log_probs: np.ndarray, labels: np.ndarray, temperature: float) -> float:
+    """Mean negative log-likelihood of softmax(log_probs / T)."""
+    return float(-np.mean(log_softmax_at(log_probs, temperature)[np.arange(len(labels)), labels]))
 
 
 def fit_temperature(probs: np.ndarray, labels: np.ndarray) -> float:
     """The T in T_RANGE that minimises validation NLL (golden-section search on log T; NLL is unimodal in it)."""
-    log_probs = np.log(np.clip(probs.astype(np.float64), 1e-12, 1.0))
+    log_probs = safe_log(probs)
     lo, hi = np.log(T_RANGE[0]), np.log(T_RANGE[1])
     ratio = (np.sqrt(5) - 1) / 2
     a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
@@ -104,8 +113,8 @@ def calibrate_model_file(path: Path, val_x: np.ndarray, val_labels: np.ndarray) 
     }
     if abs(temperature - 1.0) >= 0.01:  # an already calibrated model (a rerun) is left byte for byte
         apply_temperature(model, temperature)
-        probs = model.predict(val_x, batch_size=256, verbose=0)
         save_model_atomic(model, path)
+        probs = np.exp(log_softmax_at(safe_log(probs), temperature))
     return {
         **result,
         "ece_after": round(expected_calibration_error(probs, val_labels), 4),
