@@ -9,7 +9,7 @@ FER ?= ../shared/data/fer2013
 
 # The shipped default model's recipe (MODEL_CARD.md). Tune on train/, choose on test/.
 # Three runs of one recipe: two teachers (60 and 30 epochs), then the shipped student distilled from both,
-# whose last 10 epochs' weights are averaged (kept only if that validates better than its best epoch).
+# whose last 10 epochs' weights are averaged (kept unless its best epoch validates clearly better).
 RUNS ?= runs
 MODEL_RUN ?= $(RUNS)/student60
 RECIPE = --arch vgg --batch-size 64 --lr 2e-3 --weight-decay 0.05 --dropout 0.4 --label-smoothing 0.1 \
