@@ -1,9 +1,11 @@
-"""`emotion-edge`: run the daemon, check or print its configuration, or benchmark the pipeline (`bench`).
+"""`emotion-edge`: run the daemon, check or print its config, benchmark the pipeline (`bench`), or clear
+its retained MQTT messages (`forget`).
 
     emotion-edge [--config FILE] [--source SRC] [--model FILE] [--publish stdout|mqtt ...] [--mqtt-host H]
                  [--mqtt-port P] [--device-id ID] [--policy every|change] [--detector haar|lbp|blazeface]
                  [--threads N] [--log-level L] [--check-config] [--print-config]
     emotion-edge bench --source SRC [--frames N] [--json OUT] ...
+    emotion-edge forget [--config FILE] [--device-id ID] [--force]   (clear its retained MQTT messages)
 
 Events go to stdout (JSON Lines) when `stdout` is an output; logs always go to stderr.
 Errors print `error: ...` on stderr and exit 2, without a traceback.
@@ -22,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="emotion-edge",
         description="Facial-emotion detection daemon: camera -> faces -> int8 TFLite -> stdout/MQTT events. "
-        "Subcommand: `emotion-edge bench --help`.",
+        "Subcommands: `emotion-edge bench --help`, `emotion-edge forget --help`.",
     )
     parser.add_argument(
         "--config", metavar="FILE", help="YAML config (default /etc/emotion-edge/config.yaml)"
@@ -147,10 +149,69 @@ def _bench(argv: list[str]) -> int:
         return 2
 
 
+def build_forget_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="emotion-edge forget",
+        description="Clear what this device left retained on the MQTT broker (Home Assistant discovery "
+        "configs, state, status), so Home Assistant removes its entities. For an uninstall or a device_id "
+        "change; stop the daemon first.",
+    )
+    parser.add_argument(
+        "--config", metavar="FILE", help="YAML config (default /etc/emotion-edge/config.yaml)"
+    )
+    parser.add_argument("--device-id", metavar="ID", help="the device to forget (e.g. a former device_id)")
+    parser.add_argument(
+        "--mqtt-host", metavar="H", help="the broker (also when the config publishes no MQTT)"
+    )
+    parser.add_argument("--mqtt-port", metavar="P")
+    parser.add_argument(
+        "--timeout", metavar="S", type=float, default=10.0, help="seconds per step (default 10)"
+    )
+    parser.add_argument("--force", action="store_true", help="clear even while the device reports online")
+    return parser
+
+
+def _forget(argv: list[str]) -> int:
+    from edge.publish.forget import ForgetError, forget
+
+    args = build_forget_parser().parse_args(argv)
+    try:
+        if args.timeout <= 0:
+            raise ConfigError("--timeout must be more than 0 seconds")
+        overrides: dict = {}
+        if args.device_id is not None:
+            overrides["device_id"] = args.device_id
+        if args.mqtt_host is not None:
+            overrides.setdefault("mqtt", {})["host"] = args.mqtt_host
+        if args.mqtt_port is not None:
+            overrides.setdefault("mqtt", {})["port"] = _number(args.mqtt_port)
+        config = load_config(args.config, overrides=overrides)
+        if "mqtt" not in config.publish.outputs and args.mqtt_host is None:
+            print(
+                f"nothing to clear: this config does not publish to MQTT (publish.outputs: "
+                f"{', '.join(config.publish.outputs)}); give --mqtt-host to clear a broker anyway",
+                file=sys.stderr,
+            )
+            return 0
+        result = forget(config, timeout=args.timeout, force=args.force)
+    except (ConfigError, ForgetError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for topic in result.cleared:
+        print(topic)
+    print(
+        f"cleared {len(result.cleared)} retained messages of device {config.device_id} on {result.address}",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["bench"]:
         return _bench(argv[1:])
+    if argv[:1] == ["forget"]:
+        return _forget(argv[1:])
     args = build_parser().parse_args(argv)
     from edge.daemon import FatalError, load_components, run
 

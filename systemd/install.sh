@@ -2,7 +2,8 @@
 # Install (or remove) emotion-edge as a systemd service on a Raspberry Pi (or any systemd Linux).
 #
 #   sudo systemd/install.sh                 install from the repository this script lives in, enable, start
-#   sudo systemd/install.sh --uninstall     remove the unit, the venv and the user; keep an edited config
+#   sudo systemd/install.sh --uninstall     remove the unit, the venv and the user; keep an edited config;
+#                                           clear the device's retained MQTT messages (emotion-edge forget)
 #   sudo systemd/install.sh --uninstall --purge   also remove /etc/emotion-edge and /var/lib/emotion-edge
 #
 # Options:
@@ -327,6 +328,24 @@ do_install() {
     say "done. Logs: journalctl -u $SERVICE -f   Status: systemctl status $SERVICE"
 }
 
+# The daemon leaves its Home Assistant discovery configs, state and status retained on the MQTT broker;
+# without this Home Assistant would show the removed device for good. Runs with the config, env file and
+# password the service used; a broker that cannot be reached only earns a warning (the uninstall goes on).
+forget_on_broker() {
+    [ -x "$R_VENV/bin/emotion-edge" ] && [ -f "$R_ETC/config.yaml" ] || return 0
+    local settings=() line
+    if [ -f "$R_ETC/env" ]; then  # the unit's EnvironmentFile: only the daemon's own variables
+        while IFS= read -r line || [ -n "$line" ]; do
+            case "$line" in EMOTION_EDGE_*=*) settings+=("$line") ;; esac
+        done <"$R_ETC/env"
+    fi
+    if ! env ${settings[@]+"${settings[@]}"} CREDENTIALS_DIRECTORY="$R_ETC" \
+        "$R_VENV/bin/emotion-edge" forget --config "$R_ETC/config.yaml" --timeout 10 >/dev/null; then
+        say "warning: the MQTT broker still holds this device's retained messages; Home Assistant keeps showing"
+        say "  it until you delete the device there (Settings > Devices & services > MQTT)"
+    fi
+}
+
 do_uninstall() {
     local created_user=0
     [ -f "$MARKER" ] && created_user=1
@@ -337,6 +356,7 @@ do_uninstall() {
         systemctl_cmd daemon-reload
         say "removed $UNIT_PATH"
     fi
+    forget_on_broker  # after the stop (a running daemon would publish it all again), before the venv goes
     if [ -d "$R_PREFIX" ]; then
         rm -rf "$R_VENV" "$R_PREFIX/.source-fingerprint" "$MARKER"
         rmdir "$R_PREFIX" 2>/dev/null || say "kept $PREFIX (holds files this installer did not put there)"

@@ -214,3 +214,33 @@ class Subscriber:
     def json_payloads(self, topic: str) -> list[dict]:
         with self._lock:
             return [json.loads(m[1]) for m in self.messages if m[0] == topic]
+
+    def retained(self) -> dict[str, bytes]:
+        """Everything the broker holds retained under this subscriber's topics, read to the end: a marker
+        published after subscribing arrives after the retained messages (QoS 1 on one connection keeps order)."""
+        marker = f"test-marker/{time.monotonic_ns()}"
+        self._subscribed.clear()
+        self.client.subscribe(marker, qos=1)
+        if not self._subscribed.wait(10):
+            raise RuntimeError("test subscriber could not subscribe to its marker topic")
+        self.client.publish(marker, b"end", qos=1)
+        self.wait_topic(marker, b"end", timeout=10)
+        with self._lock:
+            return {topic: payload for topic, payload, retain in self.messages if retain and payload}
+
+
+def publish_retained(broker: MosquittoBroker, messages: dict[str, bytes], **auth) -> None:
+    """Leave `messages` retained on the broker, as an earlier run of some client would have."""
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-pub-{time.monotonic_ns()}")
+    if auth:
+        client.username_pw_set(auth["username"], auth["password"])
+    client.connect(broker.host, broker.port, keepalive=30)
+    client.loop_start()
+    try:
+        for info in [
+            client.publish(topic, payload, qos=1, retain=True) for topic, payload in messages.items()
+        ]:
+            info.wait_for_publish(10)
+    finally:
+        client.disconnect()
+        client.loop_stop()

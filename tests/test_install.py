@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from edge.config import Config, load_config
+from tests.mosquitto import Subscriber, publish_retained
 
 REPO = Path(__file__).resolve().parents[1]
 INSTALL = REPO / "systemd" / "install.sh"
@@ -135,6 +136,36 @@ def test_uninstall_removes_exactly_what_install_added(root):
     assert "skip (--root): userdel emotion-edge" in result.stdout
 
 
+def test_uninstall_asks_the_installed_daemon_to_clear_the_broker_and_goes_on_if_it_cannot(root, tmp_path):
+    run_install(root, "--skip-venv")
+    (root / "etc/emotion-edge/env").write_text(
+        "# overrides\nEMOTION_EDGE_MQTT__HOST=broker.lan\nEMOTION_EDGE_DEVICE_ID=attic pi\nOTHER=no\n"
+    )
+    record = tmp_path / "forget-call.txt"
+    fake = root / "opt/emotion-edge/venv/bin/emotion-edge"  # stands in for the installed daemon
+    fake.parent.mkdir(parents=True)
+    fake.write_text(
+        "#!/bin/sh\n"
+        f'{{ echo "$*"; echo "cred=$CREDENTIALS_DIRECTORY"; echo "host=$EMOTION_EDGE_MQTT__HOST"; '
+        f'echo "id=$EMOTION_EDGE_DEVICE_ID"; echo "other=${{OTHER:-unset}}"; }} > {record}\n'
+        "echo 'error: cannot connect to the MQTT broker at broker.lan:1883' >&2\nexit 2\n"
+    )
+    fake.chmod(0o755)
+    result = run_install(root, "--uninstall")
+    etc = root / "etc/emotion-edge"
+    assert record.read_text().splitlines() == [
+        f"forget --config {etc}/config.yaml --timeout 10",
+        f"cred={etc}",  # where the unit's LoadCredential= would have put mqtt_password
+        "host=broker.lan",
+        "id=attic pi",  # a value with a space arrives whole
+        "other=unset",  # only the daemon's own variables
+    ]
+    assert "cannot connect to the MQTT broker" in result.stderr
+    assert "warning: the MQTT broker still holds this device's retained messages" in result.stdout
+    assert not (root / UNIT).exists() and not (root / "opt/emotion-edge").exists()
+    assert "uninstalled" in result.stdout
+
+
 def test_prefix_and_no_enable(root):
     run_install(root, "--skip-venv", "--prefix", "/srv/ee", "--no-enable")
     unit = (root / UNIT).read_text()
@@ -217,7 +248,7 @@ def test_the_empty_password_file_means_no_password(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_real_install_has_a_working_daemon_and_no_tensorflow(root):
+def test_real_install_has_a_working_daemon_and_no_tensorflow(root, mosquitto):
     # The base package from this repository into PREFIX/venv (pip's cache makes this ~1 min).
     result = run_install(root, "--no-enable")
     venv = root / "opt/emotion-edge/venv"
@@ -249,6 +280,20 @@ def test_real_install_has_a_working_daemon_and_no_tensorflow(root):
     again = run_install(root, "--no-enable")
     assert "package unchanged" in again.stdout
     assert tree_state(root) == before
+
+    # Uninstall clears what the daemon left retained on the broker, reading the broker from the env file
+    # as the service would; another device's messages stay.
+    (root / CONFIG).write_text("device_id: pi-gone\npublish:\n  outputs: [mqtt]\nmqtt:\n  host: 127.0.0.1\n")
+    (root / "etc/emotion-edge/env").write_text(f"EMOTION_EDGE_MQTT__PORT={mosquitto.port}\n")
+    other = {"emotion/pi-stays/state": b"{}"}
+    publish_retained(
+        mosquitto,
+        {"emotion/pi-gone/state": b"{}", "homeassistant/sensor/pi-gone/emotion/config": b"{}", **other},
+    )
+    gone = run_install(root, "--uninstall")
+    assert "cleared 2 retained messages of device pi-gone" in gone.stderr, gone.stdout + gone.stderr
+    with Subscriber(mosquitto, "#") as sub:
+        assert sub.retained() == other
 
 
 @pytest.mark.slow

@@ -192,3 +192,23 @@ def test_a_mistyped_password_is_not_echoed_in_the_error(tmp_path):
     message = str(info.value)
     assert message.startswith("mqtt.password: must be a non-empty string") and str(path) in message
     assert "90210731" not in message and "a int (value hidden)" in message
+
+
+def test_forget_uses_the_configs_credentials_and_names_a_refusal(auth_broker, tmp_path, capsys):
+    from edge.cli import main
+    from tests.mosquitto import publish_retained
+
+    publish_retained(auth_broker, {f"{BASE}/state": b"{}"}, username=USER, password=SECRET)
+    broker = f"device_id: {DEVICE}\npublish:\n  outputs: [mqtt]\nmqtt:\n  host: {auth_broker.host}\n"
+    broker += f"  port: {auth_broker.port}\n  username: {USER}\n"
+    wrong = write_config(tmp_path, broker + "  password: not-the-password\n", name="wrong.yaml")
+    assert main(["forget", "--config", str(wrong), "--timeout", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "refused the connection" in err and "check mqtt.username and mqtt.password" in err
+    assert "not-the-password" not in err
+
+    right = write_config(tmp_path, broker + f"  password: '{SECRET}'\n", name="right.yaml")
+    assert main(["forget", "--config", str(right)]) == 0
+    assert capsys.readouterr().out.split() == [f"{BASE}/state"]
+    with _subscriber(auth_broker) as sub:
+        assert sub.retained() == {}

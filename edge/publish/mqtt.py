@@ -36,6 +36,25 @@ ONLINE = "online"
 OFFLINE = "offline"
 
 
+def authenticated_client(cfg, client_id: str) -> mqtt.Client:
+    """A paho client with the config's credentials and TLS settings; not connected yet."""
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+    if cfg.username is not None:
+        client.username_pw_set(cfg.username, cfg.password)
+    if cfg.tls.enabled:
+        try:
+            client.tls_set(
+                ca_certs=cfg.tls.ca_certs,
+                certfile=cfg.tls.certfile,
+                keyfile=cfg.tls.keyfile,
+                cert_reqs=ssl.CERT_REQUIRED,
+            )
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            raise PublishError(f"mqtt.tls: cannot load the TLS files: {exc}") from None
+        client.tls_insecure_set(cfg.tls.insecure)
+    return client
+
+
 class MqttPublisher(Publisher):
     name = "mqtt"
 
@@ -71,20 +90,7 @@ class MqttPublisher(Publisher):
 
     def _make_client(self) -> mqtt.Client:
         cfg = self.config
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id)
-        if cfg.username is not None:
-            client.username_pw_set(cfg.username, cfg.password)
-        if cfg.tls.enabled:
-            try:
-                client.tls_set(
-                    ca_certs=cfg.tls.ca_certs,
-                    certfile=cfg.tls.certfile,
-                    keyfile=cfg.tls.keyfile,
-                    cert_reqs=ssl.CERT_REQUIRED,
-                )
-            except (OSError, ssl.SSLError, ValueError) as exc:
-                raise PublishError(f"mqtt.tls: cannot load the TLS files: {exc}") from None
-            client.tls_insecure_set(cfg.tls.insecure)
+        client = authenticated_client(cfg, self.client_id)
         # Set before connecting: the broker publishes this if we vanish without a clean disconnect.
         client.will_set(self.topics["status"], OFFLINE, qos=1, retain=True)
         client.reconnect_delay_set(min_delay=1, max_delay=60)

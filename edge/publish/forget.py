@@ -1,0 +1,133 @@
+"""`emotion-edge forget`: clear what a device left retained on the MQTT broker, so Home Assistant drops it.
+
+The daemon leaves retained messages on purpose: its Home Assistant discovery configs, `state` and `status`,
+so that a subscriber connecting later still finds them. After an uninstall or a `device_id` change they
+would stay for good, and Home Assistant would keep showing a device that no longer exists. An empty retained
+message deletes a retained message, and an empty discovery config deletes the entity (Home Assistant's MQTT
+discovery protocol).
+
+What is cleared: every retained message under `<topic_prefix>/<device_id>/#` and
+`<discovery prefix>/+/<device_id>/+/config` (so configs of sensors an older version announced go too), plus
+the topics this version publishes retained, even if none showed up. The broker sends a subscription's
+retained messages before anything published later on the same connection, so a marker message published
+after subscribing tells when they have all arrived.
+"""
+
+from __future__ import annotations
+
+import ssl
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import paho.mqtt.client as mqtt
+
+from edge.publish.base import PublishError
+from edge.publish.homeassistant import discovery_messages
+from edge.publish.mqtt import ONLINE, authenticated_client
+
+
+class ForgetError(RuntimeError):
+    """The retained messages could not be cleared; the message says why and what to do."""
+
+
+@dataclass
+class ForgetResult:
+    address: str
+    cleared: list[str] = field(default_factory=list)  # topics that held a retained message, now empty
+    found: dict[str, bytes] = field(default_factory=dict)  # what the broker held, by topic
+
+
+def retained_topics(config) -> tuple[list[str], list[str]]:
+    """(subscriptions that find this device's retained messages, topics this version retains)."""
+    device_id = config.device_id
+    base = f"{config.mqtt.topic_prefix}/{device_id}"
+    prefix = config.mqtt.discovery.prefix
+    subscriptions = [f"{base}/#", f"{prefix}/+/{device_id}/+/config"]
+    # Labels only change the discovery payloads, never their topics.
+    ours = [f"{base}/status", f"{base}/state"] + [topic for topic, _ in discovery_messages(config, [])]
+    return subscriptions, ours
+
+
+def forget(config, timeout: float = 10.0, force: bool = False) -> ForgetResult:
+    """Delete the device's retained messages on the configured broker; waits at most ~`timeout` s per step.
+
+    Refuses (ForgetError) while the device's `status` is `online` unless `force`: a running daemon would
+    publish everything again on its next reconnect.
+    """
+    cfg = config.mqtt
+    address = f"{cfg.host}:{cfg.port}"
+    subscriptions, ours = retained_topics(config)
+    marker = f"{config.mqtt.topic_prefix}/{config.device_id}/forget-{uuid.uuid4().hex}"
+    result = ForgetResult(address=address)
+    connected = threading.Event()
+    marker_seen = threading.Event()
+    refusal: list[str] = []
+
+    def on_connect(client, userdata, flags, reason_code, properties):
+        if reason_code.is_failure:
+            hint = " (check mqtt.username and mqtt.password)" if reason_code.value in (4, 5, 134, 135) else ""
+            refusal.append(f"{reason_code}{hint}")
+        connected.set()
+
+    def on_message(client, userdata, message):
+        if message.topic == marker:
+            marker_seen.set()
+        elif message.retain and message.payload and not marker_seen.is_set():
+            result.found[message.topic] = message.payload
+
+    try:
+        client = authenticated_client(cfg, f"emotion-edge-{config.device_id}-forget-{uuid.uuid4().hex[:8]}")
+    except PublishError as exc:
+        raise ForgetError(str(exc)) from None
+    client.on_connect = on_connect
+    client.on_message = on_message
+    client.connect_timeout = timeout
+    try:
+        client.connect(cfg.host, cfg.port, keepalive=max(10, int(timeout) * 2))
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        raise ForgetError(f"cannot connect to the MQTT broker at {address}: {exc}") from None
+    client.loop_start()
+    try:
+        if not connected.wait(timeout):
+            raise ForgetError(f"the MQTT broker at {address} did not answer within {timeout:g} s")
+        if refusal:
+            raise ForgetError(f"the MQTT broker at {address} refused the connection: {refusal[0]}")
+        # QoS 0 both ways: retained messages and the marker then leave the broker strictly in order.
+        for topic in subscriptions:
+            client.subscribe(topic, qos=0)
+        client.publish(marker, b"", qos=0, retain=False)
+        if not marker_seen.wait(timeout):
+            raise ForgetError(
+                f"the MQTT broker at {address} did not echo a test message within {timeout:g} s"
+            )
+        status = result.found.get(f"{config.mqtt.topic_prefix}/{config.device_id}/status", b"")
+        if status.decode("utf-8", "replace") == ONLINE and not force:
+            raise ForgetError(
+                f"device {config.device_id!r} is online on {address}: its daemon is running and would publish "
+                "everything again. Stop it first (sudo systemctl stop emotion-edge), or pass --force"
+            )
+        for topic in subscriptions:
+            client.unsubscribe(topic)  # our own empty messages need not come back
+        # Discovery configs first: Home Assistant then removes the entities before it sees them go offline.
+        to_clear = sorted(set(result.found) | set(ours), key=lambda topic: (topic in ours[:2], topic))
+        infos = [client.publish(topic, b"", qos=1, retain=True) for topic in to_clear]
+        deadline = time.monotonic() + timeout
+        for topic, info in zip(to_clear, infos, strict=True):
+            if not _confirmed(info, deadline):
+                raise ForgetError(f"the MQTT broker at {address} did not confirm clearing {topic} in time")
+        result.cleared = [topic for topic in to_clear if topic in result.found]
+        return result
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def _confirmed(info: mqtt.MQTTMessageInfo, deadline: float) -> bool:
+    """Wait until the broker acknowledged a QoS 1 publish; paho raises when the message never left."""
+    try:
+        info.wait_for_publish(max(0.0, deadline - time.monotonic()))
+        return info.is_published()
+    except (RuntimeError, ValueError):
+        return False
