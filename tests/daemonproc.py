@@ -34,7 +34,8 @@ def live_frame() -> np.ndarray:
 class MjpegServer:
     """An endless MJPEG stream at `fps` on http://127.0.0.1:<port>/stream.mjpg."""
 
-    def __init__(self, image: np.ndarray, fps: float = 10.0):
+    def __init__(self, image: np.ndarray, fps: float = 10.0, port: int = 0):
+        """`port` 0 picks a free one; a given port lets a new server stand in for a closed one (a camera back)."""
         ok, encoded = cv2.imencode(".jpg", image)
         assert ok
         jpeg = encoded.tobytes()
@@ -61,7 +62,7 @@ class MjpegServer:
         class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
             daemon_threads = True
 
-        self._server = Server(("127.0.0.1", 0), Handler)
+        self._server = Server(("127.0.0.1", port), Handler)
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}/stream.mjpg"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
