@@ -16,7 +16,7 @@ keras = pytest.importorskip("keras")
 
 from train.cli import main  # noqa: E402  (after the importorskip above)
 from train.data import load_dataset  # noqa: E402
-from train.runstate import RunState  # noqa: E402
+from train.runstate import RunState, settle_checkpoints  # noqa: E402
 from train.train import TrainError, config_for_run, run  # noqa: E402
 
 CUSTOM_LABELS = ["anger", "happy", "sad", "surprise", "disgust", "shock", "normal"]
@@ -130,6 +130,82 @@ def test_interrupted_run_resumes_from_the_next_epoch(tmp_path, capsys):
     assert contract.labels == sorted(CUSTOM_LABELS)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["val_split"] == "train-holdout" and metrics["epochs_run"] == 4
+
+
+def test_settling_moves_a_committed_epochs_models_into_place_and_drops_an_uncommitted_ones(tmp_path):
+    checkpoints = tmp_path / "checkpoints"
+    checkpoints.mkdir()
+    (tmp_path / "model.keras").write_bytes(b"best of epoch 1")
+    (checkpoints / "last.keras").write_bytes(b"last of epoch 2")
+    # Interrupted after state.json named epoch 3 (also the best) but before the renames:
+    (checkpoints / "best-epoch-003.keras").write_bytes(b"best of epoch 3")
+    (checkpoints / "last-epoch-003.keras").write_bytes(b"last of epoch 3")
+    settle_checkpoints(tmp_path, RunState(epoch=3, best_epoch=2))
+    assert (tmp_path / "model.keras").read_bytes() == b"best of epoch 3"
+    assert (checkpoints / "last.keras").read_bytes() == b"last of epoch 3"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["last.keras"]
+
+    # Interrupted before state.json was written: epoch 4 never happened as far as --resume knows.
+    (checkpoints / "best-epoch-004.keras").write_bytes(b"best of epoch 4")
+    (checkpoints / "last-epoch-004.keras").write_bytes(b"last of epoch 4")
+    settle_checkpoints(tmp_path, RunState(epoch=3, best_epoch=2))
+    assert (tmp_path / "model.keras").read_bytes() == b"best of epoch 3"
+    assert (checkpoints / "last.keras").read_bytes() == b"last of epoch 3"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["last.keras"]
+
+
+class RecordWeights(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.by_epoch: list[list[np.ndarray]] = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.by_epoch.append(self.model.get_weights())
+
+
+def same_weights(path: Path, expected: list[np.ndarray]) -> bool:
+    loaded = keras.models.load_model(path).get_weights()
+    return len(loaded) == len(expected) and all(
+        np.array_equal(a, b) for a, b in zip(loaded, expected, strict=True)
+    )
+
+
+@pytest.mark.slow
+def test_interrupted_between_an_epochs_checkpoints_and_its_state_the_run_stays_consistent(
+    tmp_path, monkeypatch, capsys
+):
+    """Ctrl-C while an improved epoch's models are written but before state.json commits them: the run
+    directory must still describe the last committed epoch, and --resume re-runs the interrupted one."""
+    data = write_folder_dataset(tmp_path / "faces", splits={"train": 30, "test": 10})
+    run_dir = tmp_path / "run"
+    given = {"data": str(data), "out": str(run_dir), "epochs": 3, "batch_size": 32, "calibrate": False}
+    config = config_for_run(run_dir, given, resume=False, overwrite=False)
+    save = RunState.save
+
+    def interrupted_at_the_second_commit(self, path):
+        if self.epoch == 2:
+            raise KeyboardInterrupt
+        save(self, path)
+
+    monkeypatch.setattr(RunState, "save", interrupted_at_the_second_commit)
+    recorder = RecordWeights()
+    with pytest.raises(KeyboardInterrupt):
+        run(config, quiet=True, cache_dir=tmp_path / "cache", callbacks=[recorder])
+    monkeypatch.setattr(RunState, "save", save)
+    # The second epoch's models were written (as pending files), state.json still says one epoch.
+    checkpoints = run_dir / "checkpoints"
+    assert (checkpoints / "last-epoch-002.keras").is_file()
+    state = RunState.load(checkpoints / "state.json")
+    assert state.epoch == 1 and state.best_epoch == 0
+    assert same_weights(checkpoints / "last.keras", recorder.by_epoch[0])
+    assert same_weights(run_dir / "model.keras", recorder.by_epoch[0])
+
+    assert main(["--out", str(run_dir), "--resume", "--quiet", "--cache-dir", str(tmp_path / "cache")]) == 0
+    assert "resuming at epoch 2/3" in capsys.readouterr().out
+    assert not list(checkpoints.glob("*-epoch-*.keras"))
+    assert [int(r["epoch"]) for r in history(run_dir)] == [0, 1, 2]
+    state = RunState.load(checkpoints / "state.json")
+    assert state.epoch == 3
 
 
 def test_a_run_stopped_before_its_first_epoch_is_replaced_without_overwrite(tmp_path):

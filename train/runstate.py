@@ -1,9 +1,12 @@
 """Everything a run directory remembers between epochs, so an interrupted run loses at most one epoch.
 
-Each epoch end, in this order: best model (`model.keras`, when validation accuracy improved), the last
-checkpoint with optimizer state (`checkpoints/last.keras`), with --average-last this epoch's weights
-(`checkpoints/epoch-NNN.weights.npz`), `history.csv`, then `checkpoints/state.json`.
-state.json is written last and is what --resume trusts: it names the epoch to continue from.
+Each epoch end writes, in this order: the epoch's model as `checkpoints/best-epoch-NNN.keras` (when
+validation accuracy improved) and `checkpoints/last-epoch-NNN.keras` (with optimizer state), with
+--average-last its weights (`checkpoints/epoch-NNN.weights.npz`), `history.csv`, then
+`checkpoints/state.json`, and only then renames the two models to `model.keras` and `checkpoints/last.keras`.
+state.json is the commit: it names the epoch to continue from and the best epoch. Interrupted anywhere,
+`settle_checkpoints` (at every resume) finishes the renames of a committed epoch and deletes the files of
+an uncommitted one, so `model.keras`, `last.keras` and state.json always describe the same epochs.
 """
 
 from __future__ import annotations
@@ -55,6 +58,31 @@ def save_model_atomic(model: keras.Model, path: Path) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def pending_model_path(run_dir: Path, kind: str, epoch_number: int) -> Path:
+    """checkpoints/{best,last}-epoch-NNN.keras: an epoch's model before state.json commits it."""
+    return Path(run_dir) / "checkpoints" / f"{kind}-epoch-{epoch_number:03d}.keras"
+
+
+PENDING_MODEL = re.compile(r"^(best|last)-epoch-(\d+)\.keras$")
+
+
+def settle_checkpoints(run_dir: Path, state: RunState) -> None:
+    """Move the models of the epochs state.json committed into place; delete those of uncommitted epochs."""
+    run_dir = Path(run_dir)
+    folder = run_dir / "checkpoints"
+    targets = {"best": run_dir / "model.keras", "last": folder / "last.keras"}
+    committed = {"best": state.best_epoch + 1, "last": state.epoch}  # 1-based epoch numbers
+    for path in sorted(folder.glob("*-epoch-*.keras")) if folder.is_dir() else ():
+        match = PENDING_MODEL.match(path.name)
+        if not match:
+            continue
+        kind, number = match.group(1), int(match.group(2))
+        if number == committed[kind]:
+            os.replace(path, targets[kind])
+        else:
+            path.unlink(missing_ok=True)
 
 
 def epoch_weights_path(run_dir: Path, epoch_number: int) -> Path:
@@ -167,7 +195,7 @@ class RunDirCheckpoint(keras.callbacks.Callback):
         improved = val_accuracy > state.best_val_accuracy
         if improved:
             state.best_val_accuracy, state.best_epoch, state.epochs_since_best = val_accuracy, epoch, 0
-            save_model_atomic(self.model, self.run_dir / "model.keras")
+            save_model_atomic(self.model, pending_model_path(self.run_dir, "best", epoch + 1))
         else:
             state.epochs_since_best += 1
         optimizer = self.model.optimizer
@@ -183,7 +211,7 @@ class RunDirCheckpoint(keras.callbacks.Callback):
         if self.patience > 0 and state.epochs_since_best >= self.patience:
             state.stopped_early = True
             self.model.stop_training = True
-        save_model_atomic(self.model, self.run_dir / "checkpoints" / "last.keras")
+        save_model_atomic(self.model, pending_model_path(self.run_dir, "last", epoch + 1))
         if self.keep_epochs:
             keep_epoch_weights(self.model, self.run_dir, state.epoch, self.keep_epochs)
         row = {key: logs.get(key, "") for key in HISTORY_COLUMNS}
@@ -195,7 +223,8 @@ class RunDirCheckpoint(keras.callbacks.Callback):
         )
         self.history_rows.append(row)
         write_history(self.history_path, self.history_rows)
-        state.save(self.state_path)
+        state.save(self.state_path)  # the commit
+        settle_checkpoints(self.run_dir, state)
         if self.quiet:
             mark = " *best" if improved else ""
             stop = " (early stop)" if state.stopped_early else ""

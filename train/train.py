@@ -272,10 +272,11 @@ def run(config: TrainConfig, resume=False, quiet=False, cache_dir=None, use_cach
     from train import report
     from train.model import estimate_macs
     from train.pipeline import balanced_class_weights, epoch_callbacks, make_train_dataset, to_model_input
-    from train.runstate import RunDirCheckpoint, RunState
+    from train.runstate import RunDirCheckpoint, RunState, settle_checkpoints
 
     state_path = run_dir / "checkpoints" / "state.json"
     state = RunState.load(state_path) if resume else RunState()
+    settle_checkpoints(run_dir, state)  # an interruption at an epoch's end left its models half-moved
     # tf.data's shuffle and augmentation streams start afresh in every process: seeded with config.seed alone,
     # each resume would replay epoch 1's shuffle order. A fresh run (epoch 0) keeps config.seed.
     keras.utils.set_random_seed(resume_seed(config.seed, state.epoch))
