@@ -9,9 +9,10 @@ localhost port, while the harness
 - takes the camera away every `--camera-every` s (down for `--outage` s): the capture thread reopens it.
 
 Every `--sample` s it reads the daemon's RSS, open file descriptors, threads and CPU time from /proc. At
-the end it stops the daemon with SIGTERM and reports the RSS trend after `--warmup` s (least-squares slope in
-MB per hour, and the median of the first vs the last fifth), the descriptor and thread ranges, and for every
-outage how long until the next event arrived on the broker.
+the end it stops the daemon with SIGTERM and reports the RSS trend after `--warmup` s (the median of the
+first vs the last fifth, and least-squares slopes in MB per hour over the whole and over the second half, so
+a leak, which keeps growing, can be told from an allocator settling, which flattens), the descriptor and
+thread ranges, and for every outage how long until the next event arrived on the broker.
 
     .venv/bin/python benchmarks/daemon_soak.py [--minutes 20] [--model FILE] [--json OUT]
 
@@ -190,9 +191,13 @@ def main(argv: list[str] | None = None) -> int:
         if times:
             shown = ", ".join("never" if t is None else f"{t:.1f}" for t in times)
             print(f"  first event after each {kind} came back (s): {shown}")
+    times = [s["t"] for s in steady]
+    half = len(steady) // 2
     print(f"RSS after {options.warmup:g} s warm-up: first fifth median {statistics.median(rss[:fifth]):.1f} MB, "
-          f"last fifth median {statistics.median(rss[-fifth:]):.1f} MB, max {max(rss):.1f} MB, "
-          f"slope {slope_per_hour([s['t'] for s in steady], rss):+.2f} MB/h")  # fmt: skip
+          f"last fifth median {statistics.median(rss[-fifth:]):.1f} MB, max {max(rss):.1f} MB")  # fmt: skip
+    # A leak grows steadily; an allocator settling grows early and then stays flat: compare the two halves.
+    print(f"RSS slope {slope_per_hour(times, rss):+.2f} MB/h after the warm-up, "
+          f"{slope_per_hour(times[half:], rss[half:]):+.2f} MB/h over its second half")  # fmt: skip
     for key in ("fds", "threads"):
         values = [s[key] for s in steady]
         print(f"{key:<8} min {min(values)}, max {max(values)}, last {values[-1]}")
