@@ -176,3 +176,35 @@ def test_unusable_tls_files_fail_check_config_naming_the_key(tmp_path, tiny_mode
     assert result.returncode == 2, result.stderr
     assert f"error: {key}: " in result.stderr and "config OK" not in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_forget_over_mutual_tls_and_a_clear_error_for_an_untrusted_broker(mtls_broker, pki):
+    from edge.config import Config
+    from edge.publish.forget import ForgetError, forget
+
+    files, other_ca = pki
+    client_files = {"certfile": str(files.client_cert), "keyfile": str(files.client_key)}
+    # The daemon's publisher leaves a retained state and, closing, a retained `offline`.
+    publisher = _publisher(mtls_broker, ca_certs=str(files.ca_cert), **client_files)
+    with _subscriber(mtls_broker, pki) as sub:
+        publisher.start()
+        try:
+            sub.wait_topic(f"{BASE}/status", b"online", timeout=10)
+            publisher.publish_state({"face_count": 0})
+            sub.wait_topic(f"{BASE}/state", timeout=10)
+        finally:
+            publisher.close(timeout=2)
+        sub.wait_topic(f"{BASE}/status", b"offline", timeout=10)
+
+    def config(ca_certs) -> Config:
+        tls = TlsConfig(enabled=True, ca_certs=str(ca_certs), **client_files)
+        return Config(
+            device_id=DEVICE, mqtt=MqttConfig(host=mtls_broker.host, port=mtls_broker.port, tls=tls)
+        )
+
+    with pytest.raises(ForgetError, match="cannot connect to the MQTT broker .*certificate verify failed"):
+        forget(config(other_ca), timeout=5)
+    result = forget(config(files.ca_cert), timeout=5)
+    assert sorted(result.cleared) == [f"{BASE}/state", f"{BASE}/status"]
+    with _subscriber(mtls_broker, pki) as sub:
+        assert sub.retained() == {}
