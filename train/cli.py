@@ -131,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         metavar="K",
         help="after training, average the last K epochs' weights and re-estimate BatchNorm on train faces; "
-        "the average replaces the best epoch's model if it validates better (default 0 = off)",
+        "the average replaces the best epoch's model unless that epoch validates better by more than one "
+        "standard error (default 0 = off)",
     )
     add(
         "--no-calibrate",
