@@ -328,15 +328,28 @@ do_install() {
     say "done. Logs: journalctl -u $SERVICE -f   Status: systemctl status $SERVICE"
 }
 
+# trim TEXT: TEXT without leading and trailing whitespace
+trim() {
+    local s=$1
+    s=${s#"${s%%[![:space:]]*}"}
+    printf '%s' "${s%"${s##*[![:space:]]}"}"
+}
+
 # The daemon leaves its Home Assistant discovery configs, state and status retained on the MQTT broker;
 # without this Home Assistant would show the removed device for good. Runs with the config, env file and
 # password the service used; a broker that cannot be reached only earns a warning (the uninstall goes on).
 forget_on_broker() {
     [ -x "$R_VENV/bin/emotion-edge" ] && [ -f "$R_ETC/config.yaml" ] || return 0
-    local settings=() line
+    local settings=() line key value
     if [ -f "$R_ETC/env" ]; then  # the unit's EnvironmentFile: only the daemon's own variables
         while IFS= read -r line || [ -n "$line" ]; do
-            case "$line" in EMOTION_EDGE_*=*) settings+=("$line") ;; esac
+            # Read as systemd reads it (systemd.exec, EnvironmentFile=) for one-line values: whitespace around
+            # the key and the value dropped, then one pair of quotes around the whole value.
+            case "$line" in *=*) ;; *) continue ;; esac
+            key=$(trim "${line%%=*}") value=$(trim "${line#*=}")
+            case "$key" in EMOTION_EDGE_*) ;; *) continue ;; esac
+            case "$value" in \"*\" | \'*\') value=${value:1:${#value}-2} ;; esac
+            settings+=("$key=$value")
         done <"$R_ETC/env"
     fi
     if ! env ${settings[@]+"${settings[@]}"} CREDENTIALS_DIRECTORY="$R_ETC" \

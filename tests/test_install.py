@@ -139,7 +139,12 @@ def test_uninstall_removes_exactly_what_install_added(root):
 def test_uninstall_asks_the_installed_daemon_to_clear_the_broker_and_goes_on_if_it_cannot(root, tmp_path):
     run_install(root, "--skip-venv")
     (root / "etc/emotion-edge/env").write_text(
-        "# overrides\nEMOTION_EDGE_MQTT__HOST=broker.lan\nEMOTION_EDGE_DEVICE_ID=attic pi\nOTHER=no\n"
+        "# overrides, read as systemd reads an EnvironmentFile=\n"
+        "# EMOTION_EDGE_MQTT__PORT=1884\n"
+        '  EMOTION_EDGE_MQTT__HOST = "broker.lan"  \n'
+        "EMOTION_EDGE_DEVICE_ID='attic pi'\n"
+        "EMOTION_EDGE_MQTT__USERNAME=pi \n"
+        "OTHER=no\n"
     )
     record = tmp_path / "forget-call.txt"
     fake = root / "opt/emotion-edge/venv/bin/emotion-edge"  # stands in for the installed daemon
@@ -147,7 +152,8 @@ def test_uninstall_asks_the_installed_daemon_to_clear_the_broker_and_goes_on_if_
     fake.write_text(
         "#!/bin/sh\n"
         f'{{ echo "$*"; echo "cred=$CREDENTIALS_DIRECTORY"; echo "host=$EMOTION_EDGE_MQTT__HOST"; '
-        f'echo "id=$EMOTION_EDGE_DEVICE_ID"; echo "other=${{OTHER:-unset}}"; }} > {record}\n'
+        f'echo "id=$EMOTION_EDGE_DEVICE_ID"; echo "user=$EMOTION_EDGE_MQTT__USERNAME"; '
+        f'echo "port=${{EMOTION_EDGE_MQTT__PORT:-unset}}"; echo "other=${{OTHER:-unset}}"; }} > {record}\n'
         "echo 'error: cannot connect to the MQTT broker at broker.lan:1883' >&2\nexit 2\n"
     )
     fake.chmod(0o755)
@@ -156,8 +162,10 @@ def test_uninstall_asks_the_installed_daemon_to_clear_the_broker_and_goes_on_if_
     assert record.read_text().splitlines() == [
         f"forget --config {etc}/config.yaml --timeout 10",
         f"cred={etc}",  # where the unit's LoadCredential= would have put mqtt_password
-        "host=broker.lan",
+        "host=broker.lan",  # quotes and the whitespace around them are not part of the value
         "id=attic pi",  # a value with a space arrives whole
+        "user=pi",
+        "port=unset",  # a commented-out line stays out
         "other=unset",  # only the daemon's own variables
     ]
     assert "cannot connect to the MQTT broker" in result.stderr
