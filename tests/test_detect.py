@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import cv2
 import numpy as np
 import pytest
 
@@ -205,3 +206,17 @@ def test_blazeface_roi_scans_the_whole_frame():
     frame, truth = facesdata.two_faces_frame()
     detector = make_detector(DetectorConfig(type="blazeface"))
     assert matched(detector.detect_roi(frame, truth[:1]), truth) == 2  # it still sees the other face
+
+
+@pytest.mark.parametrize("wall", [30, 128, 220])
+@pytest.mark.parametrize("face_px", [96, 144])
+def test_haar_finds_a_face_in_front_of_a_plain_wall(face_px, wall):
+    # A plain wall fills most of the frame. Equalising the whole frame's histogram (as this detector once
+    # did) stretched the wall's few grey levels over the full range and crushed the face: it missed all six.
+    x, y, w, h = facesdata.ASTRONAUT_FACE
+    face = cv2.cvtColor(facesdata.astronaut_bgr()[y : y + h, x : x + w], cv2.COLOR_BGR2GRAY)
+    rng = np.random.default_rng(face_px + wall)
+    frame = np.clip(wall + rng.normal(0, 6, (480, 640)), 0, 255).astype(np.uint8)
+    frame[100 : 100 + face_px, 200 : 200 + face_px] = cv2.resize(face, (face_px, face_px))
+    truth = [(200, 100, face_px, face_px)]
+    assert matched(make_detector(DetectorConfig()).detect(frame), truth) == 1
