@@ -1,0 +1,190 @@
+"""Scene accuracy: labelled face crops pasted into 640x480 frames, found by the daemon's detector and
+classified by its model the way the daemon does it. A face the detector misses counts as wrong.
+
+`emotion-convert evaluate` scores the model on ready-made face crops; a camera gives the daemon whole frames,
+so what users get is detection recall times the accuracy on the detector's crops. Each face of the split is
+enlarged to --face-px, pasted at a random place into a background (flat grey, a scikit-image photo without
+people, or a dark room with a dimmed face), and the frame goes through `make_detector(...).detect`, then
+`faces_to_batch` with each --margin, then the classifier. Detector variants are compared in one run:
+
+    .venv/bin/python benchmarks/scene_accuracy.py --data ../shared/data/fer2013 --split test --limit 600 \\
+        --detector haar --detector haar:scale_factor=1.1,min_neighbors=4 [--margin 0,0.1] [--json out.json]
+
+Tune on `--split train` and choose on `test`, as for the model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from dataclasses import fields, replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from convert.model_io import to_model_order  # noqa: E402
+from edge.classify import EmotionClassifier  # noqa: E402
+from edge.config import DetectorConfig  # noqa: E402
+from edge.daemon import default_model_path  # noqa: E402
+from edge.detect import DetectorError, make_detector  # noqa: E402
+from edge.preprocess import faces_to_batch  # noqa: E402
+from train.data import DataError, load_dataset  # noqa: E402
+
+FRAME = (480, 640)  # (height, width): the daemon's default camera size
+MATCH_IOU = 0.4  # a detection this close to the pasted face's square has found it
+# scikit-image photos with no human face in them (its "camera" and "astronaut" have one).
+PHOTOS = ("coffee", "rocket", "chelsea", "brick", "grass", "gravel", "page", "moon", "text")
+BACKGROUNDS = ("flat", "photo", "dark")
+
+
+def photo_backgrounds() -> list[np.ndarray]:
+    import skimage.data
+
+    frames = []
+    for name in PHOTOS:
+        image = getattr(skimage.data, name)()
+        if image.ndim == 3:
+            image = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+        frames.append(cv2.resize(image, FRAME[::-1], interpolation=cv2.INTER_AREA))
+    return frames
+
+
+def make_scene(face: np.ndarray, face_px: int, background: str, photos, rng) -> tuple[np.ndarray, tuple]:
+    """One grey frame holding `face` enlarged to face_px; returns it and the face's [x, y, w, h]."""
+    height, width = FRAME
+    if background == "flat":
+        frame = np.clip(128 + rng.normal(0, 8, FRAME), 0, 255).astype(np.uint8)
+    elif background == "dark":
+        frame = np.clip(40 + rng.normal(0, 4, FRAME), 0, 255).astype(np.uint8)
+    else:
+        frame = photos[int(rng.integers(len(photos)))].copy()
+    big = cv2.resize(face, (face_px, face_px), interpolation=cv2.INTER_LINEAR)
+    if background == "dark":
+        big = (big * 0.35).astype(np.uint8)
+    x, y = int(rng.integers(0, width - face_px + 1)), int(rng.integers(0, height - face_px + 1))
+    frame[y : y + face_px, x : x + face_px] = big
+    return frame, (x, y, face_px, face_px)
+
+
+def iou(a, b) -> float:
+    w = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    h = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    inter = w * h
+    return inter / float(a[2] * a[3] + b[2] * b[3] - inter)
+
+
+def parse_detector(spec: str) -> DetectorConfig:
+    """'haar' or 'haar:scale_factor=1.1,min_neighbors=4' -> a DetectorConfig with those keys changed."""
+    kind, _, overrides = spec.partition(":")
+    config = DetectorConfig(type=kind)
+    types = {f.name: f.metadata["kind"] for f in fields(DetectorConfig)}
+    changes = {}
+    for item in filter(None, overrides.split(",")):
+        key, _, value = item.partition("=")
+        if key not in types or types[key] not in (int, float, str):
+            raise ValueError(f"--detector {spec}: unknown or unsupported key {key!r}")
+        changes[key] = types[key](value)
+    return replace(config, **changes)
+
+
+def score(detector, classifier, faces, targets, face_px, background, margins, seed) -> dict:
+    """Run one detector over one kind of scene; counts and the median detection time."""
+    photos = photo_backgrounds() if background == "photo" else None
+    rng = np.random.default_rng([seed, face_px, BACKGROUNDS.index(background)])
+    found, false_boxes, seconds = 0, 0, []
+    correct = dict.fromkeys(margins, 0)
+    for face, target in zip(faces, targets, strict=True):
+        frame, truth = make_scene(face, face_px, background, photos, rng)
+        start = time.perf_counter()
+        detections = detector.detect(frame)
+        seconds.append(time.perf_counter() - start)
+        overlaps = [iou(d.box, truth) for d in detections]
+        best = int(np.argmax(overlaps)) if overlaps else -1
+        false_boxes += sum(o < MATCH_IOU for o in overlaps)
+        if best < 0 or overlaps[best] < MATCH_IOU:
+            continue
+        found += 1
+        for margin in margins:
+            batch = faces_to_batch(frame, [detections[best].box], classifier.input_size, margin)
+            correct[margin] += int(classifier.classify(batch)[0].argmax() == target)
+    n = len(faces)
+    return {
+        "faces": n,
+        "found": found / n,
+        "false_per_frame": false_boxes / n,
+        "detect_ms_median": 1000 * statistics.median(seconds),
+        "accuracy_of_found": {str(m): correct[m] / max(1, found) for m in margins},
+        "end_to_end": {str(m): correct[m] / n for m in margins},
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True, help="labelled faces (FER-2013 folders or <label>/ folders)")
+    parser.add_argument("--split", default="test", help="split to paste (default test)")
+    parser.add_argument("--model", help="a .tflite with its .json contract (default: the shipped model)")
+    parser.add_argument("--limit", type=int, default=600, help="faces to use, a seeded random sample")
+    parser.add_argument("--face-px", default="96,144", help="comma-separated pasted face sizes in pixels")
+    parser.add_argument("--backgrounds", default=",".join(BACKGROUNDS), help="flat, photo and/or dark")
+    parser.add_argument(
+        "--detector", action="append", help="type[:key=value,...] of detector settings; repeat to compare"
+    )
+    parser.add_argument("--margin", default="", help="crop margins to try (default: the model's own)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args(argv)
+    try:
+        sizes = [int(v) for v in args.face_px.split(",")]
+        backgrounds = args.backgrounds.split(",")
+        if any(b not in BACKGROUNDS for b in backgrounds) or any(not 48 <= s <= min(FRAME) for s in sizes):
+            raise ValueError(f"--backgrounds takes {BACKGROUNDS}; --face-px 48..{min(FRAME)}")
+        specs = args.detector or ["haar"]
+        detectors = [(spec, make_detector(parse_detector(spec))) for spec in specs]
+        classifier = EmotionClassifier(args.model or default_model_path())
+        margins = [float(v) for v in args.margin.split(",")] if args.margin else []
+        margins = margins or [classifier.contract.crop_margin]
+        dataset = load_dataset(args.data, size=classifier.input_size)
+        if args.split not in dataset.splits:
+            raise ValueError(f"no split {args.split!r} in {args.data} (it has {sorted(dataset.splits)})")
+    except (ValueError, DetectorError, DataError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    split = dataset.splits[args.split]
+    rng = np.random.default_rng(args.seed)
+    chosen = np.sort(rng.permutation(len(split))[: args.limit])
+    faces = split.images[chosen]
+    targets = to_model_order(split.labels[chosen], dataset.labels, classifier.labels)
+    crops = classifier.classify(faces[..., None]) if len(faces) else np.empty((0, 1))
+    direct = float((crops.argmax(axis=1) == targets).mean())
+    print(f"{len(faces)} faces of '{args.split}'; on the crops themselves: {direct:.1%}")
+    print(
+        f"{'detector':42s} {'scene':6s} {'px':>4s} {'found':>6s} {'false':>6s} {'ms':>6s}  end-to-end by margin"
+    )
+    results = []
+    for spec, detector in detectors:
+        for background in backgrounds:
+            for face_px in sizes:
+                row = score(detector, classifier, faces, targets, face_px, background, margins, args.seed)
+                row.update(detector=spec, background=background, face_px=face_px)
+                results.append(row)
+                by_margin = "  ".join(f"{m}: {v:.1%}" for m, v in row["end_to_end"].items())
+                print(
+                    f"{spec:42s} {background:6s} {face_px:4d} {row['found']:6.1%} "
+                    f"{row['false_per_frame']:6.2f} {row['detect_ms_median']:6.1f}  {by_margin}",
+                    flush=True,
+                )
+    if args.json:
+        report = {"split": args.split, "faces": len(faces), "crop_accuracy": direct, "results": results}
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
