@@ -38,7 +38,6 @@ from edge.preprocess import faces_to_batch  # noqa: E402
 from train.data import DataError, load_dataset  # noqa: E402
 
 FRAME = (480, 640)  # (height, width): the daemon's default camera size
-MATCH_IOU = 0.4  # a detection this close to the pasted face's square has found it
 # scikit-image photos with no human face in them (its "camera" and "astronaut" have one).
 PHOTOS = ("coffee", "rocket", "chelsea", "brick", "grass", "gravel", "page", "moon", "text")
 BACKGROUNDS = ("flat", "photo", "dark")
@@ -73,11 +72,15 @@ def make_scene(face: np.ndarray, face_px: int, background: str, photos, rng) -> 
     return frame, (x, y, face_px, face_px)
 
 
-def iou(a, b) -> float:
-    w = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
-    h = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
-    inter = w * h
-    return inter / float(a[2] * a[3] + b[2] * b[3] - inter)
+def centre_offset(box, face) -> float:
+    """How far the box's centre lies from the pasted face's centre, in face widths (per axis, the larger).
+
+    A detection whose centre falls inside the face (under 0.5) has found it, however tightly it frames it:
+    detectors frame faces differently, and what that does to accuracy is what the scores measure.
+    """
+    dx = abs(box[0] + box[2] / 2 - face[0] - face[2] / 2)
+    dy = abs(box[1] + box[3] / 2 - face[1] - face[3] / 2)
+    return max(dx, dy) / face[2]
 
 
 def parse_detector(spec: str) -> DetectorConfig:
@@ -105,10 +108,10 @@ def score(detector, classifier, faces, targets, face_px, background, margins, se
         start = time.perf_counter()
         detections = detector.detect(frame)
         seconds.append(time.perf_counter() - start)
-        overlaps = [iou(d.box, truth) for d in detections]
-        best = int(np.argmax(overlaps)) if overlaps else -1
-        false_boxes += sum(o < MATCH_IOU for o in overlaps)
-        if best < 0 or overlaps[best] < MATCH_IOU:
+        offsets = [centre_offset(d.box, truth) for d in detections]
+        best = int(np.argmin(offsets)) if offsets else -1
+        false_boxes += sum(o >= 0.5 for o in offsets)
+        if best < 0 or offsets[best] >= 0.5:
             continue
         found += 1
         for margin in margins:
