@@ -32,6 +32,23 @@ ROI_FACE_WINDOWS = 2.0
 # Between two frames a face barely changes size: scanning only 0.7x..1.5x its last size skips most of the
 # cascade's work (the smallest windows are the most numerous), about 5 -> 3 ms per face here.
 ROI_SIZE_RANGE = (0.7, 1.5)
+# A frame (or tracked-face crop) whose grey levels span less than this is stretched to the full range first.
+LOW_CONTRAST = 128
+
+
+def normalise_contrast(gray: np.ndarray) -> np.ndarray:
+    """A dim or washed-out frame stretched linearly to 0..255; any other frame unchanged.
+
+    The cascade normalises each window by its own variance, yet in a very dark frame (a face a dozen grey
+    levels deep) it finds nothing. Histogram equalisation, which this detector once used, rescues those but
+    reshapes the histogram: a plain wall filling most of the frame gets its few grey levels spread over the
+    whole range and the face in front of it crushed (tests/test_detect.py's plain-wall faces were all
+    missed). A linear stretch keeps the order and spacing of the levels.
+    """
+    low, high, _, _ = cv2.minMaxLoc(gray)
+    if high - low >= LOW_CONTRAST or high <= low:
+        return gray
+    return cv2.convertScaleAbs(gray, alpha=255.0 / (high - low), beta=-low * 255.0 / (high - low))
 
 
 def _candidate_dirs(folder: str) -> list[Path]:
@@ -85,10 +102,7 @@ class CascadeDetector:
         if scale < 1.0:
             size = (max(1, round(gray.shape[1] * scale)), max(1, round(gray.shape[0] * scale)))  # never 0
             gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
-        # No histogram equalisation: the cascade already normalises every window by its own variance, and a
-        # global equalisation stretches a plain wall's few grey levels over the whole range, crushing the
-        # face in front of it (found faces fell by a quarter in benchmarks/scene_accuracy.py, dark rooms too).
-        small = gray
+        small = normalise_contrast(gray)
         min_side = max(1, min_side, int(round(self.min_face_px * scale)))
         if min_side > min(small.shape[:2]) or (max_side and max_side < min_side):
             return []
