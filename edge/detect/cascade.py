@@ -80,7 +80,7 @@ def find_cascade(kind: str) -> Path:
 
 
 class CascadeDetector:
-    def __init__(self, kind="haar", min_face_px=40, detect_width=320, scale_factor=1.1, min_neighbors=5):
+    def __init__(self, kind="haar", min_face_px=40, detect_width=320, scale_factor=1.1, min_neighbors=3):
         if kind not in CASCADE_FILES:
             raise DetectorError(f"unknown cascade type {kind!r}")
         self.name = kind
