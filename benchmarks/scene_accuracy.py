@@ -20,18 +20,19 @@ import json
 import statistics
 import sys
 import time
-from dataclasses import fields, replace
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
 import numpy as np
+import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from convert.model_io import to_model_order  # noqa: E402
 from edge.classify import EmotionClassifier  # noqa: E402
-from edge.config import DetectorConfig  # noqa: E402
+from edge.config import DetectorConfig, validate_layer  # noqa: E402
 from edge.daemon import default_model_path  # noqa: E402
 from edge.detect import DetectorError, make_detector  # noqa: E402
 from edge.preprocess import faces_to_batch  # noqa: E402
@@ -84,17 +85,14 @@ def centre_offset(box, face) -> float:
 
 
 def parse_detector(spec: str) -> DetectorConfig:
-    """'haar' or 'haar:scale_factor=1.1,min_neighbors=4' -> a DetectorConfig with those keys changed."""
+    """'haar' or 'haar:scale_factor=1.1,min_neighbors=4' -> a DetectorConfig, checked as the daemon's config is."""
     kind, _, overrides = spec.partition(":")
-    config = DetectorConfig(type=kind)
-    types = {f.name: f.metadata["kind"] for f in fields(DetectorConfig)}
-    changes = {}
+    layer = {"type": kind}
     for item in filter(None, overrides.split(",")):
         key, _, value = item.partition("=")
-        if key not in types or types[key] not in (int, float, str):
-            raise ValueError(f"--detector {spec}: unknown or unsupported key {key!r}")
-        changes[key] = types[key](value)
-    return replace(config, **changes)
+        layer[key.strip()] = yaml.safe_load(value)  # "1.1" -> 1.1, "3" -> 3, as in the YAML config
+    checked = validate_layer(layer, f" (from --detector {spec})", DetectorConfig, "detector.")
+    return replace(DetectorConfig(), **checked)
 
 
 def score(detector, classifier, faces, targets, face_px, background, margins, seed) -> dict:
@@ -148,6 +146,8 @@ def main(argv=None) -> int:
         backgrounds = args.backgrounds.split(",")
         if any(b not in BACKGROUNDS for b in backgrounds) or any(not 48 <= s <= min(FRAME) for s in sizes):
             raise ValueError(f"--backgrounds takes {BACKGROUNDS}; --face-px 48..{min(FRAME)}")
+        if args.limit < 1:
+            raise ValueError("--limit must be at least 1")
         specs = args.detector or ["haar"]
         detectors = [(spec, make_detector(parse_detector(spec))) for spec in specs]
         classifier = EmotionClassifier(args.model or default_model_path())
