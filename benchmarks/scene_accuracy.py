@@ -96,11 +96,13 @@ def parse_detector(spec: str) -> DetectorConfig:
 
 
 def score(detector, classifier, faces, targets, face_px, background, margins, seed) -> dict:
-    """Run one detector over one kind of scene; counts and the median detection time."""
+    """Run one detector over one kind of scene; counts, found faces per label and the median detection time."""
     photos = photo_backgrounds() if background == "photo" else None
     rng = np.random.default_rng([seed, face_px, BACKGROUNDS.index(background)])
     found, false_boxes, seconds = 0, 0, []
     correct = dict.fromkeys(margins, 0)
+    labels = classifier.labels
+    found_by_label, faces_by_label = np.zeros(len(labels)), np.bincount(targets, minlength=len(labels))
     for face, target in zip(faces, targets, strict=True):
         frame, truth = make_scene(face, face_px, background, photos, rng)
         start = time.perf_counter()
@@ -112,6 +114,7 @@ def score(detector, classifier, faces, targets, face_px, background, margins, se
         if best < 0 or offsets[best] >= 0.5:
             continue
         found += 1
+        found_by_label[target] += 1
         for margin in margins:
             batch = faces_to_batch(frame, [detections[best].box], classifier.input_size, margin)
             correct[margin] += int(classifier.classify(batch)[0].argmax() == target)
@@ -120,6 +123,11 @@ def score(detector, classifier, faces, targets, face_px, background, margins, se
         "faces": n,
         "found": found / n,
         "false_per_frame": false_boxes / n,
+        "found_by_label": {
+            label: found_by_label[i] / faces_by_label[i]
+            for i, label in enumerate(labels)
+            if faces_by_label[i]
+        },
         "detect_ms_median": 1000 * statistics.median(seconds),
         "accuracy_of_found": {str(m): correct[m] / max(1, found) for m in margins},
         "end_to_end": {str(m): correct[m] / n for m in margins},
@@ -138,6 +146,7 @@ def main(argv=None) -> int:
         "--detector", action="append", help="type[:key=value,...] of detector settings; repeat to compare"
     )
     parser.add_argument("--margin", default="", help="crop margins to try (default: the model's own)")
+    parser.add_argument("--per-label", action="store_true", help="also print the found faces per label")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
@@ -183,6 +192,8 @@ def main(argv=None) -> int:
                     f"{row['false_per_frame']:6.2f} {row['detect_ms_median']:6.1f}  {by_margin}",
                     flush=True,
                 )
+                if args.per_label:
+                    print("    found: " + ", ".join(f"{k} {v:.0%}" for k, v in row["found_by_label"].items()))
     if args.json:
         report = {"split": args.split, "faces": len(faces), "crop_accuracy": direct, "results": results}
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")

@@ -53,7 +53,8 @@ def test_pastes_finds_and_scores_every_scene(tmp_path):
             assert abs(row["end_to_end"][margin] - found_right) < 1e-9
             assert row["end_to_end"][margin] <= row["found"]
     # The astronaut, a real frontal face, is found on every background at both sizes, mirrored or not.
-    assert all(row["found"] >= 0.5 for row in rows.values()), rows
+    assert all(row["found_by_label"]["happy"] == 1.0 for row in rows.values()), rows
+    assert all(set(row["found_by_label"]) == {"happy", "neutral"} for row in rows.values())
     assert "end-to-end by margin" in done.stdout
 
 
