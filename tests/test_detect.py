@@ -224,7 +224,7 @@ def test_haar_finds_a_face_in_front_of_a_plain_wall(face_px, wall):
 
 @pytest.mark.parametrize("gain", [0.15, 0.1])
 def test_haar_finds_faces_in_a_very_dark_frame(gain):
-    # The two faces a dozen grey levels deep: without a contrast stretch the cascade finds neither.
+    # The two faces a few dozen grey levels deep: without a contrast stretch the cascade finds neither.
     frame, truth = facesdata.two_faces_frame()
     dark = (frame.astype(np.float32) * gain).astype(np.uint8)
     assert matched(make_detector(DetectorConfig()).detect(dark), truth) == 2

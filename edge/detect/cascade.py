@@ -39,7 +39,7 @@ LOW_CONTRAST = 128
 def normalise_contrast(gray: np.ndarray) -> np.ndarray:
     """A dim or washed-out frame stretched linearly to 0..255; any other frame unchanged.
 
-    The cascade normalises each window by its own variance, yet in a very dark frame (a face a dozen grey
+    The cascade normalises each window by its own variance, yet in a very dark frame (a face a few dozen grey
     levels deep) it finds nothing. Histogram equalisation, which this detector once used, rescues those but
     reshapes the histogram: a plain wall filling most of the frame gets its few grey levels spread over the
     whole range and the face in front of it crushed (tests/test_detect.py's plain-wall faces were all
