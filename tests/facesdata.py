@@ -33,6 +33,12 @@ def astronaut_bgr() -> np.ndarray:
     return cv2.cvtColor(_astronaut_rgb(), cv2.COLOR_RGB2BGR)
 
 
+def astronaut_face_gray() -> np.ndarray:
+    """Just the face (ASTRONAUT_FACE in the original), grayscale: a tight crop, as FER-2013's faces are."""
+    x, y, w, h = ASTRONAUT_FACE
+    return cv2.cvtColor(astronaut_bgr()[y : y + h, x : x + w], cv2.COLOR_BGR2GRAY)
+
+
 def _scale_box(box: Box, scale: float, dx: int = 0, dy: int = 0) -> Box:
     x, y, w, h = box
     return (round(x * scale) + dx, round(y * scale) + dy, round(w * scale), round(h * scale))

@@ -213,8 +213,7 @@ def test_blazeface_roi_scans_the_whole_frame():
 def test_haar_finds_a_face_in_front_of_a_plain_wall(face_px, wall):
     # A plain wall fills most of the frame. Equalising the whole frame's histogram (as this detector once
     # did) stretched the wall's few grey levels over the full range and crushed the face: it missed all six.
-    x, y, w, h = facesdata.ASTRONAUT_FACE
-    face = cv2.cvtColor(facesdata.astronaut_bgr()[y : y + h, x : x + w], cv2.COLOR_BGR2GRAY)
+    face = facesdata.astronaut_face_gray()
     rng = np.random.default_rng(face_px + wall)
     frame = np.clip(wall + rng.normal(0, 6, (480, 640)), 0, 255).astype(np.uint8)
     frame[100 : 100 + face_px, 200 : 200 + face_px] = cv2.resize(face, (face_px, face_px))

@@ -20,9 +20,7 @@ SCRIPT = REPO / "benchmarks" / "scene_accuracy.py"
 
 def write_faces(root: Path) -> Path:
     """test/happy: the astronaut's face and its mirror image; test/neutral: two drawn faces."""
-    x, y, w, h = facesdata.ASTRONAUT_FACE
-    face = cv2.cvtColor(facesdata.astronaut_bgr()[y : y + h, x : x + w], cv2.COLOR_BGR2GRAY)
-    face = cv2.resize(face, (48, 48), interpolation=cv2.INTER_AREA)
+    face = cv2.resize(facesdata.astronaut_face_gray(), (48, 48), interpolation=cv2.INTER_AREA)
     drawn, _ = make_faces(1, labels=["neutral", "sad"])
     for label, images in (("happy", [face, face[:, ::-1]]), ("neutral", list(drawn))):
         folder = root / "test" / label
