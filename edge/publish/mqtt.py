@@ -296,8 +296,10 @@ class MqttPublisher(Publisher):
         else:
             # The broker hung up before accepting us: with mutual TLS that is how a missing or untrusted
             # client certificate shows (TLS 1.3 checks it after the client's handshake has finished).
+            # Keyed without the error text: whether paho reads the broker's alert or only the hang-up
+            # after it is a race, so the text changes between retries of the same outage.
             self._report(
-                f"dropped:{error}",
+                "dropped",
                 "MQTT broker %s closed the connection before accepting it (%s); check mqtt.tls.certfile/"
                 "keyfile if it requires client certificates, or the broker's log; retrying",
                 self.address, error or reason_code,
