@@ -33,6 +33,7 @@ from convert.model_io import (
     face_model_shape,
     has_contract,
     load_keras_model,
+    require_tensorflow,
     resolve_eval_path,
     resolve_keras_path,
     to_model_order,
@@ -111,6 +112,7 @@ def run_convert(args) -> int:
         )
     if args.samples <= 0:
         raise ConvertError(f"--samples must be positive, got {args.samples}")
+    require_tensorflow()
     model, contract, dataset = _load_checked_inputs(keras_path, args.data, args.cache_dir)
 
     extra = {"mode": args.mode, "source_model": str(keras_path)}

@@ -6,6 +6,7 @@ typo in a path fails in a fraction of a second instead of after TensorFlow's sta
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import zipfile
 from pathlib import Path
@@ -57,8 +58,23 @@ def contract_for(model_path: Path) -> ModelContract:
     return load_contract(model_path)
 
 
+def require_tensorflow() -> None:
+    """Converting runs TensorFlow's TFLite converter, whatever backend trained the model."""
+    if importlib.util.find_spec("tensorflow") is None:
+        raise ConvertError(
+            "converting needs TensorFlow's TFLite converter, and TensorFlow is not installed here; "
+            "pip install '.[train]' (a run dir trained on JAX or torch converts there unchanged)"
+        )
+
+
 def load_keras_model(path: Path):
     """Load without compiling (we only run inference) and turn Keras' errors into one readable line."""
+    from train.backend import BackendError, choose_backend
+
+    try:
+        choose_backend()  # evaluating a .keras needs Keras on any backend; only converting needs TensorFlow
+    except BackendError as exc:
+        raise ConvertError(f"cannot load {path}: {exc}") from None
     import keras
 
     try:

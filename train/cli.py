@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from train.backend import BackendError, choose_backend
 from train.train import ARCH_NAMES, DEFAULTS, TrainError, config_for_run
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the logs
@@ -165,6 +166,13 @@ def main(argv=None) -> int:
     if resume and overwrite:
         print("error: --resume and --overwrite contradict each other", file=sys.stderr)
         return 2
+    try:
+        note = choose_backend()
+    except BackendError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if note:
+        print(note, file=sys.stderr)
     try:
         if run_dir.exists() and not run_dir.is_dir():
             raise TrainError(f"--out {run_dir} exists and is not a directory")
