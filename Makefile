@@ -1,10 +1,12 @@
 # Every target builds what it needs from the repository alone: a venv, then the package into it.
 #   make run    the edge daemon (base install, no TensorFlow) on the shipped model and sample faces
-#   make test   the test suite (installs the [train,dev] extras into .venv)
+#   make test   the test suite (installs the [train,dev] extras into .venv, and [train-jax] into .venv-jax
+#               so training is also tested on a machine without TensorFlow)
 #   make model  reproduces the shipped default model from FER-2013 (resumable; see MODEL_CARD.md)
 PYTHON ?= python3
 VENV ?= .venv
 EDGE_VENV ?= .venv-edge
+JAX_VENV ?= .venv-jax
 FER ?= ../shared/data/fer2013
 
 # The shipped default model's recipe (MODEL_CARD.md). Tune on train/, choose on test/.
@@ -36,12 +38,18 @@ $(EDGE_VENV)/.installed: pyproject.toml
 	$(EDGE_VENV)/bin/pip install -q -e .
 	touch $@
 
+$(JAX_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(JAX_VENV)
+	$(JAX_VENV)/bin/pip install -q --upgrade pip
+	$(JAX_VENV)/bin/pip install -q -e '.[train-jax]'
+	touch $@
+
 run: $(EDGE_VENV)/.installed
 	$(EDGE_VENV)/bin/emotion-edge --source edge/samples --publish stdout
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed $(JAX_VENV)/.installed
 	$(VENV)/bin/python -m ruff check .
-	$(VENV)/bin/python -m pytest
+	EMOTION_TEST_JAX_PYTHON=$(JAX_VENV)/bin/python $(VENV)/bin/python -m pytest
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/python -m ruff check .

@@ -194,3 +194,30 @@ def test_training_runs_and_resumes_on_the_jax_backend(tmp_path):
     model = keras.models.load_model(run_dir / "model.keras")
     probs = model.predict(np.zeros((3, 48, 48, 1), np.float32), verbose=0)
     assert probs.shape == (3, 7) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_a_jax_only_install_trains_without_keras_backend_set_and_refuses_to_convert(tmp_path):
+    # `pip install '.[train-jax]'` and no KERAS_BACKEND: Keras alone would die importing TensorFlow.
+    python = jax_python()
+    if subprocess.run([python, "-c", "import tensorflow"], capture_output=True).returncode == 0:
+        pytest.skip(f"{python} has TensorFlow: this checks an install without it (EMOTION_TEST_JAX_PYTHON)")
+    data = write_folder_dataset(tmp_path / "faces", splits={"train": 4, "test": 2})
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    env.update(KERAS_HOME=str(tmp_path / "keras-home"), PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
+    cli = "import sys; from {0}.cli import main; sys.exit(main(sys.argv[1:]))"
+
+    def emotion(tool: str, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([python, "-c", cli.format(tool), *map(str, args)], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=240)  # fmt: skip
+
+    trained = emotion("train", "--data", data, "--out", tmp_path / "run", "--arch", "mobilenet", "--epochs", "1",
+                      "--batch-size", "14", "--quiet")  # fmt: skip
+    assert trained.returncode == 0, trained.stdout + trained.stderr
+    assert "TensorFlow is not installed: training on Keras's jax backend" in trained.stderr
+    assert (tmp_path / "run" / "model.keras").is_file()
+
+    converted = emotion("convert", tmp_path / "run", "--data", data, "--out", tmp_path / "model.tflite")
+    assert converted.returncode == 2 and "Traceback" not in converted.stderr
+    assert "converting needs TensorFlow's TFLite converter" in converted.stderr
+    assert not (tmp_path / "model.tflite").exists()
