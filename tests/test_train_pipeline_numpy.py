@@ -150,6 +150,8 @@ JAX_RUN = textwrap.dedent(
 def jax_python() -> str:
     """The interpreter for the JAX run: EMOTION_TEST_JAX_PYTHON (a venv with jax + keras), else this one."""
     python = os.environ.get("EMOTION_TEST_JAX_PYTHON", sys.executable)
+    if os.sep in python:  # a path (`make test` passes .venv-jax/bin/python): the runs below change directory
+        python = os.path.abspath(python)
     env = {**os.environ, "KERAS_BACKEND": "jax"}  # keras alone would try TensorFlow, maybe not installed
     probe = subprocess.run([python, "-c", "import jax, keras"], env=env, capture_output=True, text=True)
     if probe.returncode != 0:
