@@ -1,4 +1,4 @@
-"""The backend-neutral input pipeline (train/pipeline_numpy.py) and training on Keras' JAX backend."""
+"""The backend-neutral input pipeline (train/pipeline_numpy.py) and training on Keras' JAX and torch backends."""
 
 from __future__ import annotations
 
@@ -118,17 +118,17 @@ def test_the_backend_picks_the_pipeline_and_shared_helpers_need_no_tensorflow():
     assert done.returncode == 0, done.stderr
 
 
-# A short run on the JAX backend in a subprocess: interrupted after its first epoch, then resumed. Batches of
+# A short run on another backend in a subprocess: interrupted after its first epoch, then resumed. Batches of
 # 28 split 140 train and 28 validation faces evenly: one batch shape, so JAX compiles each step only once.
-JAX_RUN = textwrap.dedent(
+BACKEND_RUN = textwrap.dedent(
     """
     import json, sys
     import keras
     from train.cli import main
     from train.train import config_for_run, run
 
-    data, run_dir, cache, teacher = sys.argv[1:5]
-    assert keras.backend.backend() == "jax", keras.backend.backend()
+    data, run_dir, cache, teacher, backend = sys.argv[1:6]
+    assert keras.backend.backend() == backend, keras.backend.backend()
 
     class InterruptAfterFirstEpoch(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
@@ -147,34 +147,40 @@ JAX_RUN = textwrap.dedent(
 )
 
 
-def jax_python() -> str:
-    """The interpreter for the JAX run: EMOTION_TEST_JAX_PYTHON (a venv with jax + keras), else this one."""
-    python = os.environ.get("EMOTION_TEST_JAX_PYTHON", sys.executable)
+def backend_python(backend: str) -> str:
+    """The interpreter for a run on `backend`: EMOTION_TEST_JAX_PYTHON / EMOTION_TEST_TORCH_PYTHON (a venv
+    with that backend, keras and this package; `make test` builds one for JAX), else this one."""
+    variable = f"EMOTION_TEST_{backend.upper()}_PYTHON"
+    python = os.environ.get(variable, sys.executable)
     if os.sep in python:  # a path (`make test` passes .venv-jax/bin/python): the runs below change directory
         python = os.path.abspath(python)
-    env = {**os.environ, "KERAS_BACKEND": "jax"}  # keras alone would try TensorFlow, maybe not installed
-    probe = subprocess.run([python, "-c", "import jax, keras"], env=env, capture_output=True, text=True)
+    env = {**os.environ, "KERAS_BACKEND": backend}  # keras alone would try TensorFlow, maybe not installed
+    probe = subprocess.run(
+        [python, "-c", f"import {backend}, keras"], env=env, capture_output=True, text=True
+    )
     if probe.returncode != 0:
         pytest.skip(
-            f"jax is not importable by {python} (pip install jax, or point EMOTION_TEST_JAX_PYTHON "
-            "at a venv with jax, keras and this package)"
+            f"{backend} is not importable by {python} (pip install {backend}, or point {variable} "
+            f"at a venv with {backend}, keras and this package)"
         )
     return python
 
 
 @pytest.mark.slow
-def test_training_runs_and_resumes_on_the_jax_backend(tmp_path):
-    python = jax_python()
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_training_runs_and_resumes_on_another_backend(tmp_path, backend):
+    python = backend_python(backend)
     data = write_folder_dataset(tmp_path / "faces", splits={"train": 20, "test": 4})
     run_dir = tmp_path / "run"
-    # A teacher written by this process (TensorFlow backend here), distilled from on JAX in worker threads.
+    # A teacher written by this process (TensorFlow backend here), distilled from in worker threads.
     teacher = tmp_path / "teacher" / "model.keras"
     teacher.parent.mkdir()
     make_model("mobilenet", (48, 48, 1), 7).save(teacher)
     save_contract(teacher, ModelContract(labels=FER_LABELS))
-    env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu"}
+    env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu",
+           "CUDA_VISIBLE_DEVICES": ""}  # fmt: skip
     done = subprocess.run(
-        [python, "-c", JAX_RUN, str(data), str(run_dir), str(tmp_path / "cache"), str(teacher)],
+        [python, "-c", BACKEND_RUN, str(data), str(run_dir), str(tmp_path / "cache"), str(teacher), backend],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -184,7 +190,7 @@ def test_training_runs_and_resumes_on_the_jax_backend(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     assert "interrupted" in done.stdout and "resuming at epoch 2/2" in done.stdout
     assert done.stdout.count("distilling from 1 teacher(s)") == 2  # the resumed run kept its teacher
-    # Both epochs' weights were kept across the interruption, averaged, and BatchNorm re-estimated on JAX.
+    # Both epochs' weights were kept across the interruption, averaged, and BatchNorm re-estimated there.
     assert "weight average of epochs 1-2 (2 kept, BatchNorm re-estimated on 140 train faces)" in done.stdout
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result == {"exit": 0, "tensorflow_imported": False}
@@ -192,16 +198,33 @@ def test_training_runs_and_resumes_on_the_jax_backend(tmp_path):
     assert state["epoch"] == 2 and state["optimizer_steps"] == 2 * 140 // 28  # the schedule continued
     assert (run_dir / "metrics.json").is_file() and (run_dir / "report.txt").is_file()
 
-    # The JAX-written model loads here (whatever backend this process runs) and classifies.
-    model = keras.models.load_model(run_dir / "model.keras")
+    # The model loads here (whatever backend this process runs) the way emotion-convert loads it: a torch
+    # run's compile config names torch's own AdamW, which no other backend can import.
+    model = keras.models.load_model(run_dir / "model.keras", compile=False)
     probs = model.predict(np.zeros((3, 48, 48, 1), np.float32), verbose=0)
     assert probs.shape == (3, 7) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-4)
+    assert state["backend"] == backend
+
+    # --resume here, on TensorFlow: a JAX checkpoint loads; a torch one is refused, naming the backend to use.
+    resumed = subprocess.run(
+        [sys.executable, "-m", "train.cli", "--out", str(run_dir), "--resume", "--quiet", "--cache-dir",
+         str(tmp_path / "cache")], cwd=REPO, env={**os.environ, "KERAS_BACKEND": "tensorflow"},
+        capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    if backend == "torch":
+        assert resumed.returncode == 2 and "Traceback" not in resumed.stderr
+        assert (
+            "written on Keras's torch backend" in resumed.stderr and "KERAS_BACKEND=torch" in resumed.stderr
+        )
+    else:
+        assert resumed.returncode == 0, resumed.stderr
+        assert "all epochs done" in resumed.stdout
 
 
 @pytest.mark.slow
 def test_a_jax_only_install_trains_without_keras_backend_set_and_refuses_to_convert(tmp_path):
     # `pip install '.[train-jax]'` and no KERAS_BACKEND: Keras alone would die importing TensorFlow.
-    python = jax_python()
+    python = backend_python("jax")
     if subprocess.run([python, "-c", "import tensorflow"], capture_output=True).returncode == 0:
         pytest.skip(f"{python} has TensorFlow: this checks an install without it (EMOTION_TEST_JAX_PYTHON)")
     data = write_folder_dataset(tmp_path / "faces", splits={"train": 4, "test": 2})

@@ -119,6 +119,23 @@ def test_interrupted_run_resumes_from_the_next_epoch(tmp_path, capsys):
     assert main(["--out", str(tmp_path / "nothing"), "--resume"]) == 2
     assert "nothing to resume" in capsys.readouterr().err
 
+    # A checkpoint that does not load is named, with the backend to resume on when another one wrote it.
+    assert state.backend == "tensorflow"
+    last = run_dir / "checkpoints" / "last.keras"
+    saved = last.read_bytes()
+    last.write_bytes(b"PK\x03\x04 not really a zip")
+    for writer, expected in [("torch", "was written on Keras's torch backend and does not load on tensorflow"),
+                             ("tensorflow", "could not be loaded to resume from")]:  # fmt: skip
+        RunState(**{**state.__dict__, "backend": writer}).save(run_dir / "checkpoints" / "state.json")
+        assert (
+            main(["--out", str(run_dir), "--resume", "--quiet", "--cache-dir", str(tmp_path / "cache")]) == 2
+        )
+        err = capsys.readouterr().err
+        assert expected in err and "Traceback" not in err
+    assert "resume with KERAS_BACKEND" not in err
+    last.write_bytes(saved)
+    state.save(run_dir / "checkpoints" / "state.json")
+
     assert main(["--out", str(run_dir), "--resume", "--quiet", "--cache-dir", str(tmp_path / "cache")]) == 0
     out = capsys.readouterr().out
     assert "resuming at epoch 3/4" in out

@@ -40,6 +40,7 @@ class RunState:
     lr: float = 0.0  # the learning rate at the end of the last epoch (the schedule position, readable)
     optimizer_steps: int = 0  # the optimizer's iteration count: where the cosine schedule stands
     stopped_early: bool = False
+    backend: str = ""  # the Keras backend that wrote last.keras ("" in runs from before this was recorded)
 
     @classmethod
     def load(cls, path: Path) -> RunState:

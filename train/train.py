@@ -194,6 +194,30 @@ def resume_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0] % 2**31)
 
 
+def load_last_checkpoint(run_dir: Path, state):
+    """checkpoints/last.keras with its optimizer state, for --resume; from now on this backend writes it.
+
+    A JAX checkpoint resumes under TensorFlow and back, but one written on torch names torch's own AdamW
+    class, which no other backend can import: say which backend to resume on instead of Keras's traceback.
+    """
+    import keras
+
+    path = run_dir / "checkpoints" / "last.keras"
+    here = keras.backend.backend()
+    try:
+        model = keras.models.load_model(path)
+    except Exception as exc:  # Keras raises many types for an archive it cannot rebuild
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        if state.backend and state.backend != here:
+            raise TrainError(
+                f"{path} was written on Keras's {state.backend} backend and does not load on {here} "
+                f"({first_line[:200]}); resume with KERAS_BACKEND={state.backend}"
+            ) from None
+        raise TrainError(f"{path} could not be loaded to resume from: {first_line[:200]}") from None
+    state.backend = here
+    return model
+
+
 def remove_run_files(run_dir: Path) -> None:
     """What a run writes, and nothing else in the folder (a user's notes stay)."""
     for name in ARTIFACTS:
@@ -275,7 +299,7 @@ def run(config: TrainConfig, resume=False, quiet=False, cache_dir=None, use_cach
     from train.runstate import RunDirCheckpoint, RunState, settle_checkpoints
 
     state_path = run_dir / "checkpoints" / "state.json"
-    state = RunState.load(state_path) if resume else RunState()
+    state = RunState.load(state_path) if resume else RunState(backend=keras.backend.backend())
     settle_checkpoints(run_dir, state)  # an interruption at an epoch's end left its models half-moved
     # tf.data's shuffle and augmentation streams start afresh in every process: seeded with config.seed alone,
     # each resume would replay epoch 1's shuffle order. A fresh run (epoch 0) keeps config.seed.
@@ -305,7 +329,7 @@ def run(config: TrainConfig, resume=False, quiet=False, cache_dir=None, use_cach
     # --- model: fresh, or the last checkpoint with its optimizer state --------------------------------------
     finished = state.stopped_early or state.epoch >= config.epochs
     if resume:
-        model = keras.models.load_model(run_dir / "checkpoints" / "last.keras")
+        model = load_last_checkpoint(run_dir, state)
         where = "all epochs done" if finished else f"resuming at epoch {state.epoch + 1}/{config.epochs}"
         say(f"{where} (best val_accuracy {state.best_val_accuracy:.4f})")
     else:
