@@ -72,9 +72,9 @@ class ModelConfig:
 @dataclass
 class DetectorConfig:
     type: str = _spec("haar", str, choices=("haar", "lbp", "blazeface"))
-    # A full Haar scan of a 640x480 frame costs ~15 ms on a 2.5 GHz x86 core (several times that on a Pi),
-    # classifying a tracked face 1-2 ms: detecting every 3rd frame and following boxes in between keeps a live
-    # camera near its frame rate. Photos are always detected (each is independent).
+    # A full Haar scan of a 640x480 frame costs ~15 ms on one core of the x86 dev VM (several times that on a
+    # Pi), classifying a tracked face 1-2 ms: detecting every 3rd frame and following boxes in between keeps a
+    # live camera near its frame rate. Photos are always detected (each is independent).
     every_n_frames: int = _spec(3, int, lo=1, hi=1000)
     # Between full scans, look for each tracked face only in a small crop around its last box (a few ms per
     # face with Haar; BlazeFace just scans the frame): boxes follow the face and a face that left is missed.
