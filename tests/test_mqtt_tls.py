@@ -129,11 +129,12 @@ def test_a_hang_up_reported_with_changing_error_texts_is_still_one_warning(caplo
     # the EOF after it on the next. Both are the same outage and must give one warning, not one each.
     caplog.set_level(logging.WARNING, logger="edge.publish.mqtt")
     publisher = MqttPublisher(MqttConfig(port=1, tls=TlsConfig(enabled=True)), DEVICE)
-    errors = [
-        "failed to receive on socket: [SSL: TLSV13_ALERT_CERTIFICATE_REQUIRED] tlsv13 alert certificate required",
-        "failed to receive on socket: EOF occurred in violation of protocol (_ssl.c:2427)",
-        "failed to receive on socket: [SSL: TLSV13_ALERT_CERTIFICATE_REQUIRED] tlsv13 alert certificate required",
-    ]
+    alert = (
+        "failed to receive on socket: [SSL: TLSV13_ALERT_CERTIFICATE_REQUIRED] tlsv13 alert certificate "
+        "required"
+    )
+    eof = "failed to receive on socket: EOF occurred in violation of protocol (_ssl.c:2427)"
+    errors = [alert, eof, alert]
     for error in errors:
         publisher._on_paho_log(None, None, mqtt.MQTT_LOG_ERR, error)
         publisher._on_disconnect(None, None, None, "Unspecified error", None)

@@ -1,4 +1,4 @@
-"""The backend-neutral input pipeline (train/pipeline_numpy.py) and training on Keras' JAX and torch backends."""
+"""The backend-neutral input pipeline (train/pipeline_numpy.py) and training on the JAX and torch backends."""
 
 from __future__ import annotations
 
@@ -236,13 +236,14 @@ def test_a_jax_only_install_trains_without_keras_backend_set_and_refuses_to_conv
         return subprocess.run([python, "-c", cli.format(tool), *map(str, args)], cwd=tmp_path, env=env,
                               capture_output=True, text=True, timeout=240)  # fmt: skip
 
-    trained = emotion("train", "--data", data, "--out", tmp_path / "run", "--arch", "mobilenet", "--epochs", "1",
+    run_dir = tmp_path / "run"
+    trained = emotion("train", "--data", data, "--out", run_dir, "--arch", "mobilenet", "--epochs", "1",
                       "--batch-size", "14", "--quiet")  # fmt: skip
     assert trained.returncode == 0, trained.stdout + trained.stderr
     assert "TensorFlow is not installed: training on Keras's jax backend" in trained.stderr
-    assert (tmp_path / "run" / "model.keras").is_file()
+    assert (run_dir / "model.keras").is_file()
 
-    converted = emotion("convert", tmp_path / "run", "--data", data, "--out", tmp_path / "model.tflite")
+    converted = emotion("convert", run_dir, "--data", data, "--out", tmp_path / "model.tflite")
     assert converted.returncode == 2 and "Traceback" not in converted.stderr
     assert "converting needs TensorFlow's TFLite converter" in converted.stderr
     assert not (tmp_path / "model.tflite").exists()

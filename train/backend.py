@@ -61,5 +61,8 @@ def choose_backend(environ: dict[str, str] | None = None) -> str | None:
     for backend in BACKENDS:
         if _installed(backend):
             environ["KERAS_BACKEND"] = backend
-            return f"TensorFlow is not installed: training on Keras's {backend} backend (set KERAS_BACKEND to choose)"
+            return (
+                f"TensorFlow is not installed: training on Keras's {backend} backend "
+                "(set KERAS_BACKEND to choose)"
+            )
     raise BackendError(f"no Keras backend is installed; {INSTALL_HINT}")
