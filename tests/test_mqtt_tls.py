@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import ssl
 import time
 
 import paho.mqtt.client as mqtt
@@ -141,6 +142,27 @@ def test_a_hang_up_reported_with_changing_error_texts_is_still_one_warning(caplo
     warnings = [r.getMessage() for r in caplog.records]
     assert len(warnings) == 1, warnings
     assert "certificate required" in warnings[0] and "mqtt.tls.certfile" in warnings[0]
+
+
+def test_failures_alternating_between_two_kinds_are_each_reported_once_per_outage(caplog):
+    # A TLS 1.2 broker refusing a client without a certificate: the handshake fails with its alert on one
+    # retry and with a plain reset on the next. Two kinds, two warnings, however many retries.
+    caplog.set_level(logging.WARNING, logger="edge.publish.mqtt")
+    publisher = MqttPublisher(MqttConfig(port=1, tls=TlsConfig(enabled=True)), DEVICE)
+    handshake = ssl.SSLError(1, "[SSL: SSLV3_ALERT_HANDSHAKE_FAILURE] sslv3 alert handshake failure")
+
+    def fail_with(error: Exception) -> None:
+        try:
+            raise error
+        except OSError:  # paho calls on_connect_fail from inside its own `except OSError`
+            publisher._on_connect_fail(None, None)
+
+    for _ in range(4):
+        fail_with(handshake)
+        fail_with(ConnectionResetError(104, "Connection reset by peer"))
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2, messages
+    assert "TLS handshake failed" in messages[0] and "unreachable" in messages[1]
 
 
 def test_daemon_with_a_wrong_ca_logs_once_and_keeps_retrying(tls_broker, pki, tiny_model_path, tmp_path):

@@ -70,10 +70,11 @@ class MqttPublisher(Publisher):
         self._lock = threading.RLock()
         self._connected = False
         self._ever_connected = False
-        # What the current outage was last reported as (None while connected): a failure is logged once,
-        # not once per 1..60 s retry, but a *different* failure (the broker came back with a bad certificate)
-        # is logged again.
-        self._reported: str | None = None
+        # The kinds of failure this outage has been reported as (empty while connected). Each is logged once,
+        # not once per 1..60 s retry, and a new kind (the broker came back with a bad certificate) is logged
+        # too. A set, not the last kind: some failures alternate between two kinds from one retry to the next
+        # (a broker's TLS alert read before or after its hang-up), which must not log every retry for days.
+        self._reported: set[str] = set()
         self._refused = False  # the broker answered the last attempt with a refusal (already reported)
         self._paho_error: str | None = None  # paho's last socket error (it only reports it to on_log)
         self._closing = False
@@ -225,7 +226,7 @@ class MqttPublisher(Publisher):
             else:
                 log.info("MQTT connected to %s", self.address)
             self._ever_connected = True
-            self._reported = None
+            self._reported.clear()
             self._refused = False
             client.publish(self.topics["status"], ONLINE, qos=1, retain=True)
             if self._last_state is not None:
@@ -247,9 +248,9 @@ class MqttPublisher(Publisher):
             log.exception("MQTT connect hook %r failed", hook)
 
     def _report(self, kind: str, message: str, *args) -> None:
-        if self._reported != kind:
+        if kind not in self._reported:
             log.warning(message, *args)
-            self._reported = kind
+            self._reported.add(kind)
 
     def _on_connect_fail(self, client, userdata):
         # paho calls this from inside its `except OSError` around the connect (and does not pass the
@@ -265,7 +266,7 @@ class MqttPublisher(Publisher):
             )  # fmt: skip
         elif isinstance(exc, ssl.SSLError):
             self._report(
-                f"tls:{exc.reason}",
+                f"tls:{getattr(exc, 'reason', None)}",  # set by OpenSSL, absent on a hand-made SSLError
                 "MQTT broker %s: TLS handshake failed (%s); check the mqtt.tls settings; retrying",
                 self.address, exc,
             )  # fmt: skip
@@ -290,7 +291,7 @@ class MqttPublisher(Publisher):
             log.warning(
                 "MQTT connection to %s lost (%s); buffering events, retrying", self.address, reason_code
             )
-            self._reported = "down"
+            self._reported.add("down")
         elif self._refused:
             self._refused = False  # on_connect reported the refusal
         else:
