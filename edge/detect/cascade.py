@@ -80,7 +80,10 @@ def find_cascade(kind: str) -> Path:
 
 
 class CascadeDetector:
-    def __init__(self, kind="haar", min_face_px=40, detect_width=320, scale_factor=1.1, min_neighbors=3):
+    # No defaults: edge.config.DetectorConfig holds them, and make_detector passes every one.
+    def __init__(
+        self, kind: str, *, min_face_px: int, detect_width: int, scale_factor: float, min_neighbors: int
+    ):
         if kind not in CASCADE_FILES:
             raise DetectorError(f"unknown cascade type {kind!r}")
         self.name = kind
