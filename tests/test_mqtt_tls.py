@@ -150,6 +150,7 @@ def test_failures_alternating_between_two_kinds_are_each_reported_once_per_outag
     caplog.set_level(logging.WARNING, logger="edge.publish.mqtt")
     publisher = MqttPublisher(MqttConfig(port=1, tls=TlsConfig(enabled=True)), DEVICE)
     handshake = ssl.SSLError(1, "[SSL: SSLV3_ALERT_HANDSHAKE_FAILURE] sslv3 alert handshake failure")
+    handshake.reason = "SSLV3_ALERT_HANDSHAKE_FAILURE"  # what OpenSSL sets on the errors it raises
 
     def fail_with(error: Exception) -> None:
         try:

@@ -266,7 +266,7 @@ class MqttPublisher(Publisher):
             )  # fmt: skip
         elif isinstance(exc, ssl.SSLError):
             self._report(
-                f"tls:{getattr(exc, 'reason', None)}",  # set by OpenSSL, absent on a hand-made SSLError
+                f"tls:{exc.reason}",
                 "MQTT broker %s: TLS handshake failed (%s); check the mqtt.tls settings; retrying",
                 self.address, exc,
             )  # fmt: skip
