@@ -6,7 +6,6 @@ typo in a path fails in a fraction of a second instead of after TensorFlow's sta
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import zipfile
 from pathlib import Path
@@ -60,7 +59,9 @@ def contract_for(model_path: Path) -> ModelContract:
 
 def require_tensorflow() -> None:
     """Converting runs TensorFlow's TFLite converter, whatever backend trained the model."""
-    if importlib.util.find_spec("tensorflow") is None:
+    from train.backend import installed
+
+    if not installed("tensorflow"):
         raise ConvertError(
             "converting needs TensorFlow's TFLite converter, and TensorFlow is not installed here; "
             "pip install '.[train]' (a run dir trained on JAX or torch converts there unchanged)"

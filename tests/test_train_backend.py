@@ -19,7 +19,7 @@ def installed(monkeypatch, tmp_path):
     """Pretend exactly the given modules are installed; keras.json lives in an empty KERAS_HOME."""
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     present: set[str] = set()
-    monkeypatch.setattr(backend, "_installed", lambda name: name in present)
+    monkeypatch.setattr(backend, "installed", lambda name: name in present)
     return present
 
 

@@ -22,8 +22,9 @@ class BackendError(Exception):
     """No usable Keras backend; the message says what to install or set."""
 
 
-def _installed(backend: str) -> bool:
-    return importlib.util.find_spec(backend) is not None
+def installed(module: str) -> bool:
+    """Whether `module` can be imported here, found without importing it (TensorFlow takes seconds)."""
+    return importlib.util.find_spec(module) is not None
 
 
 def _configured_backend() -> str | None:
@@ -42,24 +43,24 @@ def choose_backend(environ: dict[str, str] | None = None) -> str | None:
     Call before anything imports Keras. Sets environ["KERAS_BACKEND"] only when falling back.
     """
     environ = os.environ if environ is None else environ
-    if not _installed("keras"):
+    if not installed("keras"):
         raise BackendError(f"Keras is not installed; {INSTALL_HINT}")
     named = environ.get("KERAS_BACKEND")
     if named:
-        if named in BACKENDS and not _installed(named):
+        if named in BACKENDS and not installed(named):
             raise BackendError(f"KERAS_BACKEND={named}, but {named} is not installed; {INSTALL_HINT}")
         return None
     # keras.json is written with "tensorflow" by Keras itself on its first import, so a "tensorflow" there
     # is as likely Keras's default as the user's choice: it falls back like the default does.
     wanted = _configured_backend() or "tensorflow"
-    if wanted not in BACKENDS or _installed(wanted):
+    if wanted not in BACKENDS or installed(wanted):
         return None  # a backend this module does not know is Keras's to check
     if wanted != "tensorflow":
         raise BackendError(
             f"keras.json names the {wanted} backend, but {wanted} is not installed; {INSTALL_HINT}"
         )
     for backend in BACKENDS:
-        if _installed(backend):
+        if installed(backend):
             environ["KERAS_BACKEND"] = backend
             return (
                 f"TensorFlow is not installed: training on Keras's {backend} backend "
