@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -126,7 +127,7 @@ def test_interrupted_run_resumes_from_the_next_epoch(tmp_path, capsys):
     last.write_bytes(b"PK\x03\x04 not really a zip")
     for writer, expected in [("torch", "was written on Keras's torch backend and does not load on tensorflow"),
                              ("tensorflow", "could not be loaded to resume from")]:  # fmt: skip
-        RunState(**{**state.__dict__, "backend": writer}).save(run_dir / "checkpoints" / "state.json")
+        replace(state, backend=writer).save(run_dir / "checkpoints" / "state.json")
         assert (
             main(["--out", str(run_dir), "--resume", "--quiet", "--cache-dir", str(tmp_path / "cache")]) == 2
         )
