@@ -1,8 +1,11 @@
 """Edge latency benchmark: detect + classify (+ publish to a null stdout) per 640x480 frame, and per-face
 classify time, on real photographs (scikit-image astronaut, one and two faces).
 
-    python benchmarks/edge_latency.py [--model edge/models/default.tflite] [--detector haar] [--repeats 50]
-                                      [--every-n N] [--no-roi-redetect]
+    python benchmarks/edge_latency.py [--model edge/models/default.tflite] [--detector auto --detector haar]
+                                      [--repeats 50] [--every-n N] [--no-roi-redetect]
+
+Several --detector values are measured one after the other in one run (default: the default `auto`, then
+`haar`), so their times can be compared as a ratio on a shared, noisy machine.
 
 Without --model it uses the shipped edge/models/default.tflite, or, when that is absent, the tests' tiny
 int8 model (built with TensorFlow; timings then describe that small network, not the shipped one).
@@ -24,7 +27,7 @@ sys.path.insert(0, str(REPO))
 
 from edge.capture import Frame  # noqa: E402
 from edge.classify import EmotionClassifier  # noqa: E402
-from edge.config import Config  # noqa: E402
+from edge.config import DETECTOR_TYPES, Config  # noqa: E402
 from edge.detect import make_detector  # noqa: E402
 from edge.pipeline import FrameProcessor  # noqa: E402
 from edge.preprocess import faces_to_batch  # noqa: E402
@@ -45,10 +48,59 @@ def median_ms(fn, repeats: int) -> float:
     return statistics.median(timings_ms(fn, repeats))
 
 
+def measure(kind: str, args, classifier, model_name: str) -> float:
+    """Print one detector's per-frame figures; return its full-scan detect time on the one-face frame."""
+    config = Config()
+    config.detector = replace(config.detector, type=kind)
+    if args.every_n:
+        config.detector = replace(config.detector, every_n_frames=args.every_n)
+    if args.no_roi_redetect:
+        config.detector = replace(config.detector, roi_redetect=False)
+    config.publish = replace(config.publish, policy="every")
+    detector = make_detector(config.detector)
+    publisher = StdoutPublisher(stream=open(os.devnull, "w"))  # noqa: SIM115  # JSON + write cost, no terminal
+    print(
+        f"model: {model_name} via {classifier.backend}, {args.threads} thread(s); detector: {kind} "
+        f"({detector.name}), full scan every {config.detector.every_n_frames} frame(s), in between "
+        + ("a crop around each tracked face" if config.detector.roi_redetect else "the last boxes reused")
+    )
+    one_face_detect = 0.0
+    for name, (image, _) in {
+        "one face": facesdata.one_face_frame(),
+        "two faces": facesdata.two_faces_frame(),
+    }.items():
+        processor = FrameProcessor(config, classifier, detector, "bench")
+        counter = iter(range(10**9))
+
+        def one_frame(image=image, processor=processor, counter=counter):
+            result = processor.process(Frame(image, next(counter), time.time()))
+            publisher.publish_event(result.event)
+            return result
+
+        faces = len(one_frame().faces)
+        detect_only = median_ms(lambda image=image: detector.detect(image), args.repeats)
+        one_face_detect = one_face_detect or detect_only
+        frame_times = timings_ms(one_frame, args.repeats)
+        total, mean = statistics.median(frame_times), statistics.fmean(frame_times)
+        print(
+            f"{name:>9} 640x480: detect {detect_only:6.2f} ms; detect+classify+publish per frame: median "
+            f"{total:6.2f} ms, mean {mean:6.2f} ms ({faces} tracked faces, {1000 / mean:5.1f} fps)"
+        )
+        if name == "one face":
+            detections = detector.detect(image)
+            batch = faces_to_batch(
+                image, [d.box for d in detections], classifier.input_size, classifier.contract.crop_margin,
+                [d.eyes for d in detections], classifier.contract.face_framing,
+            )  # fmt: skip
+            per_face = median_ms(lambda batch=batch: classifier.classify(batch[:1]), args.repeats * 4)
+            print(f"           classify one face (48x48 int8): {per_face:6.3f} ms median")
+    return one_face_detect
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="a .tflite with its .json contract")
-    parser.add_argument("--detector", default="haar", choices=("haar", "lbp", "blazeface"))
+    parser.add_argument("--detector", action="append", choices=DETECTOR_TYPES, help="repeat to compare")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=60)
     parser.add_argument(
@@ -70,46 +122,18 @@ def main() -> int:
         model = tiny_tflite(tempfile.mkdtemp(prefix="edge-bench-"))
         note = " (tests' tiny int8 model: no shipped default model yet)"
     classifier = EmotionClassifier(model, num_threads=args.threads)
-    config = Config()
-    config.detector = replace(config.detector, type=args.detector)
-    if args.every_n:
-        config.detector = replace(config.detector, every_n_frames=args.every_n)
-    if args.no_roi_redetect:
-        config.detector = replace(config.detector, roi_redetect=False)
-    config.publish = replace(config.publish, policy="every")
-    detector = make_detector(config.detector)
-    publisher = StdoutPublisher(stream=open(os.devnull, "w"))  # noqa: SIM115  # JSON + write cost, no terminal
-
     print("command:", " ".join([Path(sys.executable).name, *sys.argv]))
-    print(
-        f"model: {model.name}{note} via {classifier.backend}, {args.threads} thread(s); detector: "
-        f"{args.detector}, full scan every {config.detector.every_n_frames} frame(s), in between "
-        + ("a crop around each tracked face" if config.detector.roi_redetect else "the last boxes reused")
-    )
-    for name, (image, truth) in {
-        "one face": facesdata.one_face_frame(),
-        "two faces": facesdata.two_faces_frame(),
-    }.items():
-        processor = FrameProcessor(config, classifier, detector, "bench")
-        counter = iter(range(10**9))
-
-        def one_frame(image=image, processor=processor, counter=counter):
-            result = processor.process(Frame(image, next(counter), time.time()))
-            publisher.publish_event(result.event)
-            return result
-
-        faces = len(one_frame().faces)
-        detect_only = median_ms(lambda image=image: detector.detect(image), args.repeats)
-        frame_times = timings_ms(one_frame, args.repeats)
-        total, mean = statistics.median(frame_times), statistics.fmean(frame_times)
+    detect_ms = {}
+    for kind in args.detector or ["auto", "haar"]:
+        detect_ms[kind] = measure(kind, args, classifier, f"{model.name}{note}")
+    if len(detect_ms) > 1:
+        first, *others = detect_ms
         print(
-            f"{name:>9} 640x480: detect {detect_only:6.2f} ms; detect+classify+publish per frame: median "
-            f"{total:6.2f} ms, mean {mean:6.2f} ms ({faces} tracked faces, {1000 / mean:5.1f} fps)"
+            "full-scan detect time, one face, relative to "
+            + first
+            + ": "
+            + ", ".join(f"{k} {detect_ms[k] / detect_ms[first]:.2f}x" for k in others)
         )
-        if name == "one face":
-            batch = faces_to_batch(image, truth, classifier.input_size, classifier.contract.crop_margin)
-            per_face = median_ms(lambda batch=batch: classifier.classify(batch), args.repeats * 4)
-            print(f"           classify one face (48x48 int8): {per_face:6.3f} ms median")
     return 0
 
 

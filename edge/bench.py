@@ -117,7 +117,7 @@ def run_bench(config, source_uri: str, frames: int = 100, warmup: int = 10, time
         "model": resolve_model_path(config).name,
         "interpreter": classifier.backend,
         "threads": config.model.threads,
-        "detector": config.detector.type,
+        "detector": detector.name,
         "frame_size": frame_size,
         "fps": round(measured / elapsed, 2) if elapsed > 0 else None,
         "faces_per_frame": round(faces / measured, 3),

@@ -69,9 +69,15 @@ class ModelConfig:
     threads: int = _spec(2, int, lo=1, hi=64)
 
 
+DETECTOR_TYPES = ("auto", "blazeface_full", "blazeface", "haar", "lbp")
+
+
 @dataclass
 class DetectorConfig:
-    type: str = _spec("haar", str, choices=("haar", "lbp", "blazeface"))
+    # auto = blazeface_full when its weights (shipped in edge/models/) are there, else haar with a warning.
+    # blazeface_full: MediaPipe's full-range CNN with eye landmarks (faces aligned from the eyes); blazeface: its
+    # short-range sibling (faces within ~2 m); haar/lbp: OpenCV cascades (box only).
+    type: str = _spec("auto", str, choices=DETECTOR_TYPES)
     # A full Haar scan of a 640x480 frame costs ~15 ms on one core of the x86 dev VM (several times that on a
     # Pi), classifying a tracked face 1-2 ms: detecting every 3rd frame and following boxes in between keeps a
     # live camera near its frame rate. Photos are always detected (each is independent).

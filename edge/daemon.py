@@ -67,7 +67,7 @@ def resolve_model_path(config: Config) -> Path:
 def load_components(config: Config):
     """Model, detector and their descriptions. Raises FatalError with the reason (for --check-config too)."""
     from edge.classify import EmotionClassifier
-    from edge.detect import DetectorError, make_detector
+    from edge.detect import DetectorError, describe, make_detector
     from edge.interpreter import ModelLoadError
     from edge.model_contract import ContractError
 
@@ -88,9 +88,13 @@ def load_components(config: Config):
         detector = make_detector(config.detector)
     except DetectorError as exc:
         raise FatalError(str(exc)) from None
+    if classifier.contract.face_framing and getattr(detector, "landmarks", False):
+        cut = "faces aligned and framed from the eyes"
+    else:
+        cut = f"faces cut by the box + {classifier.contract.crop_margin:g} margin"
     description = (
         f"classifier: {model_path.name} via {classifier.backend}, {config.model.threads} threads; "
-        f"detector: {config.detector.type}"
+        f"detector: {describe(detector)}; {cut}"
     )
     return classifier, detector, description
 
@@ -200,7 +204,7 @@ class Daemon:
         stats_every = self.config.stats.interval_s
         last_ping = last_stats = last_state = last_frame = time.monotonic()
         state_published = False
-        detector_name = self.config.detector.type
+        detector_name = detector.name  # what runs: `auto` resolved
         snapshots = None
         if self.config.debug.snapshot_dir:
             from edge.snapshots import SnapshotWriter

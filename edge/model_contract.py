@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge.align import Framing
+
 FORMAT = "emotion-edge-model/1"
 
 
@@ -29,6 +31,9 @@ class ModelContract:
     input_width: int = 48
     color: str = "gray"  # the only mode the preprocessing contract produces today
     crop_margin: float = 0.0  # fraction of the face box added on each side before resizing
+    # How to cut a face from its eyes (edge/align.py: eye_distance, eye_y, align), used when the detector finds
+    # eyes; None (contracts written before it existed) = the box + crop_margin for every detector.
+    framing: dict[str, Any] | None = None
     arch: str = ""
     extra: dict[str, Any] = field(default_factory=dict)  # provenance, metrics: informational only
 
@@ -51,7 +56,17 @@ class ModelContract:
             raise ContractError(f"{source}: colour mode {self.color!r} is not supported (only 'gray')")
         if not isinstance(self.crop_margin, (int, float)) or not 0.0 <= self.crop_margin <= 1.0:
             raise ContractError(f"{source}: 'crop_margin' must be a number in 0..1, got {self.crop_margin!r}")
+        if self.framing is not None:
+            try:
+                Framing.from_dict(self.framing, f"{source}: 'framing'")
+            except ValueError as exc:
+                raise ContractError(str(exc)) from None
         return self
+
+    @property
+    def face_framing(self) -> Framing | None:
+        """The eye framing as an object, or None when faces are cut by their box alone."""
+        return None if self.framing is None else Framing.from_dict(self.framing)
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, **asdict(self)}
@@ -62,7 +77,7 @@ class ModelContract:
             raise ContractError(f"{source}: expected a JSON object")
         if data.get("format") != FORMAT:
             raise ContractError(f"{source}: format is {data.get('format')!r}, expected {FORMAT!r}")
-        known = {"labels", "input_height", "input_width", "color", "crop_margin", "arch", "extra"}
+        known = {"labels", "input_height", "input_width", "color", "crop_margin", "framing", "arch", "extra"}
         unknown = sorted(set(data) - known - {"format"})
         if unknown:
             raise ContractError(f"{source}: unknown key(s) {unknown}")

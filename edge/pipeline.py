@@ -58,6 +58,9 @@ class FrameProcessor:
         self.labels = list(classifier.labels)
         self.input_size = classifier.input_size
         self.crop_margin = float(classifier.contract.crop_margin)
+        self.framing = classifier.contract.face_framing  # None: every face is cut by its box
+        # Box -> eyes of the last detections, for the frames in between that reuse those boxes.
+        self._eyes: dict[tuple, object] = {}
         tracking = config.tracking
         self.tracker = Tracker(
             self.labels,
@@ -76,7 +79,8 @@ class FrameProcessor:
     def _classify(self, image: np.ndarray, boxes: list) -> np.ndarray:
         if not boxes:
             return np.empty((0, len(self.labels)), np.float32)
-        batch = faces_to_batch(image, boxes, self.input_size, self.crop_margin)
+        eyes = [self._eyes.get(tuple(box)) for box in boxes]
+        batch = faces_to_batch(image, boxes, self.input_size, self.crop_margin, eyes, self.framing)
         probs = self.classifier.classify(batch)
         if self.tta_flip:  # the mirrored face is another look at the same expression: average the two
             probs = (probs + self.classifier.classify(np.ascontiguousarray(batch[:, :, ::-1]))) / 2.0
@@ -89,6 +93,11 @@ class FrameProcessor:
         if detect_roi is None:  # a detector without a cheap partial scan: the full one
             return self.detector.detect(image)
         return detect_roi(image, tracked)
+
+    def _found(self, detections: list) -> list:
+        """The detections' boxes; their eyes are kept by box for framing, also on frames that reuse the boxes."""
+        self._eyes = {tuple(d.box): d.eyes for d in detections}
+        return [d.box for d in detections]
 
     def process(self, frame: Frame) -> ProcessResult:
         start = time.perf_counter()
@@ -104,10 +113,10 @@ class FrameProcessor:
             )
             boxes = []
         elif run_detector:
-            boxes = [d.box for d in self.detector.detect(image)]
+            boxes = self._found(self.detector.detect(image))
         elif self.roi_redetect:
-            boxes = [d.box for d in self._redetect(image)]
-        else:  # between detections, keep the faces where they were last seen
+            boxes = self._found(self._redetect(image))
+        else:  # between detections, keep the faces where they were last seen (and their eyes)
             boxes = self.tracker.visible_boxes()
         boxes = [b for b in boxes if b[2] > 0 and b[3] > 0]
         detected = time.perf_counter()

