@@ -8,7 +8,7 @@ astronaut, from tests/facesdata.py) with policy `every`, several times, and repo
 - RSS at the first event (from /proc/<pid>/statm) and peak RSS of the whole run (ru_maxrss via wait4);
 - total run time for the clip.
 
-    .venv/bin/python benchmarks/daemon_footprint.py [--model FILE] [--runs 5] [--frames 60] [--detector haar]
+    .venv/bin/python benchmarks/daemon_footprint.py [--model FILE] [--runs 5] [--frames 60] [--detector auto]
 
 Without --model the shipped edge/models/default.tflite is used. Needs the dev extras (scikit-image).
 """
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", help="a .tflite with its .json contract (default: the shipped model)")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--frames", type=int, default=60, help="frames in the test clip")
-    parser.add_argument("--detector", default="haar")
+    parser.add_argument("--detector", default="auto")
     parser.add_argument("--threads", type=int, default=2)
     options = parser.parse_args(argv)
 

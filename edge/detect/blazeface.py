@@ -140,14 +140,8 @@ def letterbox(frame: np.ndarray, side: int):
 class BlazeFaceDetector:
     landmarks = True  # its detections carry keypoints (eyes): faces can be aligned
 
-    def __init__(
-        self,
-        model_path=None,
-        min_confidence: float = 0.6,
-        min_face_px: int = 40,
-        num_threads=1,
-        variant: str = "short",
-    ):
+    # No defaults for the tunables: edge.config.DetectorConfig holds them, and make_detector passes every one.
+    def __init__(self, model_path, *, min_confidence: float, min_face_px: int, num_threads=1, variant="short"):
         self.variant = VARIANTS[variant]
         self.name = "blazeface" if variant == "short" else f"blazeface_{variant}"
         side = self.variant.input_size
@@ -238,9 +232,10 @@ class FullRangeDetector:
     name = "blazeface_full"
     landmarks = True
 
-    def __init__(self, model_path=None, min_confidence: float = 0.6, min_face_px: int = 40, num_threads=1):
-        self.full = BlazeFaceDetector(model_path, min_confidence, min_face_px, num_threads, variant="full")
-        self.short = BlazeFaceDetector(None, min_confidence, min_face_px, num_threads, variant="short")
+    def __init__(self, model_path, *, min_confidence: float, min_face_px: int, num_threads=1):
+        tunables = {"min_confidence": min_confidence, "min_face_px": min_face_px, "num_threads": num_threads}
+        self.full = BlazeFaceDetector(model_path, variant="full", **tunables)
+        self.short = BlazeFaceDetector(None, variant="short", **tunables)
         self.path = self.full.path
         self.backend = self.full.backend
 
