@@ -129,9 +129,11 @@ class PreviewHub:
 
     def _snapshot(self, now: float, stats, capture) -> dict:
         processed, captured = stats.processed, capture.captured
-        base, self._stats_base = self._stats_base, (now, processed, captured)
+        # Rates since the previous snapshot; the first covers the run so far.
+        base = self._stats_base or (stats.started, 0, 0)
+        self._stats_base = (now, processed, captured)
         fps_in = fps_out = None
-        if base is not None and now > base[0]:
+        if now > base[0]:
             fps_out = round((processed - base[1]) / (now - base[0]), 1)
             fps_in = round((captured - base[2]) / (now - base[0]), 1)
         return {
