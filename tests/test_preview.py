@@ -220,7 +220,7 @@ def test_hub_keeps_only_the_newest_frame_and_counts_the_rest():
     ]
     assert hub._stats["dropped_frames"] == 1  # figures are made while someone watches
     hub.remove_viewer()
-    assert not hub._watched.is_set()
+    assert not hub._watched.is_set() and hub._slot is None  # the last viewer gone: no frame kept
 
 
 def test_hub_encoder_is_capped_and_slow_viewers_are_counted():
@@ -364,3 +364,17 @@ def test_a_taken_port_is_one_clear_error():
             PreviewError, match=rf"^preview: cannot listen on 127\.0\.0\.1:{port}: Address already in use"
         ):
             PreviewServer(config.preview, PreviewHub(config.preview, "cam", LABELS), None)
+
+
+def test_daemon_with_its_preview_port_taken_exits_2_with_one_line(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        config = write_config(tmp_path)
+        args = [sys.executable, "-m", "edge.cli", "--config", str(config), "--source", "edge/samples"]
+        result = run_daemon([*args, "--preview", str(port), "--log-level", "ERROR"])
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if not line.startswith("INFO: ")]  # TFLite's own
+    assert lines == [f"error: preview: cannot listen on 127.0.0.1:{port}: Address already in use"]
+    assert result.stdout == ""  # it stopped before the first frame

@@ -93,10 +93,6 @@ class PreviewHub:
             self._jpeg_ready.notify_all()
         self._thread.join(timeout=0.5)
 
-    @property
-    def stopped(self) -> bool:
-        return self._stop.is_set()
-
     # --- the processing loop's side: cheap, never blocks on a viewer -------------------------------------------
 
     def offer(self, frame, result, stats, capture) -> None:
@@ -113,7 +109,7 @@ class PreviewHub:
                     "box": f.box,
                     "emotion": self._labels[f.label_index],
                     "confidence": f.confidence,
-                }  # fmt: skip
+                }
                 for f in result.faces
                 if f.missing == 0  # a face not found in this frame has no box in it
             ]
@@ -207,8 +203,9 @@ class PreviewHub:
     def remove_viewer(self) -> None:
         with self._lock:
             self._viewers -= 1
-            if self._viewers == 0:
+            if self._viewers == 0:  # no frame is kept for nobody
                 self._watched.clear()
+                self._slot = None
 
     def next_jpeg(self, after: int, timeout: float) -> tuple[int, bytes | None] | None:
         """The first JPEG newer than `after` (seq, bytes); (after, None) on timeout; None once stopped."""

@@ -87,7 +87,7 @@ def make_handler(hub: PreviewHub, token: str | None) -> type[BaseHTTPRequestHand
         sys_version = ""
         timeout = STALL_TIMEOUT_S  # also bounds a client that sends its request slowly
 
-        def log_message(self, format, *args):  # noqa: A002 - the base class's name
+        def log_message(self, format, *args):
             log.debug("preview: %s %s", self.address_string(), format % args)
 
         def _send(self, status: int, body: bytes, content_type: str, extra: dict | None = None) -> None:
@@ -120,7 +120,7 @@ def make_handler(hub: PreviewHub, token: str | None) -> type[BaseHTTPRequestHand
                 return False
             return True
 
-        def do_GET(self):  # noqa: N802 - http.server's naming
+        def do_GET(self):
             if not self._allowed():
                 return
             path = urlsplit(self.path).path
@@ -134,7 +134,7 @@ def make_handler(hub: PreviewHub, token: str | None) -> type[BaseHTTPRequestHand
             else:
                 self._send(404, b"404 not found\n", "text/plain; charset=utf-8")
 
-        do_HEAD = do_GET  # noqa: N815
+        do_HEAD = do_GET
 
         def _stream(self) -> None:
             seq = hub.add_viewer()
