@@ -112,7 +112,8 @@ def live(tmp_path_factory):
         daemon = DaemonProcess(args, workdir)
         try:
             daemon.wait_stderr("preview: http://127.0.0.1", timeout=90)
-            yield {"url": f"http://127.0.0.1:{port}/", "daemon": daemon, "box": box, "frame": frames[0]}
+            yield {"url": f"http://127.0.0.1:{port}/", "daemon": daemon, "box": box, "frame": frames[0],
+                   "camera": camera}  # fmt: skip
         finally:
             daemon.stop()
 
@@ -260,3 +261,20 @@ def status_of(url: str) -> dict:
     status, body = request(url + "api/status", basic_auth(TOKEN))
     assert status == 200
     return json.loads(body)
+
+
+def test_the_page_says_when_the_camera_is_away(live, browser):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    live["camera"].close()  # unplugged (the last test: the camera stays away)
+    authorize(browser, TOKEN)
+    browser.get(live["url"])
+    badge = WebDriverWait(browser, 30, poll_frequency=0.25).until(
+        lambda d: (
+            d.find_element("id", "camera") if "no frames for" in d.find_element("id", "camera").text else None
+        )
+    )
+    assert "camera away?" in badge.text and "away" in badge.get_attribute("class")
+    frame = read_mjpeg_frame(live["url"] + "stream.mjpg", basic_auth(TOKEN))  # the stream says so too
+    assert not green_mask(frame).any() and np.median(frame) == pytest.approx(40, abs=3)
+    assert live["daemon"].proc.poll() is None, "the daemon keeps running while the camera is away"
