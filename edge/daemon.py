@@ -13,7 +13,8 @@ service. SIGTERM/SIGINT set the stop event: the loop ends, `offline` is publishe
 process exits 0 within 2 s.
 A finite source (file, folder, image) ends the run with exit 0 after its last event is published.
 
-Privacy: frames never leave this process. Nothing is written to disk unless `debug.snapshot_dir` is set.
+Privacy: frames never leave this process unless the preview page (edge/preview) is on and watched. Nothing
+is written to disk unless `debug.snapshot_dir` is set.
 """
 
 from __future__ import annotations
