@@ -3,7 +3,7 @@ its retained MQTT messages (`forget`).
 
     emotion-edge [--config FILE] [--source SRC] [--model FILE] [--publish stdout|mqtt ...] [--mqtt-host H]
                  [--mqtt-port P] [--device-id ID] [--policy every|change] [--detector auto|blazeface_full|blazeface|haar|lbp]
-                 [--threads N] [--log-level L] [--check-config] [--print-config]
+                 [--threads N] [--log-level L] [--preview [HOST:]PORT] [--check-config] [--print-config]
     emotion-edge bench --source SRC [--frames N] [--json OUT] ...
     emotion-edge forget [--config FILE] [--device-id ID] [--force]   (clear its retained MQTT messages)
 
@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", metavar="N", help="TFLite interpreter threads")
     parser.add_argument("--log-level", metavar="L", help="DEBUG, INFO, WARNING, ERROR, CRITICAL")
     parser.add_argument(
+        "--preview", metavar="[HOST:]PORT", help="serve the live preview page (default host 127.0.0.1)"
+    )
+    parser.add_argument(
         "--check-config",
         action="store_true",
         help="validate the config, load the model and build the detector (no camera), exit 0 or 2",
@@ -83,6 +86,10 @@ def overrides_from_args(args: argparse.Namespace) -> dict:
     put("detector", "type", args.detector)
     put("model", "threads", _number(args.threads))
     put("log", "level", args.log_level)
+    if args.preview is not None:
+        from edge.preview.address import parse_bind
+
+        overrides["preview"] = parse_bind(args.preview)
     return overrides
 
 

@@ -164,6 +164,21 @@ class DebugConfig:
 
 
 @dataclass
+class PreviewConfig:
+    """The live preview page (edge/preview/): off by default; frames leave the process only while it is on."""
+
+    enabled: bool = _spec(False, bool)
+    # Loopback by default (reach it over an SSH tunnel); any other address needs a token.
+    host: str = _spec("127.0.0.1", str, pattern=r"^\S+$")
+    port: int = _spec(8080, int, lo=1, hi=65535)
+    # Frames drawn and JPEG-encoded per second while someone watches (a Pi core is shared with detection).
+    max_fps: float = _spec(5, float, lo=0.1, hi=30)
+    max_clients: int = _spec(4, int, lo=1, hi=64)
+    # A file holding the token (password); else $CREDENTIALS_DIRECTORY/preview_token (systemd LoadCredential=).
+    token_file: str | None = _spec(None, str, nullable=True)
+
+
+@dataclass
 class Config:
     device_id: str = _spec(None, str, pattern=_DEVICE_ID_RE.pattern, factory=default_device_id)
     source: SourceConfig = field(default_factory=SourceConfig)
@@ -175,6 +190,7 @@ class Config:
     stats: StatsConfig = field(default_factory=StatsConfig)
     log: LogConfig = field(default_factory=LogConfig)
     debug: DebugConfig = field(default_factory=DebugConfig)
+    preview: PreviewConfig = field(default_factory=PreviewConfig)
 
     def to_dict(self, mask_secrets: bool = True) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -202,6 +218,7 @@ _SECTIONS = {
     (Config, "stats"): StatsConfig,
     (Config, "log"): LogConfig,
     (Config, "debug"): DebugConfig,
+    (Config, "preview"): PreviewConfig,
     (MqttConfig, "tls"): TlsConfig,
     (MqttConfig, "discovery"): DiscoveryConfig,
 }
@@ -461,6 +478,10 @@ def check_files(config: Config) -> None:
         problem = check_snapshot_dir(config.debug.snapshot_dir)
         if problem:
             raise ConfigError(f"debug.snapshot_dir: {problem}")
+    if config.preview.enabled:
+        from edge.preview.auth import load_token  # raises ConfigError for a bind the token rules refuse
+
+        load_token(config.preview)
 
 
 def check_snapshot_dir(directory: str) -> str | None:

@@ -13,7 +13,8 @@ service. SIGTERM/SIGINT set the stop event: the loop ends, `offline` is publishe
 process exits 0 within 2 s.
 A finite source (file, folder, image) ends the run with exit 0 after its last event is published.
 
-Privacy: frames never leave this process. Nothing is written to disk unless `debug.snapshot_dir` is set.
+Privacy: frames never leave this process unless the preview page (edge/preview) is on and watched. Nothing
+is written to disk unless `debug.snapshot_dir` is set.
 """
 
 from __future__ import annotations
@@ -126,6 +127,7 @@ class Daemon:
         self._publishers = publishers  # tests may inject; otherwise built from publish.outputs
         self.exit_code = 0
         self.events_published = 0
+        self.preview = None  # the live page (edge/preview) when preview.enabled
 
     # --- start-up ------------------------------------------------------------------------------------------
 
@@ -173,6 +175,7 @@ class Daemon:
                 source.close()
             raise FatalError(str(exc)) from None
         self.publishers = publishers
+        self.preview = self._start_preview(source, source_id, classifier.labels)
         processor = FrameProcessor(self.config, classifier, detector, source_id)
         capture = CaptureThread(
             self._source_factory(source),
@@ -195,6 +198,21 @@ class Daemon:
         finally:
             self._shutdown(capture)
         return self.exit_code
+
+    def _start_preview(self, source, source_id: str, labels: list[str]):
+        """The live page, when enabled; a port it cannot listen on ends the start like a bad source does."""
+        if not self.config.preview.enabled:
+            return None
+        from edge.preview.server import PreviewError, start_preview
+
+        try:
+            return start_preview(self.config, source_id, labels, self.publishers)
+        except PreviewError as exc:
+            for publisher in self.publishers:
+                publisher.close(timeout=0.5)
+            if source is not None:
+                source.close()
+            raise FatalError(str(exc)) from None
 
     # --- the processing loop -------------------------------------------------------------------------------------
 
@@ -265,6 +283,8 @@ class Daemon:
                 sum(result.timings_ms.get(k, 0.0) for k in ("detect", "classify", "track")) + publish_ms
             )
             stats.record(timings, len(result.faces))
+            if self.preview is not None:  # hands over references only; drawing happens in its own thread
+                self.preview.offer(frame, result, stats, capture)
             last_ping = self._ping_watchdog(now, last_ping, watchdog_every)
             if stats_every and now - last_stats >= stats_every:
                 last_stats = now
@@ -290,6 +310,8 @@ class Daemon:
         signalled = self.stop_event.is_set()  # set by SIGTERM/SIGINT; not set when a file simply ended
         notify.stopping("shutting down")
         self.stop_event.set()
+        if self.preview is not None:
+            self.preview.close()
         # A signal must be answered within 2 s (systemd's stop); a finished file may take longer to deliver.
         deadline = time.monotonic() + (SHUTDOWN_BUDGET_S if signalled else FINITE_FLUSH_S)
         for publisher in self.publishers:

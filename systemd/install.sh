@@ -279,11 +279,17 @@ install_config() {
     [ -n "$ROOT" ] || chgrp "$SERVICE_USER" "$R_ETC/config.yaml"
     # LoadCredential= fails the unit when the file is missing, so it always exists; empty = no password.
     # Only root (systemd) reads it; the service gets a private copy in $CREDENTIALS_DIRECTORY.
-    if [ ! -e "$R_ETC/mqtt_password" ]; then
-        tmp=$(mktemp "$R_ETC/.mqtt_password.XXXXXX")
+    create_empty_secret mqtt_password "the MQTT password"
+    create_empty_secret preview_token "a token for the preview page on a non-loopback preview.host"
+}
+
+create_empty_secret() {
+    local tmp
+    if [ ! -e "$R_ETC/$1" ]; then
+        tmp=$(mktemp "$R_ETC/.$1.XXXXXX")
         chmod 0600 "$tmp"
-        mv "$tmp" "$R_ETC/mqtt_password"
-        say "created empty $ETC_DIR/mqtt_password (put the MQTT password there, mode 0600)"
+        mv "$tmp" "$R_ETC/$1"
+        say "created empty $ETC_DIR/$1 (put $2 there, mode 0600)"
     fi
 }
 
@@ -384,10 +390,12 @@ do_uninstall() {
             if [ -f "$R_ETC/config.yaml" ] && cmp -s "$SCRIPT_DIR/config.example.yaml" "$R_ETC/config.yaml"; then
                 rm -f "$R_ETC/config.yaml"
             fi
-            if [ -f "$R_ETC/mqtt_password" ] && [ ! -s "$R_ETC/mqtt_password" ]; then
-                rm -f "$R_ETC/mqtt_password"
-            fi
-            rmdir "$R_ETC" 2>/dev/null || say "kept $ETC_DIR (edited config or password; --purge removes it)"
+            for secret in mqtt_password preview_token; do
+                if [ -f "$R_ETC/$secret" ] && [ ! -s "$R_ETC/$secret" ]; then
+                    rm -f "$R_ETC/$secret"
+                fi
+            done
+            rmdir "$R_ETC" 2>/dev/null || say "kept $ETC_DIR (edited config, password or token; --purge removes it)"
         fi
     fi
     if [ "$PURGE" = 1 ] && [ -d "$ROOT$STATE_DIR" ]; then

@@ -8,6 +8,7 @@ mid-run. Photos and videos come from tests/facesdata.py (scikit-image's astronau
 from __future__ import annotations
 
 import http.server
+import itertools
 import os
 import socketserver
 import subprocess
@@ -34,11 +35,17 @@ def live_frame() -> np.ndarray:
 class MjpegServer:
     """An endless MJPEG stream at `fps` on http://127.0.0.1:<port>/stream.mjpg."""
 
-    def __init__(self, image: np.ndarray, fps: float = 10.0, port: int = 0):
-        """`port` 0 picks a free one; a given port lets a new server stand in for a closed one (a camera back)."""
-        ok, encoded = cv2.imencode(".jpg", image)
-        assert ok
-        jpeg = encoded.tobytes()
+    def __init__(self, image: np.ndarray | list[np.ndarray], fps: float = 10.0, port: int = 0):
+        """`port` 0 picks a free one; a given port lets a new server stand in for a closed one (a camera back).
+        A list of images is shown in turn, over and over (a scene that changes)."""
+        parts = []
+        for picture in image if isinstance(image, list) else [image]:
+            jpeg = cv2.imencode(".jpg", picture)[1].tobytes()
+            parts.append(
+                b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(jpeg)
+                + jpeg
+                + b"\r\n"
+            )
         period = 1.0 / fps
         stopping = threading.Event()
         self._stopping = stopping
@@ -51,10 +58,11 @@ class MjpegServer:
                 self.send_response(200)
                 self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
                 self.end_headers()
-                part = b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(jpeg)
                 try:
-                    while not stopping.is_set():
-                        self.wfile.write(part + jpeg + b"\r\n")
+                    for shown in itertools.count():
+                        if stopping.is_set():
+                            break
+                        self.wfile.write(parts[shown % len(parts)])
                         time.sleep(period)
                 except (BrokenPipeError, ConnectionResetError):
                     pass

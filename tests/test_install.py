@@ -29,6 +29,7 @@ UNIT = "etc/systemd/system/emotion-edge.service"
 WANTS = "etc/systemd/system/multi-user.target.wants/emotion-edge.service"
 CONFIG = "etc/emotion-edge/config.yaml"
 PASSWORD = "etc/emotion-edge/mqtt_password"
+PREVIEW_TOKEN = "etc/emotion-edge/preview_token"
 HAS_SYSTEMCTL = shutil.which("systemctl") is not None
 
 
@@ -82,8 +83,8 @@ def test_fresh_install_puts_every_file_in_place(root):
     config = root / CONFIG
     assert config.read_text() == EXAMPLE.read_text()
     assert oct(config.stat().st_mode & 0o777) == "0o640"
-    password = root / PASSWORD
-    assert password.read_bytes() == b"" and oct(password.stat().st_mode & 0o777) == "0o600"
+    for secret in (PASSWORD, PREVIEW_TOKEN):  # LoadCredential= needs them; empty = none
+        assert (root / secret).read_bytes() == b"" and oct((root / secret).stat().st_mode & 0o777) == "0o600"
     if HAS_SYSTEMCTL:
         assert os.readlink(root / WANTS) == "/etc/systemd/system/emotion-edge.service"
     # --root never changes the running system: the user is only printed, nothing is started.
@@ -106,14 +107,17 @@ def test_existing_config_and_password_survive_install_and_uninstall(root):
     (root / "etc/emotion-edge").mkdir(parents=True)
     (root / CONFIG).write_text("mqtt:\n  host: broker.lan\n")
     (root / PASSWORD).write_text("s3cret\n")
+    (root / PREVIEW_TOKEN).write_text("a-long-preview-token\n")
     run_install(root, "--skip-venv")
     assert (root / CONFIG).read_text() == "mqtt:\n  host: broker.lan\n"
     assert (root / PASSWORD).read_text() == "s3cret\n"
+    assert (root / PREVIEW_TOKEN).read_text() == "a-long-preview-token\n"
 
     result = run_install(root, "--uninstall")
     assert not (root / UNIT).exists() and not (root / WANTS).is_symlink()
     assert (root / CONFIG).read_text() == "mqtt:\n  host: broker.lan\n"
     assert (root / PASSWORD).read_text() == "s3cret\n"
+    assert (root / PREVIEW_TOKEN).read_text() == "a-long-preview-token\n"
     assert "--purge removes it" in result.stdout
 
     run_install(root, "--uninstall", "--purge")

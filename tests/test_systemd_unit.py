@@ -20,7 +20,7 @@ import pytest
 
 UNIT = Path(__file__).resolve().parents[1] / "systemd" / "emotion-edge.service"
 INSTALLED_BINARY = "/opt/emotion-edge/venv/bin/emotion-edge"
-MAX_EXPOSURE = 2.5
+MAX_EXPOSURE = 2.0  # 1.7 as written; serving the preview page must not loosen the sandbox
 
 needs_analyze = pytest.mark.skipif(
     shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed (CI installs systemd)"
@@ -100,7 +100,10 @@ def test_unit_declares_the_service_contract():
     assert service["ExecStartPre"] == [
         f"{INSTALLED_BINARY} --check-config --config /etc/emotion-edge/config.yaml"
     ]
-    assert service["LoadCredential"] == ["mqtt_password:/etc/emotion-edge/mqtt_password"]
+    assert service["LoadCredential"] == [
+        "mqtt_password:/etc/emotion-edge/mqtt_password",
+        "preview_token:/etc/emotion-edge/preview_token",
+    ]
     for command in service["ExecStart"] + service["ExecStartPre"]:
         assert "password" not in command.lower(), "secrets must never be on the command line"
     assert unit["Unit"]["StartLimitIntervalSec"] == ["0"], "an unattended device must never stop retrying"

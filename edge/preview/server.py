@@ -1,0 +1,235 @@
+"""The preview's HTTP side: the page, the MJPEG stream and the status JSON, from http.server threads.
+
+    GET /             the page (inline CSS and JS, no external assets: it works on a Pi with no internet)
+    GET /stream.mjpg  multipart/x-mixed-replace JPEGs, at most preview.max_fps, to preview.max_clients viewers
+    GET /api/status   camera state, stats, MQTT state and the latest events (the page polls it every second)
+
+Every request is checked first: with a token, the Authorization header must carry it (401 otherwise, and
+no frame); without one, the Host header must name this machine (403 otherwise; see address.py). Each viewer
+has its own thread with a small send buffer and a send timeout: a slow viewer gets fewer, newer frames, a
+stalled one is cut off after STALL_TIMEOUT_S, and neither ever holds up the encoder or the processing loop.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import importlib.resources
+import json
+import logging
+import re
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+from edge.config import ConfigError
+from edge.preview.address import host_header_is_loopback, is_loopback
+from edge.preview.auth import authorized, load_token
+from edge.preview.hub import PreviewHub
+
+log = logging.getLogger("edge.preview")
+
+STALL_TIMEOUT_S = 10.0  # a viewer that accepts no data this long is disconnected, freeing its place
+STREAM_SNDBUF = 128 * 1024  # per viewer: a few frames in flight at most, so a slow link gets fresh ones
+WAIT_FRAME_S = 5.0
+REFUSAL_LOG_EVERY_S = (
+    60.0  # refused requests are logged at most this often (a scanner must not fill the journal)
+)
+BOUNDARY = "frame"
+
+
+class PreviewError(RuntimeError):
+    """The preview cannot start (port taken, address not on this machine): one clear line."""
+
+
+def _csp_hash(html: str, tag: str) -> str:
+    body = re.search(rf"<{tag}>(.*?)</{tag}>", html, re.S)
+    assert body is not None, f"page.html has no <{tag}>"
+    return "'sha256-" + base64.b64encode(hashlib.sha256(body.group(1).encode()).digest()).decode() + "'"
+
+
+def load_page() -> tuple[bytes, str]:
+    """The page and a Content-Security-Policy that allows exactly its own inline style and script."""
+    html = importlib.resources.files("edge.preview").joinpath("page.html").read_text(encoding="utf-8")
+    csp = (
+        f"default-src 'none'; img-src 'self'; connect-src 'self'; style-src {_csp_hash(html, 'style')}; "
+        f"script-src {_csp_hash(html, 'script')}; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
+    return html.encode("utf-8"), csp
+
+
+class _Refusals:
+    """Counts refused requests; logs the first and then at most one summary line a minute."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._count = 0
+        self._logged_at = -REFUSAL_LOG_EVERY_S
+
+    def note(self, status: int, client: str) -> None:
+        with self._lock:
+            self._count += 1
+            now = time.monotonic()
+            if now - self._logged_at < REFUSAL_LOG_EVERY_S:
+                return
+            count, self._count, self._logged_at = self._count, 0, now
+        log.warning("preview: refused %d request(s) (latest: HTTP %d from %s)", count, status, client)
+
+
+def make_handler(hub: PreviewHub, token: str | None) -> type[BaseHTTPRequestHandler]:
+    page, csp = load_page()
+    refusals = _Refusals()
+
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "emotion-edge"
+        sys_version = ""
+        timeout = STALL_TIMEOUT_S  # also bounds a client that sends its request slowly
+
+        def log_message(self, format, *args):
+            log.debug("preview: %s %s", self.address_string(), format % args)
+
+        def _send(self, status: int, body: bytes, content_type: str, extra: dict | None = None) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.send_header("X-Content-Type-Options", "nosniff")
+            self.send_header("Referrer-Policy", "no-referrer")
+            for key, value in (extra or {}).items():
+                self.send_header(key, value)
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        def _refuse(self, status: int, text: str, extra: dict | None = None) -> None:
+            refusals.note(status, self.client_address[0])
+            self._send(status, f"{status} {text}\n".encode(), "text/plain; charset=utf-8", extra)
+
+        def _allowed(self) -> bool:
+            if token is None and not host_header_is_loopback(self.headers.get("Host")):
+                self._refuse(
+                    403, "forbidden: without preview.token_file, only http://localhost:PORT/ is served"
+                )
+                return False
+            if not authorized(self.headers.get("Authorization"), token):
+                self._refuse(
+                    401, "unauthorized", {"WWW-Authenticate": 'Basic realm="emotion-edge", charset="UTF-8"'}
+                )
+                return False
+            return True
+
+        def do_GET(self):
+            if not self._allowed():
+                return
+            path = urlsplit(self.path).path
+            if path in ("/", "/index.html"):
+                self._send(200, page, "text/html; charset=utf-8", {"Content-Security-Policy": csp})
+            elif path == "/api/status":
+                body = json.dumps(hub.status(), separators=(",", ":")).encode()
+                self._send(200, body, "application/json")
+            elif path == "/stream.mjpg":
+                self._stream()
+            else:
+                self._send(404, b"404 not found\n", "text/plain; charset=utf-8")
+
+        do_HEAD = do_GET
+
+        def _stream(self) -> None:
+            seq = hub.add_viewer()
+            if seq is None:
+                self._refuse(503, f"too many viewers (preview.max_clients: {hub.max_clients})")
+                return
+            peer = self.address_string()
+            log.info("preview: viewer %s connected", peer)
+            try:
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, STREAM_SNDBUF)
+                self.send_response(200)
+                self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
+                self.send_header("Cache-Control", "no-store")
+                self.send_header("X-Content-Type-Options", "nosniff")
+                self.end_headers()
+                while self.command == "GET":
+                    got = hub.next_jpeg(seq, WAIT_FRAME_S)
+                    if got is None:  # the daemon is stopping
+                        break
+                    seq, jpeg = got
+                    if jpeg is not None:
+                        head = (
+                            f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n"
+                        )
+                        self.wfile.write(head.encode() + jpeg + b"\r\n")
+            except OSError as exc:  # gone (reset, broken pipe) or stalled past the send timeout
+                log.info("preview: viewer %s disconnected (%s)", peer, type(exc).__name__)
+            else:
+                log.info("preview: viewer %s disconnected", peer)
+            finally:
+                hub.remove_viewer()
+
+    return Handler
+
+
+class _HttpServer(ThreadingHTTPServer):
+    daemon_threads = True  # a viewer thread never keeps the daemon from exiting
+    request_queue_size = 16
+
+    def handle_error(self, request, client_address):  # a dropped connection is not worth a traceback
+        log.debug("preview: request from %s failed", client_address, exc_info=True)
+
+
+class PreviewServer:
+    def __init__(self, cfg, hub: PreviewHub, token: str | None):
+        self.hub = hub
+        self.token = token
+        server_class = type(
+            "Server",
+            (_HttpServer,),
+            {"address_family": socket.AF_INET6 if ":" in cfg.host else socket.AF_INET},
+        )
+        try:
+            self._httpd = server_class((cfg.host, cfg.port), make_handler(hub, token))
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise PreviewError(f"preview: cannot listen on {cfg.host}:{cfg.port}: {reason}") from None
+        host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
+        self.url = f"http://{host}:{self._httpd.server_address[1]}/"
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, args=(0.2,), name="preview-http", daemon=True
+        )
+
+    def start(self) -> PreviewServer:
+        self.hub.start()
+        self._thread.start()
+        return self
+
+    def offer(self, frame, result, stats, capture) -> None:
+        self.hub.offer(frame, result, stats, capture)
+
+    def close(self) -> None:
+        self.hub.close()
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+def start_preview(config, source_id: str, labels: list[str], publishers) -> PreviewServer:
+    """Listen and start serving, or raise PreviewError saying why not."""
+    cfg = config.preview
+    try:
+        token = load_token(cfg)
+    except ConfigError as exc:
+        raise PreviewError(str(exc)) from None
+    hub = PreviewHub(cfg, source_id, labels, publishers)
+    hub.device_id = config.device_id
+    server = PreviewServer(cfg, hub, token).start()
+    where = "this machine only, elsewhere through ssh -L" if is_loopback(cfg.host) else "open to the network"
+    access = "token required" if token else "no token"
+    log.info(
+        "preview: %s (%s; %s; up to %g fps, %d viewers)",
+        server.url,
+        where,
+        access,
+        cfg.max_fps,
+        cfg.max_clients,
+    )
+    return server
