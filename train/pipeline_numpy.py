@@ -26,6 +26,7 @@ from train.pipeline import (
     MAX_DEGREES,
     MAX_SHIFT,
     MAX_ZOOM,
+    PipelineSettings,
     per_sample_weights,
 )
 
@@ -99,37 +100,17 @@ class NumpyTrainBatches(keras.utils.PyDataset):
     as in tf.data's batch().
     """
 
-    def __init__(
-        self,
-        images: np.ndarray,
-        labels: np.ndarray,
-        num_classes: int,
-        batch_size: int,
-        seed: int,
-        class_weights: np.ndarray | None = None,
-        augment: bool = True,
-        random_erasing: float = 0.0,
-        mixup: float = 0.0,
-        initial_epoch: int = 0,
-        teacher=None,
-        distill_alpha: float = 0.0,
-        workers: int = 2,
-    ):
+    def __init__(self, images: np.ndarray, labels: np.ndarray, settings: PipelineSettings, workers: int = 2):
         super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=8)
         if len(images) != len(labels) or len(labels) == 0:
             raise ValueError(f"need as many images as labels, at least one: {len(images)} vs {len(labels)}")
         self.images = images
         self.labels = np.asarray(labels, np.int64)
-        self.weights = per_sample_weights(self.labels, class_weights)
-        self.num_classes = num_classes
-        self.batch_size = batch_size
-        self.seed = seed
-        self.augment = augment
-        self.random_erasing = random_erasing
-        self.mixup = mixup
-        self.teacher = teacher
-        self.distill_alpha = distill_alpha
-        self.set_epoch(initial_epoch)
+        self.weights = per_sample_weights(self.labels, settings.class_weights)
+        self.settings = settings
+        self.batch_size = settings.batch_size
+        self.seed = settings.seed
+        self.set_epoch(settings.initial_epoch)
 
     def set_epoch(self, epoch: int) -> None:
         """Use this epoch's shuffle. One attribute holds (epoch, order) so a worker never sees a mix."""
@@ -154,9 +135,9 @@ class NumpyTrainBatches(keras.utils.PyDataset):
         chosen = order[index * self.batch_size : (index + 1) * self.batch_size]
         rng = np.random.default_rng([self.seed, epoch, index, 1])  # 1: never the shuffle's stream
         x = self.images[chosen].astype(np.float32)
-        y = np.eye(self.num_classes, dtype=np.float32)[self.labels[chosen]]
+        y = np.eye(self.settings.num_classes, dtype=np.float32)[self.labels[chosen]]
         w = self.weights[chosen]
-        if self.augment:
+        if self.settings.augment:
             flip = rng.uniform(size=len(x)) < 0.5
             x[flip] = x[flip, :, ::-1]
             x = random_affine(x, rng)
@@ -165,15 +146,15 @@ class NumpyTrainBatches(keras.utils.PyDataset):
             contrast = rng.uniform(*CONTRAST, (len(x), 1, 1)).astype(np.float32)
             brightness = rng.uniform(-MAX_BRIGHTNESS, MAX_BRIGHTNESS, (len(x), 1, 1)).astype(np.float32)
             x = np.clip((x - mean) * contrast + mean + brightness, 0.0, 255.0)
-            if self.random_erasing > 0:
-                x = apply_random_erasing(x, self.random_erasing, rng)
+            if self.settings.random_erasing > 0:
+                x = apply_random_erasing(x, self.settings.random_erasing, rng)
         x = x[..., None]
-        if self.mixup > 0:
-            x, y, w = apply_mixup(x, y, w, self.mixup, rng)
+        if self.settings.mixup > 0:
+            x, y, w = apply_mixup(x, y, w, self.settings.mixup, rng)
         x = x.astype(np.float32)
-        if self.teacher is not None:
-            soft = keras.ops.convert_to_numpy(self.teacher(x))
-            y = blend_targets(y, soft.astype(np.float32), self.distill_alpha)
+        if self.settings.teacher is not None:
+            soft = keras.ops.convert_to_numpy(self.settings.teacher(x))
+            y = blend_targets(y, soft.astype(np.float32), self.settings.distill_alpha)
         return x.astype(np.float32), y.astype(np.float32), w.astype(np.float32)
 
 

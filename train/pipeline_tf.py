@@ -21,6 +21,7 @@ from train.pipeline import (
     MAX_DEGREES,
     MAX_SHIFT,
     MAX_ZOOM,
+    PipelineSettings,
     per_sample_weights,
 )
 
@@ -90,29 +91,18 @@ def _mixup(images, targets, weights, alpha: float):
     return images, targets, weights
 
 
-def make_train_dataset(
-    images: np.ndarray,
-    labels: np.ndarray,
-    num_classes: int,
-    batch_size: int,
-    seed: int,
-    class_weights: np.ndarray | None = None,
-    augment: bool = True,
-    random_erasing: float = 0.0,
-    mixup: float = 0.0,
-    teacher=None,
-    distill_alpha: float = 0.0,
-) -> tf.data.Dataset:
+def make_train_dataset(images: np.ndarray, labels: np.ndarray, settings: PipelineSettings) -> tf.data.Dataset:
     """(float32 images (B,H,W,1) in 0..255, one-hot targets (B,C), per-sample weights (B,)) batches."""
-    weights = per_sample_weights(labels, class_weights)
+    s = settings
+    weights = per_sample_weights(labels, s.class_weights)
     ds = tf.data.Dataset.from_tensor_slices((images, labels.astype(np.int32), weights))
-    ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
+    ds = ds.shuffle(len(labels), seed=s.seed, reshuffle_each_iteration=True)
+    ds = ds.batch(s.batch_size)
 
     def transform(batch_images, batch_labels, batch_weights):
         x = tf.cast(batch_images, tf.float32)[..., None]
-        y = tf.one_hot(batch_labels, num_classes)
-        if augment:
+        y = tf.one_hot(batch_labels, s.num_classes)
+        if s.augment:
             x = tf.image.random_flip_left_right(x)
             x = _random_affine(x, MAX_DEGREES, MAX_SHIFT, MAX_ZOOM)
             # Brightness and contrast around each image's mean, in pixel units (the model rescales later).
@@ -120,12 +110,12 @@ def make_train_dataset(
             contrast = tf.random.uniform([tf.shape(x)[0], 1, 1, 1], *CONTRAST)
             brightness = tf.random.uniform([tf.shape(x)[0], 1, 1, 1], -MAX_BRIGHTNESS, MAX_BRIGHTNESS)
             x = tf.clip_by_value((x - mean) * contrast + mean + brightness, 0.0, 255.0)
-            if random_erasing > 0:
-                x = _random_erasing(x, random_erasing)
-        if mixup > 0:
-            x, y, batch_weights = _mixup(x, y, batch_weights, mixup)
-        if teacher is not None:
-            y = blend_targets(y, tf.cast(teacher(x), tf.float32), distill_alpha)
+            if s.random_erasing > 0:
+                x = _random_erasing(x, s.random_erasing)
+        if s.mixup > 0:
+            x, y, batch_weights = _mixup(x, y, batch_weights, s.mixup)
+        if s.teacher is not None:
+            y = blend_targets(y, tf.cast(s.teacher(x), tf.float32), s.distill_alpha)
         return x, y, batch_weights
 
     ds = ds.map(transform, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
