@@ -16,14 +16,22 @@ from typing import Any
 
 import numpy as np
 
-# Augmentation strengths, shared by both implementations so they stay the same.
-MAX_DEGREES = 10.0  # rotation about the centre, +-degrees
-MAX_SHIFT = 0.08  # translation, +- fraction of the side
-MAX_ZOOM = 0.1  # scale in [1 - zoom, 1 + zoom]
-CONTRAST = (0.75, 1.25)  # factor around each image's mean
-MAX_BRIGHTNESS = 25.0  # +- pixel units (the model rescales later)
-ERASE_AREA = (0.02, 0.25)  # random erasing: fraction of the face
-ERASE_ASPECT = (0.5, 2.0)  # random erasing: box aspect ratio, log-uniform
+
+@dataclass(frozen=True)
+class AugmentStrengths:
+    """How strong each augmentation is; one instance, AUGMENT, is shared by both implementations so they stay
+    the same."""
+
+    max_degrees: float = 10.0  # rotation about the centre, +-degrees
+    max_shift: float = 0.08  # translation, +- fraction of the side
+    max_zoom: float = 0.1  # scale in [1 - zoom, 1 + zoom]
+    contrast: tuple[float, float] = (0.75, 1.25)  # factor around each image's mean
+    max_brightness: float = 25.0  # +- pixel units (the model rescales later)
+    erase_area: tuple[float, float] = (0.02, 0.25)  # random erasing: fraction of the face
+    erase_aspect: tuple[float, float] = (0.5, 2.0)  # random erasing: box aspect ratio, log-uniform
+
+
+AUGMENT = AugmentStrengths()
 
 
 def balanced_class_weights(labels: np.ndarray, num_classes: int, power: float = 1.0) -> np.ndarray:

@@ -18,26 +18,16 @@ import keras
 import numpy as np
 
 from train.distill import blend_targets
-from train.pipeline import (
-    CONTRAST,
-    ERASE_AREA,
-    ERASE_ASPECT,
-    MAX_BRIGHTNESS,
-    MAX_DEGREES,
-    MAX_SHIFT,
-    MAX_ZOOM,
-    PipelineSettings,
-    per_sample_weights,
-)
+from train.pipeline import AUGMENT, PipelineSettings, per_sample_weights
 
 
 def random_affine(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Random rotation about the centre, shift and zoom, one transform per float32 (B,H,W) image."""
     batch, height, width = images.shape
-    angle = rng.uniform(-1.0, 1.0, batch) * math.radians(MAX_DEGREES)
-    scale = rng.uniform(1.0 - MAX_ZOOM, 1.0 + MAX_ZOOM, batch)
-    shift_x = rng.uniform(-MAX_SHIFT, MAX_SHIFT, batch) * width
-    shift_y = rng.uniform(-MAX_SHIFT, MAX_SHIFT, batch) * height
+    angle = rng.uniform(-1.0, 1.0, batch) * math.radians(AUGMENT.max_degrees)
+    scale = rng.uniform(1.0 - AUGMENT.max_zoom, 1.0 + AUGMENT.max_zoom, batch)
+    shift_x = rng.uniform(-AUGMENT.max_shift, AUGMENT.max_shift, batch) * width
+    shift_y = rng.uniform(-AUGMENT.max_shift, AUGMENT.max_shift, batch) * height
     cx, cy = (width - 1.0) / 2.0, (height - 1.0) / 2.0
     out = np.empty_like(images)
     for i in range(batch):
@@ -62,8 +52,8 @@ def random_affine(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def apply_random_erasing(images: np.ndarray, probability: float, rng: np.random.Generator) -> np.ndarray:
     """Replace a random rectangle (2-25% of the face) with noise in a random fraction of the images."""
     batch, height, width = images.shape
-    area = rng.uniform(*ERASE_AREA, batch)
-    aspect = np.exp(rng.uniform(math.log(ERASE_ASPECT[0]), math.log(ERASE_ASPECT[1]), batch))
+    area = rng.uniform(*AUGMENT.erase_area, batch)
+    aspect = np.exp(rng.uniform(math.log(AUGMENT.erase_aspect[0]), math.log(AUGMENT.erase_aspect[1]), batch))
     box_h = np.sqrt(area / aspect) * height
     box_w = np.sqrt(area * aspect) * width
     top = rng.uniform(size=batch) * (height - box_h)
@@ -143,8 +133,10 @@ class NumpyTrainBatches(keras.utils.PyDataset):
             x = random_affine(x, rng)
             # Brightness and contrast around each image's mean, in pixel units (the model rescales later).
             mean = x.mean(axis=(1, 2), keepdims=True)
-            contrast = rng.uniform(*CONTRAST, (len(x), 1, 1)).astype(np.float32)
-            brightness = rng.uniform(-MAX_BRIGHTNESS, MAX_BRIGHTNESS, (len(x), 1, 1)).astype(np.float32)
+            contrast = rng.uniform(*AUGMENT.contrast, (len(x), 1, 1)).astype(np.float32)
+            brightness = rng.uniform(-AUGMENT.max_brightness, AUGMENT.max_brightness, (len(x), 1, 1)).astype(
+                np.float32
+            )
             x = np.clip((x - mean) * contrast + mean + brightness, 0.0, 255.0)
             if self.settings.random_erasing > 0:
                 x = apply_random_erasing(x, self.settings.random_erasing, rng)

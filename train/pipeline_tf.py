@@ -13,17 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from train.distill import blend_targets
-from train.pipeline import (
-    CONTRAST,
-    ERASE_AREA,
-    ERASE_ASPECT,
-    MAX_BRIGHTNESS,
-    MAX_DEGREES,
-    MAX_SHIFT,
-    MAX_ZOOM,
-    PipelineSettings,
-    per_sample_weights,
-)
+from train.pipeline import AUGMENT, PipelineSettings, per_sample_weights
 
 
 def _random_affine(images, max_degrees: float, max_shift: float, max_zoom: float):
@@ -57,8 +47,10 @@ def _random_erasing(images, probability: float):
     """Replace a random rectangle (2-25% of the face) with noise in a random fraction of the images."""
     shape = tf.shape(images)
     batch, height, width = shape[0], shape[1], shape[2]
-    area = tf.random.uniform([batch], *ERASE_AREA)
-    aspect = tf.exp(tf.random.uniform([batch], math.log(ERASE_ASPECT[0]), math.log(ERASE_ASPECT[1])))
+    area = tf.random.uniform([batch], *AUGMENT.erase_area)
+    aspect = tf.exp(
+        tf.random.uniform([batch], math.log(AUGMENT.erase_aspect[0]), math.log(AUGMENT.erase_aspect[1]))
+    )
     box_h = tf.sqrt(area / aspect) * tf.cast(height, tf.float32)
     box_w = tf.sqrt(area * aspect) * tf.cast(width, tf.float32)
     top = tf.random.uniform([batch]) * (tf.cast(height, tf.float32) - box_h)
@@ -104,11 +96,13 @@ def make_train_dataset(images: np.ndarray, labels: np.ndarray, settings: Pipelin
         y = tf.one_hot(batch_labels, s.num_classes)
         if s.augment:
             x = tf.image.random_flip_left_right(x)
-            x = _random_affine(x, MAX_DEGREES, MAX_SHIFT, MAX_ZOOM)
+            x = _random_affine(x, AUGMENT.max_degrees, AUGMENT.max_shift, AUGMENT.max_zoom)
             # Brightness and contrast around each image's mean, in pixel units (the model rescales later).
             mean = tf.reduce_mean(x, axis=[1, 2, 3], keepdims=True)
-            contrast = tf.random.uniform([tf.shape(x)[0], 1, 1, 1], *CONTRAST)
-            brightness = tf.random.uniform([tf.shape(x)[0], 1, 1, 1], -MAX_BRIGHTNESS, MAX_BRIGHTNESS)
+            contrast = tf.random.uniform([tf.shape(x)[0], 1, 1, 1], *AUGMENT.contrast)
+            brightness = tf.random.uniform(
+                [tf.shape(x)[0], 1, 1, 1], -AUGMENT.max_brightness, AUGMENT.max_brightness
+            )
             x = tf.clip_by_value((x - mean) * contrast + mean + brightness, 0.0, 255.0)
             if s.random_erasing > 0:
                 x = _random_erasing(x, s.random_erasing)
