@@ -138,6 +138,8 @@ def test_a_fresh_run_takes_the_flags_over_the_defaults(tmp_path):
     }
     with pytest.raises(TrainError, match="--data is required"):
         config_for_run(run_dir, {"out": str(run_dir)}, resume=False, overwrite=False)
+    with pytest.raises(TrainError, match=r"unknown training setting\(s\) 'epoch'; known: data, out, arch"):
+        config_for_run(run_dir, {"data": str(tmp_path), "epoch": 5}, resume=False, overwrite=False)
 
 
 def test_an_old_config_json_resumes_with_the_later_settings_at_their_defaults(tmp_path):

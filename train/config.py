@@ -263,8 +263,14 @@ def add_setting_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def config_for_run(run_dir: Path, given: dict, resume: bool, overwrite: bool) -> TrainConfig:
-    """The resolved config: defaults < saved config (on --resume) < flags given; refuses unsafe states."""
-    given = {k: v for k, v in given.items() if k in SETTINGS}
+    """The resolved config: defaults < saved config (on --resume) < flags given; refuses unsafe states.
+
+    `given` holds only settings (TrainConfig's fields): a misspelt key is refused by name, not ignored."""
+    unknown = sorted(set(given) - set(SETTINGS))
+    if unknown:
+        raise TrainError(
+            f"unknown training setting(s) {', '.join(map(repr, unknown))}; known: {', '.join(SETTINGS)}"
+        )
     if resume:
         return _resumed_config(run_dir, given)
     _check_fresh_run_dir(run_dir, given, overwrite)
