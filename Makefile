@@ -2,6 +2,8 @@
 #   make run    the edge daemon (base install, no TensorFlow) on the shipped model and sample faces
 #   make test   the test suite (installs the [train,dev] extras into .venv, and [train-jax] into .venv-jax
 #               so training is also tested on a machine without TensorFlow)
+#   make test-fast  the quick loop while editing (under a minute): no slow/fer/backoff tests, and TensorFlow,
+#               Keras, JAX and torch made unimportable, as on the Pi (tests that need them skip)
 #   make model  reproduces the shipped default model from FER-2013 (resumable; see MODEL_CARD.md)
 PYTHON ?= python3
 VENV ?= .venv
@@ -24,7 +26,7 @@ train = if [ -f $(1)/metrics.json ]; then echo "$(1): finished"; else \
 	if [ -f $(1)/checkpoints/state.json ]; then resume=--resume; else resume=; fi; \
 	$(VENV)/bin/emotion-train --data $(FER) --out $(1) $(2) $$resume; fi
 
-.PHONY: run test lint model clean
+.PHONY: run test test-fast lint model clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +52,10 @@ run: $(EDGE_VENV)/.installed
 test: $(VENV)/.installed $(JAX_VENV)/.installed
 	$(VENV)/bin/python -m ruff check .
 	EMOTION_TEST_JAX_PYTHON=$(JAX_VENV)/bin/python $(VENV)/bin/python -m pytest
+
+test-fast: $(VENV)/.installed
+	$(VENV)/bin/python -m ruff check .
+	$(VENV)/bin/python -m pytest --fast -q
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/python -m ruff check .

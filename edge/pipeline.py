@@ -9,12 +9,12 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 
 import numpy as np
 
 from edge.capture.sources import Frame
 from edge.preprocess import faces_to_batch
+from edge.stats import utc_timestamp
 from edge.track import FaceState, PublishPolicy, Tracker
 
 log = logging.getLogger(__name__)
@@ -28,12 +28,6 @@ class ProcessResult:
     faces: list[FaceState]
     timings_ms: dict[str, float]  # detect, classify, track (event building included in track)
     changes: list[dict] = field(default_factory=list)  # this frame's appeared/changed/left records
-
-
-def utc_iso(timestamp: float) -> str:
-    """UNIX time -> '2026-11-21T19:12:00.123Z' (UTC, milliseconds)."""
-    moment = datetime.fromtimestamp(timestamp, tz=timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
 def usable_image(image) -> np.ndarray | None:
@@ -149,7 +143,7 @@ class FrameProcessor:
             "schema_version": SCHEMA_VERSION,
             "device_id": self.config.device_id,
             "source_id": self.source_id,
-            "timestamp": utc_iso(frame.timestamp),
+            "timestamp": utc_timestamp(frame.timestamp),
             "frame_index": int(frame.index),
         }
         if frame.file is not None:

@@ -13,17 +13,23 @@ import os
 import time
 from datetime import datetime, timezone
 
-STAGES = ("capture_wait", "detect", "classify", "publish", "total")
+# Every stage a frame's timings may name: the daemon adds capture_wait and publish to the pipeline's detect,
+# classify and track (edge/pipeline.py); `emotion-edge bench` reports all but publish.
+STAGES = ("capture_wait", "detect", "classify", "track", "publish", "total")
 
 
 def utc_timestamp(seconds: float | None = None) -> str:
-    """ISO 8601 UTC with milliseconds and a Z, as in the event schema: 2026-11-21T19:12:00.123Z."""
+    """ISO 8601 UTC with milliseconds and a Z, as in the event schema: 2026-11-21T19:12:00.123Z.
+
+    The one timestamp format of everything the daemon publishes (events, state, stats); `seconds` is UNIX
+    time (a frame's capture time), default now."""
     moment = datetime.fromtimestamp(time.time() if seconds is None else seconds, tz=timezone.utc)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
-    """Linear-interpolated percentile (q in 0..100) of an already sorted, non-empty list."""
+    """Linear-interpolated percentile (q in 0..100) of an already sorted, non-empty list: numpy's default
+    method, without numpy's array round trip for the daemon's small windows."""
     position = (len(sorted_values) - 1) * q / 100.0
     low = int(position)
     high = min(low + 1, len(sorted_values) - 1)
@@ -69,6 +75,7 @@ class StatsCollector:
 
     def __init__(self, window: int = 512, clock=time.monotonic):
         self._clock = clock
+        self._window = window
         self._latency = {stage: collections.deque(maxlen=window) for stage in STAGES}
         self.started = clock()
         self._last_time = self.started
@@ -79,9 +86,14 @@ class StatsCollector:
         self._last_faces = 0
 
     def record(self, timings_ms: dict[str, float], faces: int) -> None:
-        """One processed frame: its stage timings (any of STAGES) and how many faces it had."""
+        """One processed frame: its stage timings (any of STAGES) and how many faces it had.
+
+        STAGES are always reported (null before their first value); a stage outside them is reported too,
+        never dropped: a new stage must not vanish from the stats because this list was not updated."""
         for stage, value in timings_ms.items():
-            if stage in self._latency and value is not None:
+            if value is not None:
+                if stage not in self._latency:
+                    self._latency[stage] = collections.deque(maxlen=self._window)
                 self._latency[stage].append(float(value))
         self._processed += 1
         self._faces += faces

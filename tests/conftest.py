@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.abc
 import sys
 from pathlib import Path
 
@@ -17,13 +18,23 @@ if _REPO_ROOT not in sys.path:
 # --- models (vision helper) -----------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def tiny_model_path(tmp_path_factory):
-    """A trained full-int8 7-class `tiny.tflite` with its `tiny.json` contract (tests/tinymodel.py).
+    """A trained full-int8 7-class `tiny.tflite` with its `tiny.json` contract: the checked-in
+    tests/data/tiny.tflite (made by tests/data/make_tiny_model.py), copied to a session temp folder.
 
-    Built once per session (a few seconds; needs TensorFlow, which the dev env has).
+    Needs no TensorFlow, so edge tests run in `make test-fast` and on a base install.
     """
+    from tests.tinymodel import checked_in_copy
+
+    return checked_in_copy(tmp_path_factory.mktemp("tiny_model"))
+
+
+@pytest.fixture(scope="session")
+def trained_tiny_model_path(tmp_path_factory):
+    """The same recipe (tests/tinymodel.py) trained and converted now: needs TensorFlow, takes seconds."""
+    pytest.importorskip("tensorflow")
     from tests.tinymodel import tiny_tflite
 
-    return tiny_tflite(tmp_path_factory.mktemp("tiny_model"))
+    return tiny_tflite(tmp_path_factory.mktemp("tiny_model_trained"))
 
 
 # --- MQTT broker (daemon helper) ------------------------------------------------------------------------
@@ -43,3 +54,36 @@ def mosquitto(tmp_path):
         yield broker
     finally:
         broker.stop()
+
+
+# --- the fast loop (`make test-fast`) ---------------------------------------------------------------------
+# The suite as a base install (the Pi) sees it: the Keras stack cannot be imported, so test modules that need
+# it skip at their `pytest.importorskip("keras")`, and an edge test that pulled TensorFlow in would fail.
+# Tests marked slow (training, converting), fer (the real data set) or backoff (waiting out reconnect
+# backoffs) are deselected. `make test` runs them all.
+FAST_BLOCKED = ("tensorflow", "keras", "tf_keras", "jax", "torch")
+
+
+class _Unimportable(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in FAST_BLOCKED:
+            raise ModuleNotFoundError(
+                f"No module named {name!r} (pytest --fast: as on a base install)", name=name
+            )
+        return None
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--fast",
+        action="store_true",
+        help="the quick loop: skip slow, fer and backoff tests; make TensorFlow/Keras/JAX/torch unimportable",
+    )
+
+
+def pytest_configure(config):
+    if not config.getoption("--fast"):
+        return
+    sys.meta_path.insert(0, _Unimportable())
+    chosen = config.option.markexpr
+    config.option.markexpr = "not slow and not fer and not backoff" + (f" and ({chosen})" if chosen else "")

@@ -87,6 +87,10 @@ class MosquittoBroker:
             "log_type error\nlog_type warning\nlog_type notice\n"
         )
 
+    def log_count(self, text: str) -> int:
+        """How many times the broker's log says `text` (one line per refused connection, for instance)."""
+        return self.log_path.read_text(errors="replace").count(text) if self.log_path.exists() else 0
+
     @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
@@ -148,6 +152,7 @@ class Subscriber:
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._subscribed = threading.Event()
+        self._acked: set[int] = set()  # SUBACKed message ids
         self.client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or f"test-sub-{time.monotonic_ns()}"
         )
@@ -163,6 +168,9 @@ class Subscriber:
         client.subscribe([(topic, 1) for topic in self.topics])
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties):
+        with self._changed:
+            self._acked.add(mid)
+            self._changed.notify_all()
         self._subscribed.set()
 
     def _on_message(self, client, userdata, message):
@@ -206,6 +214,22 @@ class Subscriber:
             )
 
         return self.wait_for(match, timeout)
+
+    def barrier(self, timeout: float = 15.0) -> None:
+        """Return once every message the broker queued for this subscriber so far has arrived, so a test can
+        assert that something did not come without sleeping: a message on a private topic, subscribed and
+        published now, makes the round trip behind them (the broker keeps one connection's messages in
+        order). It is not kept in `messages`."""
+        topic = f"tests/barrier/{time.monotonic_ns()}"
+        _, mid = self.client.subscribe(topic, 1)
+        with self._changed:
+            if not self._changed.wait_for(lambda: mid in self._acked, timeout):
+                raise TimeoutError(f"no SUBACK for {topic} within {timeout} s")
+        self.client.publish(topic, b"barrier", qos=1)
+        self.wait_topic(topic, timeout=timeout)
+        with self._lock:
+            self.messages = [m for m in self.messages if m[0] != topic]
+        self.client.unsubscribe(topic)
 
     def count(self, topic: str) -> int:
         with self._lock:

@@ -20,6 +20,7 @@ from edge.capture import (
     reusing_factory,
 )
 from tests import facesdata
+from tests.mosquitto import wait_until
 
 
 def test_folder_source_sorted_names_skipping_non_images(tmp_path, caplog):
@@ -219,7 +220,7 @@ def test_stop_is_prompt_while_waiting_for_a_dead_camera():
         raise SourceError("fake-camera: missing")
 
     capture = CaptureThread(never_there, stop, reopen_backoff=(10.0, 30.0)).start()
-    time.sleep(0.1)
+    assert wait_until(lambda: capture.failures >= 1)  # the first open failed: now in its 10 s backoff
     started = time.monotonic()
     stop.set()
     assert capture.get() is None  # no timeout given: returns once stop is set

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import signal
 import sys
-import time
 
 import jsonschema
 import pytest
@@ -19,6 +18,7 @@ from tests.daemonproc import (
     write_face_video,
     write_photo_folder,
 )
+from tests.mosquitto import wait_until
 
 
 def _events(stdout: str) -> list[dict]:
@@ -139,7 +139,8 @@ def test_missing_camera_at_start_is_retried_not_fatal(tiny_model_path, tmp_path)
     daemon = DaemonProcess(args, tmp_path)
     try:
         daemon.wait_stderr("retrying with backoff", timeout=60)
-        time.sleep(1.5)  # a reopen attempt or two (0.5 s, then 1 s)
+        # Each failed open logs "...; retrying in N s": wait for a reopen attempt after the first failure.
+        assert wait_until(lambda: daemon.stderr.count("; retrying in") >= 2, timeout=30), daemon.stderr
         assert daemon.proc.poll() is None, daemon.stderr
         daemon.proc.send_signal(signal.SIGTERM)
         assert daemon.proc.wait(timeout=10) == 0

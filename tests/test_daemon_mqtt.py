@@ -91,6 +91,7 @@ def test_sigkill_leaves_the_last_will_offline(mosquitto, camera, tiny_model_path
         late.wait_topic(f"{BASE}/status", b"offline", retain=True, timeout=5)
 
 
+@pytest.mark.backoff
 def test_broker_restart_mid_run_events_resume(mosquitto, camera, tiny_model_path, tmp_path):
     daemon = _start(tmp_path, mosquitto, camera, tiny_model_path)
     try:
@@ -117,6 +118,7 @@ def test_broker_restart_mid_run_events_resume(mosquitto, camera, tiny_model_path
         daemon.stop()
 
 
+@pytest.mark.backoff
 def test_broker_down_at_start_keeps_running_and_says_so_once(mosquitto, camera, tiny_model_path, tmp_path):
     mosquitto.stop()
     daemon = _start(tmp_path, mosquitto, camera, tiny_model_path)
@@ -154,6 +156,7 @@ def test_photo_folder_over_mqtt_delivers_every_event_before_exit(mosquitto, tiny
         assert "not delivered" not in result.stderr
 
 
+@pytest.mark.backoff
 def test_a_camera_gone_silent_clears_the_faces_from_the_retained_state(mosquitto, tiny_model_path, tmp_path):
     """Home Assistant must not keep showing the last face (and keep automations on it firing) while the
     camera is unplugged: after CAMERA_AWAY_S without frames the state says nobody is in view."""

@@ -196,3 +196,19 @@ def test_the_daemon_announces_itself_to_home_assistant(tmp_path, mosquitto, tiny
         assert emotion["options"] == [*FER_LABELS, "none"]
         assert emotion["availability"][0]["topic"] == "emotion/e2e-pi/status"
         sub.wait_topic("emotion/e2e-pi/status", b"offline", retain=True)
+
+
+def test_the_publisher_discovery_and_forget_put_a_device_under_one_topic_base():
+    """Three modules name a device's topics; one function (edge.publish.base.device_topic_base) builds the base."""
+    from edge.publish.forget import retained_topics
+
+    config = Config(device_id="pi-1")
+    config.mqtt.topic_prefix = "home/emotion"
+    publisher = MqttPublisher(config.mqtt, config.device_id)
+    assert publisher.topics == {k: f"home/emotion/pi-1/{k}" for k in ("events", "state", "status", "stats")}
+    sensors = [payload for _, payload in discovery_messages(config, ["happy", "sad"])]
+    assert {p["state_topic"] for p in sensors} <= {publisher.topics["state"], publisher.topics["stats"]}
+    assert all(p["availability"][0]["topic"] == publisher.topics["status"] for p in sensors)
+    subscriptions, ours = retained_topics(config)
+    assert "home/emotion/pi-1/#" in subscriptions
+    assert {publisher.topics["status"], publisher.topics["state"]} <= set(ours)

@@ -13,7 +13,6 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 
 import pytest
 
@@ -29,7 +28,7 @@ from tests.daemonproc import (
     write_config,
     write_photo_folder,
 )
-from tests.mosquitto import MosquittoBroker, Subscriber, find_mosquitto
+from tests.mosquitto import MosquittoBroker, Subscriber, find_mosquitto, wait_until
 
 DEVICE = "test-pi"
 BASE = f"emotion/{DEVICE}"
@@ -95,6 +94,7 @@ def test_right_credentials_deliver_the_exact_event_payload(auth_broker):
             publisher.close(timeout=2)
 
 
+@pytest.mark.backoff
 def test_wrong_password_is_reported_once_and_retried(auth_broker, caplog):
     caplog.set_level(logging.INFO, logger="edge.publish.mqtt")
     publisher = MqttPublisher(
@@ -103,9 +103,11 @@ def test_wrong_password_is_reported_once_and_retried(auth_broker, caplog):
     publisher.start()
     try:
         publisher.publish_event({"frame_index": 0})  # buffered, never raises
-        time.sleep(3.5)  # paho retries after 1 s, then 2 s: at least two refused attempts
-        attempts = auth_broker.log_path.read_text().count("not authorised")
-        assert attempts >= 2, auth_broker.log_path.read_text()  # it really kept trying
+        # It really kept trying: a third attempt (paho retries after 1 s, then 2 s) comes only once the
+        # publisher has handled the second refusal, so its log below is complete for two of them.
+        assert wait_until(lambda: auth_broker.log_count("not authorised") >= 3, timeout=30), (
+            auth_broker.log_path.read_text()
+        )
         assert not publisher.connected and publisher.buffered_events == 1
         refused = [r.getMessage() for r in caplog.records if "refused the connection" in r.getMessage()]
         assert len(refused) == 1, [r.getMessage() for r in caplog.records]
@@ -161,6 +163,7 @@ def test_daemon_password_from_credential_or_env_delivers_and_is_never_printed(
     assert "refused" not in result.stderr and SECRET not in result.stderr + result.stdout
 
 
+@pytest.mark.backoff
 def test_daemon_with_a_wrong_password_keeps_running_and_says_so_once(auth_broker, tiny_model_path, tmp_path):
     env = _password_env(tmp_path, "env", "not-the-password")
     with MjpegServer(live_frame(), fps=8) as camera:
@@ -169,13 +172,13 @@ def test_daemon_with_a_wrong_password_keeps_running_and_says_so_once(auth_broker
         daemon = DaemonProcess(args, tmp_path, env=env)
         try:
             daemon.wait_stderr("refused the connection", timeout=60)
-            time.sleep(3.5)  # two more paho retries (1 s, 2 s backoff)
+            # Two more paho retries (1 s, 2 s backoff), as the broker saw them.
+            assert wait_until(lambda: auth_broker.log_count("not authorised") >= 3, timeout=30)
             assert daemon.proc.poll() is None
             log = daemon.stderr
             assert log.count("refused the connection") == 1, log[-3000:]
             assert "check mqtt.username and mqtt.password" in log
             assert "Traceback" not in log and "not-the-password" not in log
-            assert auth_broker.log_path.read_text().count("not authorised") >= 2  # still retrying
             daemon.proc.send_signal(signal.SIGTERM)
             assert daemon.proc.wait(timeout=10) == 0
         finally:

@@ -6,6 +6,8 @@ import json
 import logging
 import time
 
+import pytest
+
 from edge.config import MqttConfig
 from edge.publish.mqtt import MqttPublisher
 from tests.mosquitto import Subscriber, wait_until
@@ -40,7 +42,7 @@ def test_online_events_state_and_clean_offline(mosquitto):
         late.wait_topic(f"{BASE}/status", b"offline", retain=True)
         _, payload, retained = late.wait_topic(f"{BASE}/state")
         assert retained and json.loads(payload) == {"face_count": 1}
-        time.sleep(0.3)
+        late.barrier()  # every retained message has arrived by now
         assert late.count(f"{BASE}/events") == 0  # events are not retained
 
 
@@ -52,8 +54,9 @@ def test_broker_restart_buffers_in_order_and_republishes(mosquitto, caplog):
     publisher.start()
     try:
         assert wait_until(lambda: publisher.connected)
-        publisher.publish_state({"face_count": 2})
-        time.sleep(0.2)
+        with Subscriber(mosquitto, f"{BASE}/state") as before:
+            publisher.publish_state({"face_count": 2})
+            before.wait_topic(f"{BASE}/state")  # the broker has it: the restart below is what loses it
         mosquitto.stop()  # the broker forgets everything: persistence is off
         assert wait_until(lambda: not publisher.connected)
         for i in range(5):
@@ -74,6 +77,7 @@ def test_broker_restart_buffers_in_order_and_republishes(mosquitto, caplog):
         publisher.close(timeout=1)
 
 
+@pytest.mark.backoff
 def test_broker_down_at_start_warns_once_then_connects(mosquitto, caplog):
     caplog.set_level(logging.INFO, logger="edge.publish.mqtt")
     mosquitto.stop()
@@ -101,17 +105,19 @@ def test_subscribe_and_publish_raw_survive_reconnect(mosquitto):
     publisher.add_connect_hook(lambda p: p.publish_raw("homeassistant/sensor/x/config", "{}", retain=True))
     publisher.start()
     try:
-        assert wait_until(lambda: publisher.connected)
+        # The hook ran: the subscriber sees its config live or, when it subscribed later, retained.
         with Subscriber(mosquitto, "homeassistant/sensor/#") as sub:
-            sub.wait_topic("homeassistant/sensor/x/config", b"{}", retain=True)
+            sub.wait_topic("homeassistant/sensor/x/config", b"{}")
         mosquitto.stop()
         assert wait_until(lambda: not publisher.connected)
         assert publisher.publish_raw("a/b", "x") is False  # nothing queued while away
         mosquitto.start()
-        assert wait_until(lambda: publisher.connected, timeout=20)
-        time.sleep(0.3)  # let the re-subscription be acknowledged
         with Subscriber(mosquitto, "homeassistant/sensor/#") as sub:
-            # the hook ran again on reconnect: the (non-persistent) broker has the retained config again
+            # The hook ran again on reconnect. The publisher subscribes before it runs its hooks, on the same
+            # connection, so once the hook's message is here the broker has the re-subscription too.
+            sub.wait_topic("homeassistant/sensor/x/config", b"{}", timeout=30)
+        with Subscriber(mosquitto, "homeassistant/sensor/#") as sub:
+            # the (non-persistent) broker holds the config retained again
             sub.wait_topic("homeassistant/sensor/x/config", b"{}", retain=True)
             sub.client.publish("homeassistant/status", "online", qos=1).wait_for_publish(5)
             assert wait_until(lambda: received == [("homeassistant/status", b"online")])
@@ -134,7 +140,7 @@ def test_offline_survives_a_congested_link_through_the_last_will(mosquitto):
             sub.wait_topic(f"{BASE}/status", b"offline", timeout=10)
     with Subscriber(mosquitto, f"{BASE}/status") as late:
         late.wait_topic(f"{BASE}/status", b"offline", retain=True)
-        time.sleep(0.3)
+        late.barrier()
         assert [m[1] for m in late.messages] == [b"offline"]
 
 

@@ -17,8 +17,9 @@ from edge.capture import Frame, open_source
 from edge.classify import EmotionClassifier
 from edge.config import Config
 from edge.detect import make_detector
-from edge.pipeline import FrameProcessor, utc_iso
+from edge.pipeline import FrameProcessor
 from edge.preprocess import faces_to_batch
+from edge.stats import STAGES, StatsCollector
 from edge.track import iou
 from tests import facesdata
 
@@ -258,8 +259,22 @@ def test_odd_frames_never_crash(classifier, schema, name):
     assert (len(event["faces"]) >= 1) == (name in EXPECT_FACE)
 
 
-def test_utc_iso_has_milliseconds_and_z():
-    assert utc_iso(0.5) == "1970-01-01T00:00:00.500Z"
+def test_the_event_timestamp_is_the_frames_capture_time_with_milliseconds(classifier):
+    processor = make_processor(classifier, publish={"policy": "every"})
+    event = processor.process(Frame(facesdata.one_face_frame()[0], index=0, timestamp=0.5)).event
+    assert event["timestamp"] == "1970-01-01T00:00:00.500Z"
+
+
+def test_every_stage_the_pipeline_times_reaches_the_stats(classifier):
+    """The daemon adds capture_wait, publish and total to the pipeline's own stages (edge/daemon.py); the
+    stats payload had no `track` entry, so that stage's time was recorded nowhere."""
+    result = make_processor(classifier).process(frame(facesdata.one_face_frame()[0]))
+    timed = {**result.timings_ms, "capture_wait": 0.1, "publish": 0.2, "total": 3.0}
+    assert set(timed) == set(STAGES) and "track" in timed
+    stats = StatsCollector()
+    stats.record(timed, faces=1)
+    latency = stats.latency()
+    assert {stage: latency[stage]["p50"] for stage in STAGES} == {s: round(v, 2) for s, v in timed.items()}
 
 
 def test_schema_rejects_malformed_events(classifier, schema):

@@ -5,10 +5,13 @@ from __future__ import annotations
 import io
 import json
 
+import numpy as np
 import pytest
 
+from edge.bench import STAGES as BENCH_STAGES
+from edge.bench import percentiles
 from edge.publish.stdout import StdoutPublisher
-from edge.stats import StatsCollector, cpu_temp_c, percentile, rss_mb, utc_timestamp
+from edge.stats import STAGES, StatsCollector, cpu_temp_c, percentile, rss_mb, utc_timestamp
 
 
 def test_stdout_writes_one_compact_json_line_per_event_and_refuses_nan():
@@ -39,6 +42,22 @@ def test_percentile_interpolates():
     assert percentile([1.0], 95) == 1.0
     assert percentile([0.0, 10.0], 50) == 5.0
     assert percentile(list(map(float, range(101))), 95) == 95.0
+
+
+def test_the_bench_and_the_daemon_share_one_percentile_numpys_default():
+    values = np.random.default_rng(3).exponential(5.0, 257)
+    expected = {q: round(float(np.percentile(values, q)), 3) for q in (50, 95)}
+    assert percentiles(values) == {"p50": expected[50], "p95": expected[95], "mean": round(values.mean(), 3)}
+    assert percentiles([]) == {"p50": 0.0, "p95": 0.0, "mean": 0.0}
+    assert set(BENCH_STAGES) == set(STAGES) - {"publish"}  # the bench publishes nothing
+
+
+def test_a_stage_outside_the_list_is_reported_not_dropped():
+    stats = StatsCollector()
+    stats.record({"detect": 1.0, "emit": 0.5}, faces=0)
+    latency = stats.latency()
+    assert latency["emit"] == {"p50": 0.5, "p95": 0.5}
+    assert set(STAGES) <= set(latency) and latency["track"] == {"p50": None, "p95": None}
 
 
 def test_collector_rates_cover_the_last_interval_and_latency_window():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -20,7 +21,7 @@ from train.distill import (  # noqa: E402
     check_teachers,
     teacher_model_paths,
 )
-from train.pipeline import make_train_dataset  # noqa: E402
+from train.pipeline import PipelineSettings, make_train_dataset  # noqa: E402
 from train.pipeline_numpy import NumpyTrainBatches  # noqa: E402
 
 
@@ -71,10 +72,9 @@ def test_teacher_averages_models_and_mirror_images_then_softens():
 def test_numpy_pipeline_blends_the_teachers_view_of_each_augmented_batch():
     images, labels = faces(3)
     teacher = Teacher([tiny_classifier(3)], temperature=2.0)
-    batches = NumpyTrainBatches(
-        images, labels, 7, 8, seed=5, augment=True, mixup=0.2, teacher=teacher, distill_alpha=0.3
-    )
-    plain = NumpyTrainBatches(images, labels, 7, 8, seed=5, augment=True, mixup=0.2)
+    plain_settings = PipelineSettings(7, 8, seed=5, augment=True, mixup=0.2)
+    batches = NumpyTrainBatches(images, labels, replace(plain_settings, teacher=teacher, distill_alpha=0.3))
+    plain = NumpyTrainBatches(images, labels, plain_settings)
     for index in range(len(batches)):
         x, y, w = batches[index]
         x0, y0, w0 = plain[index]  # the same seed: the same augmented, mixed batch, without the teacher
@@ -92,7 +92,8 @@ def test_tf_data_pipeline_blends_the_teacher_too():
         pytest.skip("tf.data pipeline runs on the TensorFlow backend only")
     images, labels = faces(3)
     teacher = Teacher([tiny_classifier(4)], temperature=1.0)
-    ds = make_train_dataset(images, labels, 7, 8, seed=5, augment=True, teacher=teacher, distill_alpha=0.4)
+    settings = PipelineSettings(7, 8, seed=5, augment=True, teacher=teacher, distill_alpha=0.4)
+    ds = make_train_dataset(images, labels, settings)
     seen = 0
     for x, y, _ in ds:
         x, y = np.asarray(x), np.asarray(y)

@@ -18,7 +18,7 @@ from tests.fakefaces import FER_LABELS, write_folder_dataset
 keras = pytest.importorskip("keras")
 
 from train.model import make_model  # noqa: E402
-from train.pipeline import balanced_class_weights, uses_tf_data  # noqa: E402
+from train.pipeline import PipelineSettings, balanced_class_weights, uses_tf_data  # noqa: E402
 from train.pipeline_numpy import NumpyTrainBatches  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -34,7 +34,9 @@ def test_batches_are_shaped_typed_and_each_sample_appears_once_per_epoch():
     n, classes = 203, 7
     images = np.repeat(np.arange(n, dtype=np.uint8), 16 * 12).reshape(n, 16, 12)
     labels = np.arange(n) % classes
-    dataset = NumpyTrainBatches(images, labels, classes, batch_size=32, seed=3, augment=False)
+    dataset = NumpyTrainBatches(
+        images, labels, PipelineSettings(classes, batch_size=32, seed=3, augment=False)
+    )
     batches = epoch_batches(dataset, 0)
     assert len(batches) == 7 and [len(b[0]) for b in batches] == [32] * 6 + [11]  # last batch short
     x, y, w = batches[0]
@@ -48,7 +50,8 @@ def test_batches_are_shaped_typed_and_each_sample_appears_once_per_epoch():
     # Reshuffled every epoch; the same (seed, epoch) gives the same batches, whatever built them before.
     ids_next = np.concatenate([b[0][:, 0, 0, 0] for b in epoch_batches(dataset, 1)]).astype(int)
     assert sorted(ids_next) == list(range(n)) and ids_next.tolist() != ids.tolist()
-    again = NumpyTrainBatches(images, labels, classes, batch_size=32, seed=3, augment=False, initial_epoch=1)
+    resumed = PipelineSettings(classes, batch_size=32, seed=3, augment=False, initial_epoch=1)
+    again = NumpyTrainBatches(images, labels, resumed)
     assert np.array_equal(again[2][0], epoch_batches(dataset, 1)[2][0])
     with pytest.raises(IndexError):
         dataset[len(dataset)]
@@ -59,7 +62,7 @@ def test_augmentation_flips_some_faces_and_keeps_pixels_in_range():
     image = np.zeros((48, 48), np.uint8)
     image[:, 24:] = 220
     images = np.repeat(image[None], 256, axis=0)
-    dataset = NumpyTrainBatches(images, np.zeros(256, int), 2, batch_size=64, seed=1)
+    dataset = NumpyTrainBatches(images, np.zeros(256, int), PipelineSettings(2, batch_size=64, seed=1))
     x = np.concatenate([b[0] for b in epoch_batches(dataset, 0)])[..., 0]
     assert x.min() >= 0.0 and x.max() <= 255.0
     flipped = x[:, :, :24].mean(axis=(1, 2)) > x[:, :, 24:].mean(axis=(1, 2))
@@ -73,7 +76,7 @@ def test_class_weights_follow_the_labels_and_average_one():
     labels = np.array([0] * 150 + [1] * 40 + [2] * 10)
     images = np.zeros((200, 8, 8), np.uint8)
     weights = balanced_class_weights(labels, 3)
-    dataset = NumpyTrainBatches(images, labels, 3, batch_size=16, seed=0, class_weights=weights)
+    dataset = NumpyTrainBatches(images, labels, PipelineSettings(3, 16, seed=0, class_weights=weights))
     batches = epoch_batches(dataset, 0)
     y = np.concatenate([b[1] for b in batches])
     w = np.concatenate([b[2] for b in batches])
@@ -86,9 +89,8 @@ def test_mixup_blends_targets_and_weights():
     labels = np.arange(128) % 4
     images = (labels[:, None, None] * 60).astype(np.uint8) * np.ones((1, 8, 8), np.uint8)
     weights = np.array([0.5, 1.0, 1.5, 2.0], np.float32)
-    dataset = NumpyTrainBatches(
-        images, labels, 4, batch_size=32, seed=2, class_weights=weights, augment=False, mixup=0.4
-    )
+    settings = PipelineSettings(4, batch_size=32, seed=2, class_weights=weights, augment=False, mixup=0.4)
+    dataset = NumpyTrainBatches(images, labels, settings)
     x, y, w = dataset[0]
     assert np.allclose(y.sum(axis=1), 1.0) and y.min() >= 0.0
     assert np.mean(y.max(axis=1) < 0.95) > 0.25  # soft targets, not one-hot
@@ -99,7 +101,8 @@ def test_mixup_blends_targets_and_weights():
 
 def test_random_erasing_puts_a_noise_patch_on_every_face():
     images = np.full((64, 48, 48), 128, np.uint8)  # flat faces stay flat under every other augmentation
-    dataset = NumpyTrainBatches(images, np.zeros(64, int), 2, batch_size=64, seed=4, random_erasing=1.0)
+    settings = PipelineSettings(2, batch_size=64, seed=4, random_erasing=1.0)
+    dataset = NumpyTrainBatches(images, np.zeros(64, int), settings)
     x = dataset[0][0][..., 0]
     changed = np.abs(x - np.median(x, axis=(1, 2), keepdims=True)) > 1.0
     fraction = changed.mean(axis=(1, 2))
@@ -125,7 +128,8 @@ BACKEND_RUN = textwrap.dedent(
     import json, sys
     import keras
     from train.cli import main
-    from train.train import config_for_run, run
+    from train.config import config_for_run
+    from train.train import run
 
     data, run_dir, cache, teacher, backend = sys.argv[1:6]
     assert keras.backend.backend() == backend, keras.backend.backend()

@@ -16,9 +16,10 @@ from tests.fakefaces import FER_LABELS, write_folder_dataset
 keras = pytest.importorskip("keras")
 
 from train.cli import main  # noqa: E402  (after the importorskip above)
+from train.config import TrainError, config_for_run  # noqa: E402
 from train.data import load_dataset  # noqa: E402
 from train.runstate import RunState, settle_checkpoints  # noqa: E402
-from train.train import TrainError, config_for_run, run  # noqa: E402
+from train.train import run  # noqa: E402
 
 CUSTOM_LABELS = ["anger", "happy", "sad", "surprise", "disgust", "shock", "normal"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -242,12 +243,12 @@ def first_epoch_batches(global_seed: int) -> set[tuple[int, ...]]:
     """Which images (by index) the first epoch puts in each batch, in batch order. A set: the batches
     themselves are fixed by the shuffle, but the pipeline's map runs batches in parallel and non-deterministic
     (deterministic=False), so on a loaded machine the second batch can come out first."""
-    from train.pipeline import make_train_dataset
+    from train.pipeline import PipelineSettings, make_train_dataset
 
     keras.utils.set_random_seed(global_seed)
     images = np.repeat(np.arange(64, dtype=np.uint8), 48 * 48).reshape(64, 48, 48)  # pixel value = index
     labels = np.arange(64) % 7
-    batches = make_train_dataset(images, labels, 7, 16, seed=1337, augment=False)
+    batches = make_train_dataset(images, labels, PipelineSettings(7, 16, seed=1337, augment=False))
     return {tuple(np.asarray(x)[:, 0, 0, 0].astype(int).tolist()) for x, _, _ in batches}
 
 

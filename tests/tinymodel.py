@@ -1,15 +1,18 @@
-"""A tiny int8 emotion model for tests: built once per test session, in seconds, from procedural faces.
+"""A tiny int8 emotion model for tests, made in seconds from procedural faces.
 
 The edge daemon never imports TensorFlow, but its tests need a real .tflite classifier with a contract
 sidecar. This helper trains a small Keras CNN (Rescaling first, as the preprocessing contract requires)
 on `tests/fakefaces.py` faces, converts it to a full-int8 TFLite model (int8 input and output) the same way
-`emotion-convert` does, and writes the contract JSON next to it. TensorFlow is imported lazily, only when a
-test asks for the model.
+`emotion-convert` does, and writes the contract JSON next to it. TensorFlow is imported lazily.
+
+Edge tests do not train it: they use the copy checked in as `tests/data/tiny.tflite` (+ `tiny.json`), which
+`tests/data/make_tiny_model.py` made with `tiny_tflite`, so they run without TensorFlow.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +23,7 @@ from tests.fakefaces import FER_LABELS, make_faces
 
 INPUT_SIZE = 48
 MODEL_NAME = "tiny.tflite"
+CHECKED_IN = Path(__file__).resolve().parent / "data" / MODEL_NAME  # made by tests/data/make_tiny_model.py
 
 # One build per process: (labels tuple) -> model path. Tests share it through the session fixture.
 _CACHE: dict[tuple[str, ...], Path] = {}
@@ -108,3 +112,13 @@ def tiny_tflite(tmp_dir: str | os.PathLike, labels=FER_LABELS, seed: int = 0) ->
     save_contract(path, contract)
     _CACHE[key] = path
     return path
+
+
+def checked_in_copy(folder: str | os.PathLike) -> Path:
+    """The checked-in `tests/data/tiny.tflite` and its contract, copied into `folder` (a test may write
+    beside its model; the repository's copy stays as committed). Needs no TensorFlow."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for suffix in (".tflite", ".json"):
+        shutil.copyfile(CHECKED_IN.with_suffix(suffix), folder / f"{CHECKED_IN.stem}{suffix}")
+    return folder / CHECKED_IN.name

@@ -1,4 +1,5 @@
-"""`emotion-train`: command-line entry point. Parses flags, then hands a TrainConfig to train.train.run."""
+"""`emotion-train`: command-line entry point. Parses flags, then hands a TrainConfig (train/config.py) to
+train.train.run."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import sys
 from pathlib import Path
 
 from train.backend import BackendError, choose_backend
-from train.train import ARCH_NAMES, DEFAULTS, TrainError, config_for_run
+from train.config import TrainError, add_setting_flags, config_for_run
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the logs
 
@@ -32,116 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
         # Defaults are suppressed so we know which flags the user actually gave (for --resume conflicts).
         argument_default=argparse.SUPPRESS,
     )
-    d = DEFAULTS
-    add = parser.add_argument
-    add(
-        "--data",
-        metavar="PATH",
-        help="FER-2013 folder (train/ test/ [val/]), fer2013.csv, or a folder of <label>/ folders",
-    )
-    add(
-        "--out", metavar="RUN_DIR", required=True, help="run directory for the model, checkpoints and reports"
-    )
-    add("--epochs", type=int, metavar="N", help=f"maximum epochs (default {d['epochs']})")
-    add("--arch", choices=ARCH_NAMES, help=f"architecture (default {d['arch']})")
+    add_setting_flags(parser)  # train/config.py: one flag per training setting, from its declaration
+    # How to run, not what to train: these are not saved with the run.
+    add = parser.add_argument_group("run options (not saved)").add_argument
     add("--resume", action="store_true", help="continue the interrupted run in RUN_DIR with its saved config")
     add("--overwrite", action="store_true", help="replace a previous run's files in RUN_DIR")
-    add("--batch-size", type=int, metavar="N", help=f"batch size (default {d['batch_size']})")
-    add("--lr", type=float, metavar="LR", help=f"peak learning rate of AdamW (default {d['lr']})")
-    add("--weight-decay", type=float, metavar="WD", help=f"AdamW weight decay (default {d['weight_decay']})")
-    add(
-        "--schedule",
-        choices=["cosine", "plateau"],
-        help="LR schedule: cosine with warmup (default) or halve on plateau",
-    )
-    add(
-        "--warmup-epochs",
-        type=int,
-        metavar="N",
-        help=f"linear warmup epochs for cosine (default {d['warmup_epochs']})",
-    )
-    add("--seed", type=int, help=f"random seed for splits, shuffling and init (default {d['seed']})")
-    add(
-        "--val-fraction",
-        type=float,
-        metavar="F",
-        help=f"fraction of train held out for validation when the data has no val/test split (default {d['val_fraction']})",
-    )
-    add("--label-smoothing", type=float, metavar="E", help="label smoothing epsilon (default 0 = off)")
-    add(
-        "--mixup",
-        type=float,
-        metavar="ALPHA",
-        help="mixup with Beta(ALPHA, ALPHA) (default 0 = off; try 0.2)",
-    )
-    add(
-        "--no-class-weights", dest="class_weights", action="store_false", help="do not weight rare classes up"
-    )
-    add(
-        "--class-weight-power",
-        type=float,
-        metavar="P",
-        help="raise the balanced class weights to P: 1 = fully balanced (default), 0.5 = square root (softer)",
-    )
-    add(
-        "--patience",
-        type=int,
-        metavar="N",
-        help=f"early-stop after N epochs without better val accuracy (default {d['patience']}; 0 = off)",
-    )
-    add("--size", type=int, metavar="PX", help=f"square input size in pixels (default {d['size']})")
-    add("--width", type=float, metavar="M", help="channel-width multiplier of the architecture (default 1.0)")
-    add("--dropout", type=float, metavar="P", help=f"dropout before the classifier (default {d['dropout']})")
-    add(
-        "--no-augment",
-        dest="augment",
-        action="store_false",
-        help="turn off flip/rotation/shift/zoom/brightness",
-    )
-    add(
-        "--random-erasing",
-        type=float,
-        metavar="P",
-        help="erase a random patch with probability P (default 0)",
-    )
-    add(
-        "--teacher",
-        metavar="RUNS",
-        help="distil from trained teacher(s): comma-separated run directories or .keras files (default off)",
-    )
-    add(
-        "--distill-alpha",
-        type=float,
-        metavar="A",
-        help=f"weight of the teacher's probabilities in the targets (default {d['distill_alpha']})",
-    )
-    add(
-        "--distill-temperature",
-        type=float,
-        metavar="T",
-        help=f"temperature that softens the teacher's probabilities (default {d['distill_temperature']})",
-    )
-    add(
-        "--init",
-        metavar="RUN",
-        help="start from a trained run's weights (run directory or .keras; same --arch, --width, labels) "
-        "instead of random ones; the optimizer and schedule start afresh",
-    )
-    add(
-        "--average-last",
-        type=int,
-        metavar="K",
-        help="after training, average the last K epochs' weights and re-estimate BatchNorm on train faces; "
-        "the average replaces the best epoch's model unless that epoch validates better by more than one "
-        "standard error (default 0 = off)",
-    )
-    add(
-        "--no-calibrate",
-        dest="calibrate",
-        action="store_false",
-        help="do not fit a softmax temperature on validation (by default one is folded into the last layer "
-        "so confidences match accuracy; the predicted class never changes)",
-    )
     add("--cache-dir", metavar="DIR", help="where decoded data is cached (default ~/.cache/emotion-edge)")
     add(
         "--no-cache",

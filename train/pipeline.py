@@ -11,16 +11,27 @@ class weights) with the same augmentations:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 
-# Augmentation strengths, shared by both implementations so they stay the same.
-MAX_DEGREES = 10.0  # rotation about the centre, +-degrees
-MAX_SHIFT = 0.08  # translation, +- fraction of the side
-MAX_ZOOM = 0.1  # scale in [1 - zoom, 1 + zoom]
-CONTRAST = (0.75, 1.25)  # factor around each image's mean
-MAX_BRIGHTNESS = 25.0  # +- pixel units (the model rescales later)
-ERASE_AREA = (0.02, 0.25)  # random erasing: fraction of the face
-ERASE_ASPECT = (0.5, 2.0)  # random erasing: box aspect ratio, log-uniform
+
+@dataclass(frozen=True)
+class AugmentStrengths:
+    """How strong each augmentation is; one instance, AUGMENT, is shared by both implementations so they stay
+    the same."""
+
+    max_degrees: float = 10.0  # rotation about the centre, +-degrees
+    max_shift: float = 0.08  # translation, +- fraction of the side
+    max_zoom: float = 0.1  # scale in [1 - zoom, 1 + zoom]
+    contrast: tuple[float, float] = (0.75, 1.25)  # factor around each image's mean
+    max_brightness: float = 25.0  # +- pixel units (the model rescales later)
+    erase_area: tuple[float, float] = (0.02, 0.25)  # random erasing: fraction of the face
+    erase_aspect: tuple[float, float] = (0.5, 2.0)  # random erasing: box aspect ratio, log-uniform
+
+
+AUGMENT = AugmentStrengths()
 
 
 def balanced_class_weights(labels: np.ndarray, num_classes: int, power: float = 1.0) -> np.ndarray:
@@ -56,45 +67,35 @@ def uses_tf_data(backend: str | None = None) -> bool:
     return backend == "tensorflow"
 
 
-def make_train_dataset(
-    images: np.ndarray,
-    labels: np.ndarray,
-    num_classes: int,
-    batch_size: int,
-    seed: int,
-    class_weights: np.ndarray | None = None,
-    augment: bool = True,
-    random_erasing: float = 0.0,
-    mixup: float = 0.0,
-    initial_epoch: int = 0,
-    teacher=None,
-    distill_alpha: float = 0.0,
-):
+@dataclass(frozen=True)
+class PipelineSettings:
+    """What the training pipeline needs besides the arrays; both implementations take this one object."""
+
+    num_classes: int
+    batch_size: int
+    seed: int  # the shuffle's (and, in the numpy pipeline, every batch's random numbers') seed
+    class_weights: np.ndarray | None = None  # per class (balanced_class_weights), or None = unweighted
+    augment: bool = True  # flip, rotation/shift/zoom, brightness/contrast
+    random_erasing: float = 0.0  # probability per image
+    mixup: float = 0.0  # Beta(alpha, alpha); 0 = off
+    # Resume: the numpy pipeline starts from this epoch's shuffle; tf.data ignores it.
+    initial_epoch: int = 0
+    teacher: Any = None  # a train.distill.Teacher: targets blend in its probabilities, weight distill_alpha
+    distill_alpha: float = 0.0
+
+
+def make_train_dataset(images: np.ndarray, labels: np.ndarray, settings: PipelineSettings):
     """Shuffled (reshuffled every epoch), augmented training batches for model.fit on the current backend.
 
-    With a `teacher` (train.distill.Teacher), each batch's targets are blended with the teacher's
-    probabilities for that same augmented batch, weight `distill_alpha`.
-
     Pass `epoch_callbacks(dataset)` to fit too: the numpy pipeline takes its per-epoch shuffle from them.
-    `initial_epoch` (resume) makes the numpy pipeline start from that epoch's shuffle; tf.data ignores it.
     """
-    options = dict(
-        class_weights=class_weights,
-        augment=augment,
-        random_erasing=random_erasing,
-        mixup=mixup,
-        teacher=teacher,
-        distill_alpha=distill_alpha,
-    )
     if uses_tf_data():
         from train.pipeline_tf import make_train_dataset as make_tf_dataset
 
-        return make_tf_dataset(images, labels, num_classes, batch_size, seed, **options)
+        return make_tf_dataset(images, labels, settings)
     from train.pipeline_numpy import NumpyTrainBatches
 
-    return NumpyTrainBatches(
-        images, labels, num_classes, batch_size, seed, initial_epoch=initial_epoch, **options
-    )
+    return NumpyTrainBatches(images, labels, settings)
 
 
 def epoch_callbacks(dataset) -> list:

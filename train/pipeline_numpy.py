@@ -18,25 +18,16 @@ import keras
 import numpy as np
 
 from train.distill import blend_targets
-from train.pipeline import (
-    CONTRAST,
-    ERASE_AREA,
-    ERASE_ASPECT,
-    MAX_BRIGHTNESS,
-    MAX_DEGREES,
-    MAX_SHIFT,
-    MAX_ZOOM,
-    per_sample_weights,
-)
+from train.pipeline import AUGMENT, PipelineSettings, per_sample_weights
 
 
 def random_affine(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Random rotation about the centre, shift and zoom, one transform per float32 (B,H,W) image."""
     batch, height, width = images.shape
-    angle = rng.uniform(-1.0, 1.0, batch) * math.radians(MAX_DEGREES)
-    scale = rng.uniform(1.0 - MAX_ZOOM, 1.0 + MAX_ZOOM, batch)
-    shift_x = rng.uniform(-MAX_SHIFT, MAX_SHIFT, batch) * width
-    shift_y = rng.uniform(-MAX_SHIFT, MAX_SHIFT, batch) * height
+    angle = rng.uniform(-1.0, 1.0, batch) * math.radians(AUGMENT.max_degrees)
+    scale = rng.uniform(1.0 - AUGMENT.max_zoom, 1.0 + AUGMENT.max_zoom, batch)
+    shift_x = rng.uniform(-AUGMENT.max_shift, AUGMENT.max_shift, batch) * width
+    shift_y = rng.uniform(-AUGMENT.max_shift, AUGMENT.max_shift, batch) * height
     cx, cy = (width - 1.0) / 2.0, (height - 1.0) / 2.0
     out = np.empty_like(images)
     for i in range(batch):
@@ -61,8 +52,8 @@ def random_affine(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def apply_random_erasing(images: np.ndarray, probability: float, rng: np.random.Generator) -> np.ndarray:
     """Replace a random rectangle (2-25% of the face) with noise in a random fraction of the images."""
     batch, height, width = images.shape
-    area = rng.uniform(*ERASE_AREA, batch)
-    aspect = np.exp(rng.uniform(math.log(ERASE_ASPECT[0]), math.log(ERASE_ASPECT[1]), batch))
+    area = rng.uniform(*AUGMENT.erase_area, batch)
+    aspect = np.exp(rng.uniform(math.log(AUGMENT.erase_aspect[0]), math.log(AUGMENT.erase_aspect[1]), batch))
     box_h = np.sqrt(area / aspect) * height
     box_w = np.sqrt(area * aspect) * width
     top = rng.uniform(size=batch) * (height - box_h)
@@ -99,37 +90,17 @@ class NumpyTrainBatches(keras.utils.PyDataset):
     as in tf.data's batch().
     """
 
-    def __init__(
-        self,
-        images: np.ndarray,
-        labels: np.ndarray,
-        num_classes: int,
-        batch_size: int,
-        seed: int,
-        class_weights: np.ndarray | None = None,
-        augment: bool = True,
-        random_erasing: float = 0.0,
-        mixup: float = 0.0,
-        initial_epoch: int = 0,
-        teacher=None,
-        distill_alpha: float = 0.0,
-        workers: int = 2,
-    ):
+    def __init__(self, images: np.ndarray, labels: np.ndarray, settings: PipelineSettings, workers: int = 2):
         super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=8)
         if len(images) != len(labels) or len(labels) == 0:
             raise ValueError(f"need as many images as labels, at least one: {len(images)} vs {len(labels)}")
         self.images = images
         self.labels = np.asarray(labels, np.int64)
-        self.weights = per_sample_weights(self.labels, class_weights)
-        self.num_classes = num_classes
-        self.batch_size = batch_size
-        self.seed = seed
-        self.augment = augment
-        self.random_erasing = random_erasing
-        self.mixup = mixup
-        self.teacher = teacher
-        self.distill_alpha = distill_alpha
-        self.set_epoch(initial_epoch)
+        self.weights = per_sample_weights(self.labels, settings.class_weights)
+        self.settings = settings
+        self.batch_size = settings.batch_size
+        self.seed = settings.seed
+        self.set_epoch(settings.initial_epoch)
 
     def set_epoch(self, epoch: int) -> None:
         """Use this epoch's shuffle. One attribute holds (epoch, order) so a worker never sees a mix."""
@@ -154,26 +125,28 @@ class NumpyTrainBatches(keras.utils.PyDataset):
         chosen = order[index * self.batch_size : (index + 1) * self.batch_size]
         rng = np.random.default_rng([self.seed, epoch, index, 1])  # 1: never the shuffle's stream
         x = self.images[chosen].astype(np.float32)
-        y = np.eye(self.num_classes, dtype=np.float32)[self.labels[chosen]]
+        y = np.eye(self.settings.num_classes, dtype=np.float32)[self.labels[chosen]]
         w = self.weights[chosen]
-        if self.augment:
+        if self.settings.augment:
             flip = rng.uniform(size=len(x)) < 0.5
             x[flip] = x[flip, :, ::-1]
             x = random_affine(x, rng)
             # Brightness and contrast around each image's mean, in pixel units (the model rescales later).
             mean = x.mean(axis=(1, 2), keepdims=True)
-            contrast = rng.uniform(*CONTRAST, (len(x), 1, 1)).astype(np.float32)
-            brightness = rng.uniform(-MAX_BRIGHTNESS, MAX_BRIGHTNESS, (len(x), 1, 1)).astype(np.float32)
+            contrast = rng.uniform(*AUGMENT.contrast, (len(x), 1, 1)).astype(np.float32)
+            brightness = rng.uniform(-AUGMENT.max_brightness, AUGMENT.max_brightness, (len(x), 1, 1)).astype(
+                np.float32
+            )
             x = np.clip((x - mean) * contrast + mean + brightness, 0.0, 255.0)
-            if self.random_erasing > 0:
-                x = apply_random_erasing(x, self.random_erasing, rng)
+            if self.settings.random_erasing > 0:
+                x = apply_random_erasing(x, self.settings.random_erasing, rng)
         x = x[..., None]
-        if self.mixup > 0:
-            x, y, w = apply_mixup(x, y, w, self.mixup, rng)
+        if self.settings.mixup > 0:
+            x, y, w = apply_mixup(x, y, w, self.settings.mixup, rng)
         x = x.astype(np.float32)
-        if self.teacher is not None:
-            soft = keras.ops.convert_to_numpy(self.teacher(x))
-            y = blend_targets(y, soft.astype(np.float32), self.distill_alpha)
+        if self.settings.teacher is not None:
+            soft = keras.ops.convert_to_numpy(self.settings.teacher(x))
+            y = blend_targets(y, soft.astype(np.float32), self.settings.distill_alpha)
         return x.astype(np.float32), y.astype(np.float32), w.astype(np.float32)
 
 

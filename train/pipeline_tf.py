@@ -13,16 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from train.distill import blend_targets
-from train.pipeline import (
-    CONTRAST,
-    ERASE_AREA,
-    ERASE_ASPECT,
-    MAX_BRIGHTNESS,
-    MAX_DEGREES,
-    MAX_SHIFT,
-    MAX_ZOOM,
-    per_sample_weights,
-)
+from train.pipeline import AUGMENT, PipelineSettings, per_sample_weights
 
 
 def _random_affine(images, max_degrees: float, max_shift: float, max_zoom: float):
@@ -56,8 +47,10 @@ def _random_erasing(images, probability: float):
     """Replace a random rectangle (2-25% of the face) with noise in a random fraction of the images."""
     shape = tf.shape(images)
     batch, height, width = shape[0], shape[1], shape[2]
-    area = tf.random.uniform([batch], *ERASE_AREA)
-    aspect = tf.exp(tf.random.uniform([batch], math.log(ERASE_ASPECT[0]), math.log(ERASE_ASPECT[1])))
+    area = tf.random.uniform([batch], *AUGMENT.erase_area)
+    aspect = tf.exp(
+        tf.random.uniform([batch], math.log(AUGMENT.erase_aspect[0]), math.log(AUGMENT.erase_aspect[1]))
+    )
     box_h = tf.sqrt(area / aspect) * tf.cast(height, tf.float32)
     box_w = tf.sqrt(area * aspect) * tf.cast(width, tf.float32)
     top = tf.random.uniform([batch]) * (tf.cast(height, tf.float32) - box_h)
@@ -90,42 +83,33 @@ def _mixup(images, targets, weights, alpha: float):
     return images, targets, weights
 
 
-def make_train_dataset(
-    images: np.ndarray,
-    labels: np.ndarray,
-    num_classes: int,
-    batch_size: int,
-    seed: int,
-    class_weights: np.ndarray | None = None,
-    augment: bool = True,
-    random_erasing: float = 0.0,
-    mixup: float = 0.0,
-    teacher=None,
-    distill_alpha: float = 0.0,
-) -> tf.data.Dataset:
+def make_train_dataset(images: np.ndarray, labels: np.ndarray, settings: PipelineSettings) -> tf.data.Dataset:
     """(float32 images (B,H,W,1) in 0..255, one-hot targets (B,C), per-sample weights (B,)) batches."""
-    weights = per_sample_weights(labels, class_weights)
+    s = settings
+    weights = per_sample_weights(labels, s.class_weights)
     ds = tf.data.Dataset.from_tensor_slices((images, labels.astype(np.int32), weights))
-    ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
+    ds = ds.shuffle(len(labels), seed=s.seed, reshuffle_each_iteration=True)
+    ds = ds.batch(s.batch_size)
 
     def transform(batch_images, batch_labels, batch_weights):
         x = tf.cast(batch_images, tf.float32)[..., None]
-        y = tf.one_hot(batch_labels, num_classes)
-        if augment:
+        y = tf.one_hot(batch_labels, s.num_classes)
+        if s.augment:
             x = tf.image.random_flip_left_right(x)
-            x = _random_affine(x, MAX_DEGREES, MAX_SHIFT, MAX_ZOOM)
+            x = _random_affine(x, AUGMENT.max_degrees, AUGMENT.max_shift, AUGMENT.max_zoom)
             # Brightness and contrast around each image's mean, in pixel units (the model rescales later).
             mean = tf.reduce_mean(x, axis=[1, 2, 3], keepdims=True)
-            contrast = tf.random.uniform([tf.shape(x)[0], 1, 1, 1], *CONTRAST)
-            brightness = tf.random.uniform([tf.shape(x)[0], 1, 1, 1], -MAX_BRIGHTNESS, MAX_BRIGHTNESS)
+            contrast = tf.random.uniform([tf.shape(x)[0], 1, 1, 1], *AUGMENT.contrast)
+            brightness = tf.random.uniform(
+                [tf.shape(x)[0], 1, 1, 1], -AUGMENT.max_brightness, AUGMENT.max_brightness
+            )
             x = tf.clip_by_value((x - mean) * contrast + mean + brightness, 0.0, 255.0)
-            if random_erasing > 0:
-                x = _random_erasing(x, random_erasing)
-        if mixup > 0:
-            x, y, batch_weights = _mixup(x, y, batch_weights, mixup)
-        if teacher is not None:
-            y = blend_targets(y, tf.cast(teacher(x), tf.float32), distill_alpha)
+            if s.random_erasing > 0:
+                x = _random_erasing(x, s.random_erasing)
+        if s.mixup > 0:
+            x, y, batch_weights = _mixup(x, y, batch_weights, s.mixup)
+        if s.teacher is not None:
+            y = blend_targets(y, tf.cast(s.teacher(x), tf.float32), s.distill_alpha)
         return x, y, batch_weights
 
     ds = ds.map(transform, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)

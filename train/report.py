@@ -64,9 +64,24 @@ def write_run_artifacts(
         metrics["weight_average"] = weight_average
     if calibration is not None:
         metrics["calibration"] = calibration
-    averaged = bool(weight_average and weight_average["used"])
-    # model.json is what convert/ and the daemon read: labels in output order, input size, provenance.
-    contract = ModelContract(
+    save_contract(run_dir / "model.keras", _contract(config, dataset, metrics))
+    write_text_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    plot_confusion(validation, run_dir / "confusion.png")
+    plot_history(run_dir / "history.csv", run_dir / "curves.png")
+    write_text_atomic(run_dir / "report.txt", _report_text(metrics, dataset, config))
+    return metrics
+
+
+def _contract(config: dict, dataset, metrics: dict) -> ModelContract:
+    """model.json is what convert/ and the daemon read: labels in output order, input size, provenance."""
+    validation, average = metrics["validation"], metrics.get("weight_average")
+    calibration = metrics.get("calibration")
+    # Which weights model.keras holds: one epoch's, or the mean of several (--average-last).
+    if average and average["used"]:
+        weights = f"average of epochs {average['epochs'][0]}-{average['epochs'][-1]}"
+    else:
+        weights = f"epoch {metrics['best_epoch']}"
+    return ModelContract(
         labels=list(dataset.labels),
         input_height=int(config["size"]),
         input_width=int(config["size"]),
@@ -77,27 +92,16 @@ def write_run_artifacts(
         extra={
             "data_source": dataset.source,
             "data_format": dataset.format,
-            "val_split": val_name,
+            "val_split": metrics["val_split"],
             "val_accuracy": round(validation["accuracy"], 4),
             "val_macro_f1": round(validation["macro_f1"], 4),
-            "params": params,
-            "macs": macs,
-            "best_epoch": state.best_epoch + 1,
-            # Which weights model.keras holds: one epoch's, or the mean of several (--average-last).
-            "weights": (
-                f"average of epochs {weight_average['epochs'][0]}-{weight_average['epochs'][-1]}"
-                if averaged
-                else f"epoch {state.best_epoch + 1}"
-            ),
+            "params": metrics["params"],
+            "macs": metrics["macs"],
+            "best_epoch": metrics["best_epoch"],
+            "weights": weights,
             "temperature": calibration.get("temperature") if calibration else None,
         },
     )
-    save_contract(run_dir / "model.keras", contract)
-    write_text_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    plot_confusion(validation, run_dir / "confusion.png")
-    plot_history(run_dir / "history.csv", run_dir / "curves.png")
-    write_text_atomic(run_dir / "report.txt", _report_text(metrics, dataset, config))
-    return metrics
 
 
 def _report_text(metrics: dict, dataset, config: dict) -> str:

@@ -15,6 +15,11 @@ class PublishError(RuntimeError):
     """A publisher cannot be set up (bad TLS files, ...); the message says which setting is wrong."""
 
 
+def device_topic_base(mqtt_config, device_id: str) -> str:
+    """`<topic_prefix>/<device_id>`: every topic of one device (events, state, status, stats) is under it."""
+    return f"{mqtt_config.topic_prefix}/{device_id}"
+
+
 def to_json(payload: dict[str, Any]) -> str:
     """Compact JSON for the wire; allow_nan=False so a NaN score fails loudly instead of writing invalid JSON."""
     return json.dumps(payload, separators=(",", ":"), allow_nan=False)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import paho.mqtt.client as mqtt
 
-from edge.publish.base import PublishError
+from edge.publish.base import PublishError, device_topic_base
 from edge.publish.homeassistant import discovery_messages
 from edge.publish.mqtt import ONLINE, authenticated_client
 
@@ -42,7 +42,7 @@ class ForgetResult:
 def retained_topics(config) -> tuple[list[str], list[str]]:
     """(subscriptions that find this device's retained messages, topics this version retains)."""
     device_id = config.device_id
-    base = f"{config.mqtt.topic_prefix}/{device_id}"
+    base = device_topic_base(config.mqtt, device_id)
     prefix = config.mqtt.discovery.prefix
     subscriptions = [f"{base}/#", f"{prefix}/+/{device_id}/+/config"]
     # Labels only change the discovery payloads, never their topics.
@@ -59,7 +59,7 @@ def forget(config, timeout: float = 10.0, force: bool = False) -> ForgetResult:
     cfg = config.mqtt
     address = f"{cfg.host}:{cfg.port}"
     subscriptions, ours = retained_topics(config)
-    marker = f"{config.mqtt.topic_prefix}/{config.device_id}/forget-{uuid.uuid4().hex}"
+    marker = f"{device_topic_base(cfg, config.device_id)}/forget-{uuid.uuid4().hex}"
     result = ForgetResult(address=address)
     connected = threading.Event()
     marker_seen = threading.Event()
@@ -102,7 +102,7 @@ def forget(config, timeout: float = 10.0, force: bool = False) -> ForgetResult:
             raise ForgetError(
                 f"the MQTT broker at {address} did not echo a test message within {timeout:g} s"
             )
-        status = result.found.get(f"{config.mqtt.topic_prefix}/{config.device_id}/status", b"")
+        status = result.found.get(f"{device_topic_base(cfg, config.device_id)}/status", b"")
         if status.decode("utf-8", "replace") == ONLINE and not force:
             raise ForgetError(
                 f"device {config.device_id!r} is online on {address}: its daemon is running and would publish "

@@ -22,6 +22,8 @@ import logging
 from importlib import metadata
 from typing import Any
 
+from edge.publish.base import device_topic_base
+
 log = logging.getLogger(__name__)
 
 COMPONENT = "sensor"
@@ -36,7 +38,7 @@ def _package_version() -> str:
 
 
 def _topics(config) -> dict[str, str]:
-    base = f"{config.mqtt.topic_prefix}/{config.device_id}"
+    base = device_topic_base(config.mqtt, config.device_id)
     return {kind: f"{base}/{kind}" for kind in ("state", "status", "stats")}
 
 

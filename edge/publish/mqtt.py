@@ -28,7 +28,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from edge.publish.base import Publisher, PublishError, to_json
+from edge.publish.base import Publisher, PublishError, device_topic_base, to_json
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class MqttPublisher(Publisher):
     def __init__(self, mqtt_config, device_id: str):
         self.config = mqtt_config
         self.device_id = device_id
-        base = f"{mqtt_config.topic_prefix}/{device_id}"
+        base = device_topic_base(mqtt_config, device_id)
         self.topics = {kind: f"{base}/{kind}" for kind in ("events", "state", "status", "stats")}
         self.client_id = mqtt_config.client_id or f"emotion-edge-{device_id}"
         self.address = f"{mqtt_config.host}:{mqtt_config.port}"
