@@ -133,6 +133,8 @@ def _bench(argv: list[str]) -> int:
             overrides.setdefault("model", {})["threads"] = _number(args.threads)
         config = load_config(args.config, overrides=overrides)
         setup_logging(config.log.level)
+        if args.json and Path(args.json).is_dir():
+            raise ConfigError(f"--json: {args.json} is a folder; give a file name")
         if args.json and not Path(args.json).resolve().parent.is_dir():
             raise ConfigError(f"--json: folder {Path(args.json).parent} does not exist")
         from edge.bench import format_bench, run_bench
@@ -142,7 +144,10 @@ def _bench(argv: list[str]) -> int:
         if args.json:
             from edge.model_contract import write_text_atomic
 
-            write_text_atomic(args.json, json.dumps(results, indent=2) + "\n")
+            try:
+                write_text_atomic(args.json, json.dumps(results, indent=2) + "\n")
+            except OSError as exc:
+                raise ConfigError(f"--json: cannot write {args.json}: {exc.strerror or exc}") from None
         return 0
     except (ConfigError, FatalError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -176,8 +181,8 @@ def _forget(argv: list[str]) -> int:
 
     args = build_forget_parser().parse_args(argv)
     try:
-        if args.timeout <= 0:
-            raise ConfigError("--timeout must be more than 0 seconds")
+        if not 0 < args.timeout <= 3600:  # also refuses inf and nan, which no socket timeout takes
+            raise ConfigError(f"--timeout must be more than 0 and at most 3600 seconds, got {args.timeout}")
         overrides: dict = {}
         if args.device_id is not None:
             overrides["device_id"] = args.device_id

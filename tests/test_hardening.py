@@ -1,0 +1,161 @@
+"""Hostile and mistaken input (issue 21): each case ends in one `error:` line or a counted skip, never a
+traceback, a silently dead output or unbounded memory. The daemon runs as a subprocess on the shipped model."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edge.config import ConfigError, load_config
+from edge.model_contract import ContractError, load_contract
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _cli(*args: str, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
+    from tests.daemonproc import daemon_env
+
+    return subprocess.run(
+        [sys.executable, "-m", "edge.cli", *args],
+        capture_output=True,
+        cwd=REPO,
+        env=daemon_env(env),
+        timeout=60,
+        **kwargs,
+    )
+
+
+def assert_one_error(result: subprocess.CompletedProcess, text: str) -> None:
+    stderr = result.stderr if isinstance(result.stderr, str) else result.stderr.decode(errors="replace")
+    assert result.returncode == 2, stderr
+    assert "Traceback" not in stderr, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and text in errors[0], stderr
+
+
+# --- item 1 and 3: names that paho or the broker would choke on later -----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"mqtt": {"host": "a" * 70 + ".lan"}}, "mqtt.host: is not a valid host name"),
+        ({"mqtt": {"host": "b" * 250 + ".example.org"}}, "mqtt.host: is not a valid host name"),
+        ({"device_id": "ab\n"}, "device_id: must be"),
+        ({"mqtt": {"topic_prefix": "emo\x00tion"}}, "mqtt.topic_prefix: must not contain control characters"),
+        ({"mqtt": {"discovery": {"prefix": "home\x00"}}}, "mqtt.discovery.prefix: must not contain control"),
+        ({"mqtt": {"topic_prefix": "$SYS"}}, "mqtt.topic_prefix: must be a topic prefix"),
+        ({"mqtt": {"topic_prefix": "a/b/"}}, "mqtt.topic_prefix: must be a topic prefix"),
+        ({"mqtt": {"client_id": "pi\r\n"}}, "mqtt.client_id: must not contain control characters"),
+    ],
+)
+def test_names_that_would_break_mqtt_later_are_refused_now(override, message):
+    with pytest.raises(ConfigError, match=message.replace("$", r"\$").replace(".", r"\.")):
+        load_config(environ={}, overrides=override)
+
+
+def test_good_names_still_pass():
+    config = load_config(
+        environ={},
+        overrides={"mqtt": {"host": "broker-1.home.lan", "topic_prefix": "home/emo$tion"}, "device_id": "ab"},
+    )
+    assert config.mqtt.host == "broker-1.home.lan" and config.mqtt.topic_prefix == "home/emo$tion"
+    assert load_config(environ={}, overrides={"mqtt": {"host": "fd00::1"}}).mqtt.host == "fd00::1"
+    assert load_config(environ={}, overrides={"mqtt": {"host": "bücher.lan"}}).mqtt.host == "bücher.lan"
+
+
+def test_long_host_name_fails_check_config_instead_of_killing_the_mqtt_thread(tmp_path):
+    from tests.daemonproc import write_config
+
+    config = write_config(tmp_path)
+    result = _cli("--config", str(config), "--check-config", "--publish", "mqtt", "--mqtt-host",
+                  "a" * 70 + ".lan", text=True)  # fmt: skip
+    assert_one_error(result, "mqtt.host: is not a valid host name")
+
+
+# --- item 6: inputs that used to end in a traceback --------------------------------------------------------
+
+
+def test_deeply_nested_yaml_and_json_are_errors_not_recursion(tmp_path):
+    deep = "[" * 100_000
+    (tmp_path / "deep.yaml").write_text(deep)
+    assert_one_error(
+        _cli("--config", str(tmp_path / "deep.yaml"), "--print-config", text=True), "nested too deeply"
+    )
+    env_value = "[" * 60_000  # under the length cap: the YAML scalar parse itself must survive it
+    with pytest.raises(ConfigError, match=r"mqtt\.port: must be an integer.*\.\.\. \(60002 characters\)"):
+        load_config(environ={"EMOTION_EDGE_MQTT__PORT": env_value})
+    (tmp_path / "m.json").write_text(deep)
+    with pytest.raises(ContractError, match="nested too deeply"):
+        load_contract(tmp_path / "m.tflite")
+
+
+def test_endless_config_file_is_refused_after_a_bounded_read():
+    assert_one_error(_cli("--config", "/dev/zero", "--print-config", text=True), "larger than 1024 KiB")
+
+
+def test_non_utf8_password_from_the_environment_is_named_not_echoed(tmp_path):
+    from tests.daemonproc import write_config
+
+    env = {"EMOTION_EDGE_MQTT__USERNAME": "pi", "EMOTION_EDGE_MQTT__PASSWORD": "s\udcffcret"}
+    result = _cli("--config", str(write_config(tmp_path)), "--check-config", env=env, text=True)
+    assert_one_error(result, "mqtt.password: is not valid UTF-8 text")
+    assert "cret" not in result.stderr
+
+
+def test_bench_json_to_a_folder_and_forget_with_infinite_timeout(tmp_path):
+    from tests.daemonproc import write_config
+
+    config = str(write_config(tmp_path))
+    photo = str(REPO / "edge" / "samples" / "astronaut_640x480.jpg")
+    result = _cli("bench", "--config", config, "--source", photo, "--frames", "1", "--json", str(tmp_path),
+                  text=True)  # fmt: skip
+    assert_one_error(result, f"--json: {tmp_path} is a folder")
+    for value in ("inf", "nan", "1e9"):
+        result = _cli("forget", "--config", config, "--mqtt-host", "127.0.0.1", "--timeout", value, text=True)
+        assert_one_error(result, "--timeout must be")
+
+
+# --- item 10: messages ---------------------------------------------------------------------------------------
+
+
+def test_duplicate_yaml_keys_are_refused_with_the_line(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("mqtt:\n  host: a\nstats:\n  interval_s: 0\nmqtt:\n  port: 1884\n")
+    with pytest.raises(ConfigError, match=r"line 5, column 1: the key 'mqtt' appears twice"):
+        load_config(path, environ={})
+    path.write_text("mqtt:\n  host: a\n  host: b\n")
+    with pytest.raises(ConfigError, match=r"line 3, column 3: the key 'host' appears twice"):
+        load_config(path, environ={})
+
+
+def _contract(tmp_path: Path, **changes) -> Path:
+    data = json.loads((REPO / "edge" / "models" / "default.json").read_text())
+    data.update(changes)
+    (tmp_path / "m.json").write_text(json.dumps(data))
+    return tmp_path / "m.tflite"
+
+
+def test_contract_crop_margin_true_and_repeated_keys_are_refused(tmp_path):
+    with pytest.raises(ContractError, match="'crop_margin' must be a number in 0..1, got True"):
+        load_contract(_contract(tmp_path, crop_margin=True))
+    (tmp_path / "m.json").write_text('{"format": "emotion-edge-model/1", "labels": ["a", "b"], "labels": []}')
+    with pytest.raises(ContractError, match="the key 'labels' appears twice"):
+        load_contract(tmp_path / "m.tflite")
+
+
+def test_input_shape_error_prints_plain_integers(tmp_path):
+    import shutil
+
+    from edge.classify import EmotionClassifier
+    from edge.interpreter import ModelLoadError
+
+    shutil.copy(REPO / "edge" / "models" / "default.tflite", tmp_path / "m.tflite")
+    _contract(tmp_path, input_height=64, input_width=64)
+    with pytest.raises(ModelLoadError) as info:
+        EmotionClassifier(tmp_path / "m.tflite")
+    assert "input shape [1, 48, 48, 1] is not one face image [1, 64, 64, 1]" in str(info.value)
