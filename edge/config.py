@@ -105,6 +105,10 @@ class SourceConfig:
     height: int | None = _spec(480, int, lo=16, hi=8192, nullable=True)
     fps: float | None = _spec(15, float, lo=0.1, hi=240, nullable=True)
     reopen_backoff_max_s: float = _spec(30, float, lo=0.1, hi=3600)
+    # Image files (a photo or a folder) over either limit are skipped and counted, never decoded: a small PNG
+    # can claim 30000x30000 pixels (1.9 GB to decode). 40 Mpx is a full-size photo of today's phones.
+    max_image_mb: float = _spec(50, float, lo=0.001, hi=100_000)
+    max_image_mpx: float = _spec(40, float, lo=0.001, hi=10_000)
 
 
 @dataclass

@@ -131,7 +131,7 @@ class Daemon:
 
         cfg = self.config.source
         try:
-            return open_source(cfg.uri, cfg.width, cfg.height, cfg.fps)
+            return open_source(cfg.uri, cfg.width, cfg.height, cfg.fps, _image_limits(cfg))
         except SourceError as exc:
             if not is_live_uri(cfg.uri):
                 raise FatalError(str(exc)) from None
@@ -142,7 +142,7 @@ class Daemon:
         from edge.capture import open_source, reusing_factory
 
         cfg = self.config.source
-        size = {"width": cfg.width, "height": cfg.height, "fps": cfg.fps}
+        size = {"width": cfg.width, "height": cfg.height, "fps": cfg.fps, "image_limits": _image_limits(cfg)}
         if first is not None:
             return reusing_factory(first, cfg.uri, **size)
         return lambda: open_source(cfg.uri, **size)
@@ -294,6 +294,10 @@ class Daemon:
         if join is not None:
             join(timeout=0.3)
         log.info("stopped after %d events", self.events_published)
+
+
+def _image_limits(source_config) -> tuple[float, float]:
+    return (source_config.max_image_mb, source_config.max_image_mpx)
 
 
 def processor_source(processor) -> str:
