@@ -95,6 +95,23 @@ def setup_logging(level: str) -> None:
     )
 
 
+def print_out(text: str) -> None:
+    """Results on stdout: a reader that went away (`| head -1`) just ends the output, as for any Unix tool;
+    a stdout that cannot be written (closed, a full disk) is an error."""
+    from edge.publish.stdout import discard_stdout
+
+    if sys.stdout is None:
+        raise ConfigError("stdout is closed; nothing can be printed")
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        discard_stdout()
+    except OSError as exc:
+        discard_stdout()
+        raise ConfigError(f"cannot write to stdout: {exc.strerror or exc}") from None
+
+
 def build_bench_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="emotion-edge bench",
@@ -140,7 +157,7 @@ def _bench(argv: list[str]) -> int:
         from edge.bench import format_bench, run_bench
 
         results = run_bench(config, args.source, frames=args.frames, warmup=args.warmup)
-        print(format_bench(results))
+        print_out(format_bench(results) + "\n")
         if args.json:
             from edge.model_contract import write_text_atomic
 
@@ -202,8 +219,11 @@ def _forget(argv: list[str]) -> int:
     except (ConfigError, ForgetError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    for topic in result.cleared:
-        print(topic)
+    try:
+        print_out("".join(topic + "\n" for topic in result.cleared))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(
         f"cleared {len(result.cleared)} retained messages of device {config.device_id} on {result.address}",
         file=sys.stderr,
@@ -219,19 +239,20 @@ def main(argv: list[str] | None = None) -> int:
         return _forget(argv[1:])
     args = build_parser().parse_args(argv)
     from edge.daemon import FatalError, load_components, run
+    from edge.publish.base import PublishError
 
     try:
         config = load_config(args.config, overrides=overrides_from_args(args))
         setup_logging(config.log.level)
         if args.print_config:
-            sys.stdout.write(config.to_yaml(mask_secrets=True))
+            print_out(config.to_yaml(mask_secrets=True))
             return 0
         if args.check_config:
             _, _, description = load_components(config)
             print(f"config OK: {description}; outputs: {', '.join(config.publish.outputs)}", file=sys.stderr)
             return 0
         return run(config)
-    except (ConfigError, FatalError) as exc:
+    except (ConfigError, FatalError, PublishError) as exc:  # PublishError: stdout failed mid-run
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

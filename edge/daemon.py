@@ -157,7 +157,9 @@ class Daemon:
         source = self._open_first_source()
         source_id = source.source_id if source is not None else self.config.source.uri
         try:
-            publishers = self._publishers if self._publishers is not None else make_publishers(self.config)
+            publishers = self._publishers
+            if publishers is None:
+                publishers = make_publishers(self.config, self.stop_event)
             for publisher in publishers:
                 if publisher.name == "mqtt":  # hooks first, so discovery goes out on the very first connect
                     from edge.publish import homeassistant

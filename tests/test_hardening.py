@@ -4,6 +4,7 @@ traceback, a silently dead output or unbounded memory. The daemon runs as a subp
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,9 +20,10 @@ REPO = Path(__file__).resolve().parent.parent
 def _cli(*args: str, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
     from tests.daemonproc import daemon_env
 
+    if "stdout" not in kwargs:
+        kwargs["capture_output"] = True
     return subprocess.run(
         [sys.executable, "-m", "edge.cli", *args],
-        capture_output=True,
         cwd=REPO,
         env=daemon_env(env),
         timeout=60,
@@ -159,3 +161,47 @@ def test_input_shape_error_prints_plain_integers(tmp_path):
     with pytest.raises(ModelLoadError) as info:
         EmotionClassifier(tmp_path / "m.tflite")
     assert "input shape [1, 48, 48, 1] is not one face image [1, 64, 64, 1]" in str(info.value)
+
+
+# --- item 4 and 6: stdout that goes away, is closed, or is full --------------------------------------------
+
+
+def test_live_run_piped_into_head_ends_cleanly(tmp_path):
+    import shlex
+
+    from tests.daemonproc import MjpegServer, daemon_args, daemon_env, live_frame, write_config
+
+    model = REPO / "edge" / "models" / "default.tflite"
+    with MjpegServer(live_frame(), fps=20) as camera:
+        args = daemon_args(write_config(tmp_path), model, camera.url, "--policy", "every")
+        command = f"set -o pipefail; {shlex.join(args)} | head -1"
+        result = subprocess.run(["bash", "-c", command], capture_output=True, text=True, cwd=REPO,
+                                env=daemon_env(), timeout=60)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.splitlines()) == 1 and json.loads(result.stdout)["faces"]
+    assert "stdout was closed by its reader; stopping" in result.stderr
+    assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr
+
+
+@pytest.mark.parametrize("what", ["daemon", "print-config"])
+def test_stdout_closed_or_full_is_one_error_line(tmp_path, what):
+    from tests.daemonproc import daemon_env, write_config
+
+    args = ["--config", str(write_config(tmp_path))]
+    if what == "daemon":
+        args += ["--source", str(REPO / "edge" / "samples"), "--policy", "every"]
+    else:
+        args += ["--print-config"]
+    with open("/dev/full", "w") as full:
+        result = _cli(*args, text=False, stdout=full, stderr=subprocess.PIPE)
+    assert_one_error(result, "write" + (" events" if what == "daemon" else "") + " to stdout: No space left")
+    closed = subprocess.run(
+        [sys.executable, "-m", "edge.cli", *args],
+        cwd=REPO,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=60,
+        env=daemon_env(),
+        preexec_fn=lambda: os.close(1),
+    )
+    assert_one_error(closed, "stdout is closed")
