@@ -9,8 +9,9 @@ the publishers started and the source opened (or found away and handed to the ca
 WATCHDOG=1 is sent from the processing loop while it runs and the capture thread is not stuck inside a
 source call: a camera that is away (unplugged, stream down) is reopened by the capture thread with backoff
 for as long as it takes, while a hung driver call (or a hung loop) stops the pings and systemd restarts the
-service. SIGTERM/SIGINT set the stop event: the loop ends, `offline` is published, buffers flushed, and the
-process exits 0 within 2 s.
+service. SIGTERM/SIGINT/SIGHUP set the stop event: the loop ends, `offline` is published, buffers flushed,
+and the process exits 0 within 2 s (the first open of a source runs in a helper thread, so a slow one does
+not hold the signal up).
 A finite source (file, folder, image) ends the run with exit 0 after its last event is published.
 
 Privacy: frames never leave this process. Nothing is written to disk unless `debug.snapshot_dir` is set.
@@ -127,11 +128,14 @@ class Daemon:
 
     def _open_first_source(self):
         """Open the source once here so a wrong path fails now, clearly; a live source may come later."""
-        from edge.capture import SourceError, is_live_uri, open_source
+        from edge.capture import SourceError, is_live_uri, open_source, open_until_stopped
 
         cfg = self.config.source
-        try:
-            return open_source(cfg.uri, cfg.width, cfg.height, cfg.fps, _image_limits(cfg))
+        try:  # in a helper thread: SIGTERM must not wait for a silent stream's open timeout
+            return open_until_stopped(
+                lambda: open_source(cfg.uri, cfg.width, cfg.height, cfg.fps, _image_limits(cfg)),
+                self.stop_event,
+            )
         except SourceError as exc:
             if not is_live_uri(cfg.uri):
                 raise FatalError(str(exc)) from None
@@ -155,6 +159,9 @@ class Daemon:
         classifier, detector, description = load_components(self.config)
         log.info(description)
         source = self._open_first_source()
+        if self.stop_event.is_set():  # stopped while opening: nothing was started or announced yet
+            log.info("stopped before the source was open")
+            return 0
         source_id = source.source_id if source is not None else self.config.source.uri
         try:
             publishers = self._publishers
@@ -307,7 +314,9 @@ def processor_source(processor) -> str:
 
 
 def install_signal_handlers(stop_event: threading.Event) -> None:
-    """SIGTERM (systemd stop) and SIGINT (Ctrl-C) ask the loop to finish; only valid in the main thread."""
+    """SIGTERM (systemd stop), SIGINT (Ctrl-C) and SIGHUP (a closed terminal, `kill -HUP`) ask the loop to
+    finish: `offline` is published and the exit code is 0. There is no reload: restart to apply a new config.
+    Only valid in the main thread."""
 
     def handler(signum, _frame):
         log.info("%s received, stopping", signal.Signals(signum).name)
@@ -315,6 +324,7 @@ def install_signal_handlers(stop_event: threading.Event) -> None:
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGHUP, handler)
 
 
 def run(config: Config, stop_event: threading.Event | None = None) -> int:

@@ -205,3 +205,57 @@ def test_stdout_closed_or_full_is_one_error_line(tmp_path, what):
         preexec_fn=lambda: os.close(1),
     )
     assert_one_error(closed, "stdout is closed")
+
+
+# --- item 7 and 9: signals -------------------------------------------------------------------------------------
+
+
+def test_sighup_is_a_clean_stop_that_publishes_offline(mosquitto, tmp_path):
+    import signal
+
+    from tests.daemonproc import DaemonProcess, MjpegServer, daemon_args, live_frame, write_config
+    from tests.mosquitto import Subscriber
+
+    config = write_config(tmp_path, f"mqtt:\n  host: {mosquitto.host}\n  port: {mosquitto.port}\n"
+                                    "  discovery:\n    enabled: false\nstats:\n  interval_s: 0\n")  # fmt: skip
+    model = REPO / "edge" / "models" / "default.tflite"
+    with MjpegServer(live_frame(), fps=10) as camera, Subscriber(mosquitto, "emotion/test-pi/#") as sub:
+        daemon = DaemonProcess(daemon_args(config, model, camera.url, "--publish", "mqtt"), tmp_path)
+        try:
+            sub.wait_topic("emotion/test-pi/status", b"online", timeout=60)
+            daemon.proc.send_signal(signal.SIGHUP)
+            assert daemon.proc.wait(timeout=10) == 0, daemon.stderr
+            sub.wait_topic("emotion/test-pi/status", b"offline", timeout=5)
+            assert "SIGHUP received, stopping" in daemon.stderr and "Traceback" not in daemon.stderr
+        finally:
+            daemon.stop()
+
+
+def test_sigterm_during_the_first_open_of_a_silent_stream_is_answered_at_once(tmp_path):
+    """The stream accepts the connection and says nothing: FFmpeg's open waits for its 5 s timeout, and a
+    signal handler in the thread that waits cannot run until it returns. systemd allows 2 s for a stop."""
+    import signal
+    import socket
+    import time
+
+    from tests.daemonproc import DaemonProcess, daemon_args, write_config
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        server.settimeout(60)
+        url = f"http://127.0.0.1:{server.getsockname()[1]}/stream.mjpg"
+        model = REPO / "edge" / "models" / "default.tflite"
+        daemon = DaemonProcess(daemon_args(write_config(tmp_path), model, url), tmp_path)
+        try:
+            connection, _ = server.accept()  # the daemon is inside its first open now
+            with connection:
+                time.sleep(0.3)  # past the request: FFmpeg waits for the response
+                signalled = time.monotonic()
+                daemon.proc.send_signal(signal.SIGTERM)
+                rc = daemon.proc.wait(timeout=20)
+                took = time.monotonic() - signalled
+            assert rc == 0 and "Traceback" not in daemon.stderr, daemon.stderr
+            assert took < 2.0, f"SIGTERM took {took:.2f} s to end the run"
+        finally:
+            daemon.stop()
