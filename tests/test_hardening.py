@@ -259,3 +259,24 @@ def test_sigterm_during_the_first_open_of_a_silent_stream_is_answered_at_once(tm
             assert took < 2.0, f"SIGTERM took {took:.2f} s to end the run"
         finally:
             daemon.stop()
+
+
+# --- item 8: the installer's umask -------------------------------------------------------------------------
+
+
+def test_installer_creates_nothing_world_writable_under_umask_000(tmp_path):
+    import shutil
+    import stat
+
+    if shutil.which("systemctl") is None:
+        pytest.skip("systemctl is not installed (CI installs systemd)")
+    root = tmp_path / "root"
+    root.mkdir(mode=0o755)
+    script = REPO / "systemd" / "install.sh"
+    result = subprocess.run(["bash", "-c", f'umask 000 && bash "{script}" --root "{root}" --skip-venv --no-start'],
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    created = [p for p in root.rglob("*") if not p.is_symlink()]
+    assert any(p.name == "config.yaml" for p in created)
+    writable = [str(p.relative_to(root)) for p in created if p.stat().st_mode & stat.S_IWOTH]
+    assert writable == []
