@@ -199,7 +199,7 @@ def _forget(argv: list[str]) -> int:
     args = build_forget_parser().parse_args(argv)
     try:
         if not 0 < args.timeout <= 3600:  # also refuses inf and nan, which no socket timeout takes
-            raise ConfigError(f"--timeout must be more than 0 and at most 3600 seconds, got {args.timeout}")
+            raise ConfigError(f"--timeout must be more than 0 seconds and at most 3600, got {args.timeout}")
         overrides: dict = {}
         if args.device_id is not None:
             overrides["device_id"] = args.device_id

@@ -12,7 +12,8 @@ for as long as it takes, while a hung driver call (or a hung loop) stops the pin
 service. SIGTERM/SIGINT/SIGHUP set the stop event: the loop ends, `offline` is published, buffers flushed,
 and the process exits 0 within 2 s (the first open of a source runs in a helper thread, so a slow one does
 not hold the signal up).
-A finite source (file, folder, image) ends the run with exit 0 after its last event is published.
+A finite source (file, folder, image) ends the run with exit 0 after its last event is published, or
+EXIT_UNDELIVERED (3) when an output (MQTT) did not get every event.
 
 Privacy: frames never leave this process. Nothing is written to disk unless `debug.snapshot_dir` is set.
 """
@@ -39,6 +40,9 @@ STATE_REFRESH_S = 1.0  # retained state follows changes at once, and confidences
 # keeping the last face (and Home Assistant automations on it) alive while the camera is unplugged.
 CAMERA_AWAY_S = 5.0
 
+
+# A finite run whose events did not all reach an output (MQTT never connected, or events left undelivered).
+EXIT_UNDELIVERED = 3
 
 # Host names a fresh image gets on every device: as the default device_id they would collide on the broker.
 SHARED_HOSTNAMES = frozenset({"raspberrypi", "localhost", "debian", "ubuntu", "dietpi"})
@@ -303,6 +307,15 @@ class Daemon:
         if join is not None:
             join(timeout=0.3)
         log.info("stopped after %d events", self.events_published)
+        if not signalled:  # a finished file or folder: say whether its events reached every output
+            self._check_delivery()
+
+    def _check_delivery(self) -> None:
+        for publisher in self.publishers:
+            failure = publisher.delivery_failure()
+            if failure:
+                log.warning("%s: %s; exit code %d", publisher.name, failure, EXIT_UNDELIVERED)
+                self.exit_code = self.exit_code or EXIT_UNDELIVERED
 
 
 def _image_limits(source_config) -> tuple[float, float]:

@@ -280,3 +280,57 @@ def test_installer_creates_nothing_world_writable_under_umask_000(tmp_path):
     assert any(p.name == "config.yaml" for p in created)
     writable = [str(p.relative_to(root)) for p in created if p.stat().st_mode & stat.S_IWOTH]
     assert writable == []
+
+
+# --- item 5 and 10: MQTT that delivered nothing, and a broker that never answers ----------------------------
+
+
+def test_finite_run_whose_mqtt_delivered_nothing_exits_3(tmp_path, mosquitto):
+    from tests.daemonproc import daemon_args, run_daemon, write_config, write_photo_folder
+    from tests.mosquitto import MosquittoBroker, find_mosquitto
+
+    model = REPO / "edge" / "models" / "default.tflite"
+    photos = tmp_path / "photos"
+    write_photo_folder(photos)
+    (tmp_path / "closed").mkdir()
+    closed = MosquittoBroker(
+        find_mosquitto(), tmp_path / "closed", extra_config="allow_anonymous false"
+    ).start()
+    try:
+        for broker, code in ((mosquitto, 0), (closed, 3)):
+            config = write_config(tmp_path, f"mqtt:\n  host: {broker.host}\n  port: {broker.port}\n"
+                                            "stats:\n  interval_s: 0\n")  # fmt: skip
+            result = run_daemon(daemon_args(config, model, str(photos), "--publish", "mqtt"), timeout=60)
+            assert result.returncode == code, result.stderr
+            assert "Traceback" not in result.stderr
+        assert "refused the connection" in result.stderr
+        assert (
+            f"mqtt: never connected to the broker {closed.host}:{closed.port}; exit code 3" in result.stderr
+        )
+    finally:
+        closed.stop()
+
+
+def test_a_silent_broker_is_not_blamed_on_client_certificates(caplog):
+    """Something accepts TCP on the MQTT port and never answers: paho gives up after the keepalive."""
+    import logging
+    import socket
+
+    from edge.config import MqttConfig
+    from edge.publish.mqtt import MqttPublisher
+    from tests.mosquitto import wait_until
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(4)
+        publisher = MqttPublisher(
+            MqttConfig(host="127.0.0.1", port=server.getsockname()[1], keepalive=5), "t"
+        )
+        with caplog.at_level(logging.WARNING, logger="edge.publish.mqtt"):
+            publisher.start()
+            try:
+                assert wait_until(lambda: "did not answer" in caplog.text, timeout=20), caplog.text
+            finally:
+                publisher.close(timeout=0.5)
+    assert "accepted the connection but did not answer within 5 s (mqtt.keepalive)" in caplog.text
+    assert "certfile" not in caplog.text
