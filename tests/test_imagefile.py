@@ -130,3 +130,13 @@ def test_training_decodes_with_the_same_guard(tmp_path):
     face, reason = _decode_image(str(FACE), (48, 48))
     assert face.shape == (48, 48) and reason == ""
     assert os.path.getsize(tmp_path / "huge.png") < 2000
+
+
+def test_jpeg_with_stray_bytes_before_a_marker_is_still_measured(tmp_path):
+    """libjpeg skips junk between segments with a warning and decodes the photo: so must the header check."""
+    ok, jpeg = cv2.imencode(".jpg", np.full((30, 50, 3), 128, np.uint8))
+    data = jpeg.tobytes()
+    end = 4 + struct.unpack(">H", data[4:6])[0]  # after the first segment (APP0)
+    stray = data[:end] + b"\x00\x13\x37" + data[end:]
+    assert cv2.imdecode(np.frombuffer(stray, np.uint8), cv2.IMREAD_COLOR).shape[:2] == (30, 50)
+    assert _header(stray, tmp_path) == (50, 30)

@@ -63,6 +63,10 @@ def _jpeg(_head: bytes, f: BinaryIO) -> tuple[int, int] | None:
     f.seek(2)
     for _ in range(4096):
         marker = f.read(2)
+        for _ in range(65536):  # stray bytes before a marker: libjpeg skips them (with a warning), so do we
+            if len(marker) < 2 or marker[0] == 0xFF:
+                break
+            marker = marker[1:] + f.read(1)
         while len(marker) == 2 and marker[0] == 0xFF and marker[1] == 0xFF:  # fill bytes
             marker = marker[1:] + f.read(1)
         if len(marker) < 2 or marker[0] != 0xFF:
