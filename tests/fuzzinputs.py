@@ -41,6 +41,12 @@ KINDS = ("config", "env", "model", "sidecar", "images")
 
 
 def peak_rss_mb() -> float:
+    """This process's peak RSS. VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec, so a child of a
+    large process (pytest with TensorFlow loaded) would start with its parent's peak."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -334,6 +340,7 @@ def fuzz(seed: int, seconds: float, only: int | None = None, rss_limit_mb: float
     codes: dict[str, int] = {}
     failures = []
     baseline = None
+    jumps: list[tuple[int, int]] = []
     index = only if only is not None else 0
     while True:
         rng = random.Random(f"{seed}-{index}")
@@ -348,6 +355,8 @@ def fuzz(seed: int, seconds: float, only: int | None = None, rss_limit_mb: float
             failures.append({"case": index, "kind": kind, "problem": problem, "stderr": stderr[-1500:]})
         if baseline is None:
             baseline = peak_rss_mb()
+        if peak_rss_mb() > (jumps[-1][1] if jumps else baseline) + 50:  # which cases raised the peak
+            jumps.append((index, round(peak_rss_mb())))
         index += 1
         if only is not None or time.monotonic() - start >= seconds:
             break
@@ -358,7 +367,7 @@ def fuzz(seed: int, seconds: float, only: int | None = None, rss_limit_mb: float
         )
     return {"seed": seed, "cases": sum(counts.values()), "by_kind": counts, "exit_codes": codes,
             "seconds": round(time.monotonic() - start, 1), "peak_rss_mb": round(peak, 1),
-            "rss_after_first_case_mb": round(baseline or 0, 1), "failures": failures}  # fmt: skip
+            "rss_after_first_case_mb": round(baseline or 0, 1), "peak_raised_by": jumps, "failures": failures}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
