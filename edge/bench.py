@@ -64,7 +64,7 @@ def run_bench(config, source_uri: str, frames: int = 100, warmup: int = 10, time
     cfg = config.source
 
     def open_it():
-        return open_source(source_uri, cfg.width, cfg.height, cfg.fps)
+        return open_source(source_uri, cfg.width, cfg.height, cfg.fps, (cfg.max_image_mb, cfg.max_image_mpx))
 
     try:
         first = open_it()

@@ -29,7 +29,7 @@ class EmotionClassifier:
         expected = (self.contract.input_height, self.contract.input_width, 1)
         if len(shape) != 4 or tuple(shape[1:]) != expected:
             raise ModelLoadError(
-                f"{self.model_path}: input shape {list(shape)} is not one face image {[1, *expected]}"
+                f"{self.model_path}: input shape {[int(n) for n in shape]} is not one face image {[1, *expected]}"
             )
         n_out = int(self._output["shape"][-1])
         if n_out != len(self.contract.labels):

@@ -102,6 +102,23 @@ def setup_logging(level: str) -> None:
     )
 
 
+def print_out(text: str) -> None:
+    """Results on stdout: a reader that went away (`| head -1`) just ends the output, as for any Unix tool;
+    a stdout that cannot be written (closed, a full disk) is an error."""
+    from edge.publish.stdout import discard_stdout
+
+    if sys.stdout is None:
+        raise ConfigError("stdout is closed; nothing can be printed")
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        discard_stdout()
+    except OSError as exc:
+        discard_stdout()
+        raise ConfigError(f"cannot write to stdout: {exc.strerror or exc}") from None
+
+
 def build_bench_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="emotion-edge bench",
@@ -140,16 +157,21 @@ def _bench(argv: list[str]) -> int:
             overrides.setdefault("model", {})["threads"] = _number(args.threads)
         config = load_config(args.config, overrides=overrides)
         setup_logging(config.log.level)
+        if args.json and Path(args.json).is_dir():
+            raise ConfigError(f"--json: {args.json} is a folder; give a file name")
         if args.json and not Path(args.json).resolve().parent.is_dir():
             raise ConfigError(f"--json: folder {Path(args.json).parent} does not exist")
         from edge.bench import format_bench, run_bench
 
         results = run_bench(config, args.source, frames=args.frames, warmup=args.warmup)
-        print(format_bench(results))
+        print_out(format_bench(results) + "\n")
         if args.json:
             from edge.model_contract import write_text_atomic
 
-            write_text_atomic(args.json, json.dumps(results, indent=2) + "\n")
+            try:
+                write_text_atomic(args.json, json.dumps(results, indent=2) + "\n")
+            except OSError as exc:
+                raise ConfigError(f"--json: cannot write {args.json}: {exc.strerror or exc}") from None
         return 0
     except (ConfigError, FatalError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -183,8 +205,8 @@ def _forget(argv: list[str]) -> int:
 
     args = build_forget_parser().parse_args(argv)
     try:
-        if args.timeout <= 0:
-            raise ConfigError("--timeout must be more than 0 seconds")
+        if not 0 < args.timeout <= 3600:  # also refuses inf and nan, which no socket timeout takes
+            raise ConfigError(f"--timeout must be more than 0 seconds and at most 3600, got {args.timeout}")
         overrides: dict = {}
         if args.device_id is not None:
             overrides["device_id"] = args.device_id
@@ -204,8 +226,11 @@ def _forget(argv: list[str]) -> int:
     except (ConfigError, ForgetError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    for topic in result.cleared:
-        print(topic)
+    try:
+        print_out("".join(topic + "\n" for topic in result.cleared))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(
         f"cleared {len(result.cleared)} retained messages of device {config.device_id} on {result.address}",
         file=sys.stderr,
@@ -221,19 +246,20 @@ def main(argv: list[str] | None = None) -> int:
         return _forget(argv[1:])
     args = build_parser().parse_args(argv)
     from edge.daemon import FatalError, load_components, run
+    from edge.publish.base import PublishError
 
     try:
         config = load_config(args.config, overrides=overrides_from_args(args))
         setup_logging(config.log.level)
         if args.print_config:
-            sys.stdout.write(config.to_yaml(mask_secrets=True))
+            print_out(config.to_yaml(mask_secrets=True))
             return 0
         if args.check_config:
             _, _, description = load_components(config)
             print(f"config OK: {description}; outputs: {', '.join(config.publish.outputs)}", file=sys.stderr)
             return 0
         return run(config)
-    except (ConfigError, FatalError) as exc:
+    except (ConfigError, FatalError, PublishError) as exc:  # PublishError: stdout failed mid-run
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from edge.model_contract import not_utf8_hint
+from edge.model_contract import not_utf8_hint, read_text_limited
 
 DEFAULT_CONFIG_PATH = "/etc/emotion-edge/config.yaml"
 ENV_PREFIX = "EMOTION_EDGE_"
@@ -40,9 +40,53 @@ class ConfigError(ValueError):
     """Invalid configuration; the message names the dotted key and the source of the bad value."""
 
 
-def _spec(default, kind, *, lo=None, hi=None, choices=None, nullable=False, pattern=None, factory=None):
-    """A dataclass field carrying its validation rule (kind: int, float, str, bool, list)."""
+def _topic_prefix_problem(value: str) -> str | None:
+    """A topic prefix: no MQTT wildcards, no control characters (a NUL makes the broker drop the client), no
+    leading `$` (brokers reserve `$SYS/...`: clients may not publish there) and no leading or trailing slash."""
+    if re.search(r"[#+]", value) or value.startswith(("/", "$")) or value.endswith("/"):
+        return "must be a topic prefix without # or +, not starting with / or $ and not ending with /"
+    return _text_problem(value)
+
+
+def _utf8_problem(value: str) -> str | None:
+    """MQTT strings go on the wire as UTF-8: a non-UTF-8 byte from the environment or argv (kept by Python as
+    a lone surrogate) would fail later, inside paho's thread."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"is not valid UTF-8 text (character {exc.start + 1})"
+    return None
+
+
+def _text_problem(value: str) -> str | None:
+    """A name that goes into MQTT topics or ids: UTF-8 and no control characters (a NUL ends the session)."""
+    if re.search(r"[\x00-\x1f\x7f]", value):
+        return "must not contain control characters"
+    return _utf8_problem(value)
+
+
+def _host_problem(host: str) -> str | None:
+    """A name the resolver accepts: paho resolves it in its network thread, which dies (for good) on an IDNA
+    error, so a label over 63 characters or a non-ASCII name that cannot be encoded must be refused here."""
+    problem = _text_problem(host)
+    if problem or ":" in host:  # an IPv6 address literal is not a DNS name
+        return problem
+    try:
+        encoded = host.encode("idna")
+    except UnicodeError:
+        return "is not a valid host name (each dot-separated part 1..63 characters)"
+    if len(encoded) > 253:
+        return "is not a valid host name (longer than 253 characters)"
+    return None
+
+
+def _spec(
+    default, kind, *, lo=None, hi=None, choices=None, nullable=False, pattern=None, factory=None, check=None
+):
+    """A dataclass field carrying its validation rule (kind: int, float, str, bool, list). `check(value)`
+    returns what is wrong with a string value, or None."""
     meta = {"kind": kind, "lo": lo, "hi": hi, "choices": choices, "nullable": nullable, "pattern": pattern}
+    meta["check"] = check
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -61,6 +105,10 @@ class SourceConfig:
     height: int | None = _spec(480, int, lo=16, hi=8192, nullable=True)
     fps: float | None = _spec(15, float, lo=0.1, hi=240, nullable=True)
     reopen_backoff_max_s: float = _spec(30, float, lo=0.1, hi=3600)
+    # Image files (a photo or a folder) over either limit are skipped and counted, never decoded: a small PNG
+    # can claim 30000x30000 pixels (1.9 GB to decode). 40 Mpx is a full-size photo of today's phones.
+    max_image_mb: float = _spec(50, float, lo=0.001, hi=100_000)
+    max_image_mpx: float = _spec(40, float, lo=0.001, hi=10_000)
 
 
 @dataclass
@@ -127,20 +175,19 @@ class TlsConfig:
 @dataclass
 class DiscoveryConfig:
     enabled: bool = _spec(True, bool)
-    prefix: str = _spec("homeassistant", str, pattern=r"^[^#+/][^#+]*[^#+/]$|^[^#+/]$")
+    prefix: str = _spec("homeassistant", str, check=_topic_prefix_problem)
 
 
 @dataclass
 class MqttConfig:
-    host: str = _spec("localhost", str, pattern=r"^\S+$")
+    host: str = _spec("localhost", str, pattern=r"^\S+$", check=_host_problem)
     port: int = _spec(1883, int, lo=1, hi=65535)
-    client_id: str | None = _spec(None, str, nullable=True)  # None = emotion-edge-<device_id>
-    username: str | None = _spec(None, str, nullable=True)
-    password: str | None = _spec(None, str, nullable=True)
+    client_id: str | None = _spec(None, str, nullable=True, check=_text_problem)  # None = emotion-edge-<id>
+    username: str | None = _spec(None, str, nullable=True, check=_text_problem)
+    password: str | None = _spec(None, str, nullable=True, check=_utf8_problem)
     tls: TlsConfig = field(default_factory=TlsConfig)
     qos: int = _spec(1, int, lo=0, hi=2)
-    # A topic level prefix: no MQTT wildcards, no leading/trailing slash.
-    topic_prefix: str = _spec("emotion", str, pattern=r"^[^#+/][^#+]*[^#+/]$|^[^#+/]$")
+    topic_prefix: str = _spec("emotion", str, check=_topic_prefix_problem)
     keepalive: int = _spec(30, int, lo=5, hi=3600)
     buffer_size: int = _spec(1000, int, lo=0, hi=1_000_000)  # events kept while the broker is away
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
@@ -254,6 +301,8 @@ def _check_value(dotted: str, value: Any, rule: dict, origin: str) -> Any:
 
     # An error goes to the journal: never echo a secret (`password: 123456` in YAML is an int, not a string).
     given = f"a {type(value).__name__} (value hidden)" if dotted in SECRET_KEYS else repr(value)
+    if len(given) > 100:  # one readable line, whatever was pasted into the variable
+        given = f"{given[:80]}... ({len(given)} characters)"
 
     def bad() -> ConfigError:
         return ConfigError(f"{dotted}: must be {_describe(rule)}, got {given}{origin}")
@@ -293,8 +342,12 @@ def _check_value(dotted: str, value: Any, rule: dict, origin: str) -> Any:
         if normalised not in rule["choices"]:
             raise bad()
         return normalised
-    if rule["pattern"] and not re.match(rule["pattern"], value):
+    # fullmatch: `$` in re.match also matches before a trailing newline, and "ab\n" is not a device id.
+    if rule["pattern"] and not re.fullmatch(rule["pattern"], value):
         raise bad()
+    problem = rule["check"](value) if rule.get("check") else None
+    if problem:
+        raise ConfigError(f"{dotted}: {problem}, got {given}{origin}")
     return value
 
 
@@ -346,7 +399,7 @@ def read_yaml_file(path: str | os.PathLike, explicit: bool) -> dict[str, Any]:
     """The YAML layer. A missing default file is fine (defaults apply); a missing explicit file is an error."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text_limited(path, "config file")
     except FileNotFoundError:
         if explicit:
             raise ConfigError(f"config file {path} does not exist") from None
@@ -357,8 +410,12 @@ def read_yaml_file(path: str | os.PathLike, explicit: bool) -> dict[str, Any]:
         raise ConfigError(
             f"config file {path} is not UTF-8 text (byte {exc.start}): {not_utf8_hint(exc)}"
         ) from None
+    except ValueError as exc:  # larger than any config (`--config /dev/zero`)
+        raise ConfigError(str(exc)) from None
     try:
-        data = yaml.safe_load(text)
+        data = _load_yaml(text)
+    except RecursionError:
+        raise ConfigError(f"config file {path} is not a config: nested too deeply") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -368,6 +425,27 @@ def read_yaml_file(path: str | os.PathLike, explicit: bool) -> dict[str, Any]:
     if data is None:
         return {}
     return validate_layer(data, f" (in {path})")
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping: YAML keeps the last silently, so a second
+    `mqtt:` section further down would quietly undo the first."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} appears twice in one section", key_node.start_mark
+                )
+            if isinstance(key, (str, int, float, bool)):
+                seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def _load_yaml(text: str):
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 def _env_target(parts: list[str]) -> tuple[type, dataclasses.Field] | None:
@@ -390,6 +468,8 @@ def env_layer(environ: dict[str, str]) -> dict[str, Any]:
         if not name.startswith(ENV_PREFIX) or name == ENV_CONFIG_PATH:
             continue
         raw = environ[name]
+        if len(raw) > 65536:  # bounds the YAML parse below; no setting is anywhere near this long
+            raise ConfigError(f"{name}: value is {len(raw)} characters long, more than any setting takes")
         parts = name[len(ENV_PREFIX) :].lower().split("__")
         target = _env_target(parts)
         origin = f" (from {name})"
@@ -404,7 +484,7 @@ def env_layer(environ: dict[str, str]) -> dict[str, Any]:
         else:
             try:
                 value = yaml.safe_load(raw) if raw.strip() else None
-            except yaml.YAMLError:
+            except (yaml.YAMLError, RecursionError):  # not a scalar: the validator names the variable
                 value = raw
         node = layer
         for part in parts[:-1]:
@@ -422,7 +502,7 @@ def _credential_password(environ: dict[str, str]) -> str | None:
     try:
         # install.sh always creates the file (LoadCredential= fails the unit when it is missing),
         # so an empty file means "no password", not an empty one.
-        return path.read_text(encoding="utf-8").rstrip("\r\n") or None
+        password = read_text_limited(path, "credential").rstrip("\r\n") or None
     except FileNotFoundError:
         return None
     except OSError as exc:
@@ -431,6 +511,9 @@ def _credential_password(environ: dict[str, str]) -> str | None:
         raise ConfigError(
             f"mqtt.password: credential {path} is not UTF-8 text (byte {exc.start}): {not_utf8_hint(exc)}"
         ) from None
+    except ValueError as exc:
+        raise ConfigError(f"mqtt.password: {exc}") from None
+    return password
 
 
 def load_config(

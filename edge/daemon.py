@@ -9,9 +9,11 @@ the publishers started and the source opened (or found away and handed to the ca
 WATCHDOG=1 is sent from the processing loop while it runs and the capture thread is not stuck inside a
 source call: a camera that is away (unplugged, stream down) is reopened by the capture thread with backoff
 for as long as it takes, while a hung driver call (or a hung loop) stops the pings and systemd restarts the
-service. SIGTERM/SIGINT set the stop event: the loop ends, `offline` is published, buffers flushed, and the
-process exits 0 within 2 s.
-A finite source (file, folder, image) ends the run with exit 0 after its last event is published.
+service. SIGTERM/SIGINT/SIGHUP set the stop event: the loop ends, `offline` is published, buffers flushed,
+and the process exits 0 within 2 s (the first open of a source runs in a helper thread, so a slow one does
+not hold the signal up).
+A finite source (file, folder, image) ends the run with exit 0 after its last event is published, or
+EXIT_UNDELIVERED (3) when an output (MQTT) did not get every event.
 
 Privacy: frames never leave this process unless the preview page (edge/preview) is on and watched. Nothing
 is written to disk unless `debug.snapshot_dir` is set.
@@ -39,6 +41,9 @@ STATE_REFRESH_S = 1.0  # retained state follows changes at once, and confidences
 # keeping the last face (and Home Assistant automations on it) alive while the camera is unplugged.
 CAMERA_AWAY_S = 5.0
 
+
+# A finite run whose events did not all reach an output (MQTT never connected, or events left undelivered).
+EXIT_UNDELIVERED = 3
 
 # Host names a fresh image gets on every device: as the default device_id they would collide on the broker.
 SHARED_HOSTNAMES = frozenset({"raspberrypi", "localhost", "debian", "ubuntu", "dietpi"})
@@ -133,11 +138,14 @@ class Daemon:
 
     def _open_first_source(self):
         """Open the source once here so a wrong path fails now, clearly; a live source may come later."""
-        from edge.capture import SourceError, is_live_uri, open_source
+        from edge.capture import SourceError, is_live_uri, open_source, open_until_stopped
 
         cfg = self.config.source
-        try:
-            return open_source(cfg.uri, cfg.width, cfg.height, cfg.fps)
+        try:  # in a helper thread: SIGTERM must not wait for a silent stream's open timeout
+            return open_until_stopped(
+                lambda: open_source(cfg.uri, cfg.width, cfg.height, cfg.fps, _image_limits(cfg)),
+                self.stop_event,
+            )
         except SourceError as exc:
             if not is_live_uri(cfg.uri):
                 raise FatalError(str(exc)) from None
@@ -148,7 +156,7 @@ class Daemon:
         from edge.capture import open_source, reusing_factory
 
         cfg = self.config.source
-        size = {"width": cfg.width, "height": cfg.height, "fps": cfg.fps}
+        size = {"width": cfg.width, "height": cfg.height, "fps": cfg.fps, "image_limits": _image_limits(cfg)}
         if first is not None:
             return reusing_factory(first, cfg.uri, **size)
         return lambda: open_source(cfg.uri, **size)
@@ -161,9 +169,14 @@ class Daemon:
         classifier, detector, description = load_components(self.config)
         log.info(description)
         source = self._open_first_source()
+        if self.stop_event.is_set():  # stopped while opening: nothing was started or announced yet
+            log.info("stopped before the source was open")
+            return 0
         source_id = source.source_id if source is not None else self.config.source.uri
         try:
-            publishers = self._publishers if self._publishers is not None else make_publishers(self.config)
+            publishers = self._publishers
+            if publishers is None:
+                publishers = make_publishers(self.config, self.stop_event)
             for publisher in publishers:
                 if publisher.name == "mqtt":  # hooks first, so discovery goes out on the very first connect
                     from edge.publish import homeassistant
@@ -320,6 +333,19 @@ class Daemon:
         if join is not None:
             join(timeout=0.3)
         log.info("stopped after %d events", self.events_published)
+        if not signalled:  # a finished file or folder: say whether its events reached every output
+            self._check_delivery()
+
+    def _check_delivery(self) -> None:
+        for publisher in self.publishers:
+            failure = publisher.delivery_failure()
+            if failure:
+                log.warning("%s: %s; exit code %d", publisher.name, failure, EXIT_UNDELIVERED)
+                self.exit_code = self.exit_code or EXIT_UNDELIVERED
+
+
+def _image_limits(source_config) -> tuple[float, float]:
+    return (source_config.max_image_mb, source_config.max_image_mpx)
 
 
 def processor_source(processor) -> str:
@@ -327,7 +353,9 @@ def processor_source(processor) -> str:
 
 
 def install_signal_handlers(stop_event: threading.Event) -> None:
-    """SIGTERM (systemd stop) and SIGINT (Ctrl-C) ask the loop to finish; only valid in the main thread."""
+    """SIGTERM (systemd stop), SIGINT (Ctrl-C) and SIGHUP (a closed terminal, `kill -HUP`) ask the loop to
+    finish: `offline` is published and the exit code is 0. There is no reload: restart to apply a new config.
+    Only valid in the main thread."""
 
     def handler(signum, _frame):
         log.info("%s received, stopping", signal.Signals(signum).name)
@@ -335,6 +363,7 @@ def install_signal_handlers(stop_event: threading.Event) -> None:
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGHUP, handler)
 
 
 def run(config: Config, stop_event: threading.Event | None = None) -> int:

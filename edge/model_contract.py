@@ -18,6 +18,9 @@ from typing import Any
 from edge.align import Framing
 
 FORMAT = "emotion-edge-model/1"
+# Config files and contracts are a few KB. Anything far larger is a wrong path (`/dev/zero`, a video): read
+# no more than this instead of running out of memory on it.
+MAX_TEXT_BYTES = 1 << 20
 
 
 class ContractError(ValueError):
@@ -54,7 +57,9 @@ class ModelContract:
                 raise ContractError(f"{source}: '{key}' must be an integer in 8..512, got {value!r}")
         if self.color != "gray":
             raise ContractError(f"{source}: colour mode {self.color!r} is not supported (only 'gray')")
-        if not isinstance(self.crop_margin, (int, float)) or not 0.0 <= self.crop_margin <= 1.0:
+        # bool is an int in Python: `"crop_margin": true` is a mistake, not a margin of 1.0.
+        margin = self.crop_margin
+        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0.0 <= margin <= 1.0:
             raise ContractError(f"{source}: 'crop_margin' must be a number in 0..1, got {self.crop_margin!r}")
         if self.framing is not None:
             try:
@@ -91,10 +96,29 @@ def sidecar_path(model_path: str | os.PathLike) -> Path:
     return Path(model_path).with_suffix(".json")
 
 
+def read_text_limited(path: str | os.PathLike, what: str, limit: int = MAX_TEXT_BYTES) -> str:
+    """A small UTF-8 text file, refusing (ValueError naming `what`) one larger than `limit` bytes, so an
+    endless or huge file costs `limit` bytes of memory, not all of it. OSError and UnicodeDecodeError pass."""
+    with open(path, "rb") as handle:
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"{what} {path} is larger than {limit // 1024} KiB: not a {what}")
+    return data.decode("utf-8")
+
+
+def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise ValueError(f"the key {key!r} appears twice")
+        seen[key] = value
+    return seen
+
+
 def load_contract(model_path: str | os.PathLike) -> ModelContract:
     path = sidecar_path(model_path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text_limited(path, "model contract")
     except FileNotFoundError:
         raise ContractError(
             f"{path} is missing: a model needs its contract file (labels, input size) next to it"
@@ -103,9 +127,13 @@ def load_contract(model_path: str | os.PathLike) -> ModelContract:
         raise ContractError(f"cannot read {path}: {exc.strerror}") from None
     except UnicodeDecodeError as exc:
         raise ContractError(f"{path} is not UTF-8 text (byte {exc.start}): {not_utf8_hint(exc)}") from None
+    except ValueError as exc:  # larger than a contract can be (after UnicodeDecodeError, a ValueError too)
+        raise ContractError(str(exc)) from None
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
+        data = json.loads(text, object_pairs_hook=_unique_object)
+    except RecursionError:
+        raise ContractError(f"{path} is not a model contract: nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError is a ValueError, and so is a repeated key
         raise ContractError(f"{path} is not valid JSON: {exc}") from None
     return ModelContract.from_dict(data, source=str(path))
 

@@ -24,6 +24,9 @@
 # Idempotent: a second run with the same inputs changes no file (it compares before writing, and re-runs pip
 # only when the package source changed: a fingerprint is kept in PREFIX/.source-fingerprint).
 set -euo pipefail
+# Whatever the caller's umask (000 in some sudo or CI setups), what this creates (the venv the service runs
+# from, /etc/emotion-edge, the unit) must not be writable by other users: the modes below assume 022.
+umask 022
 
 SERVICE=emotion-edge
 SERVICE_USER=emotion-edge

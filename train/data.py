@@ -26,8 +26,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edge.capture.imagefile import ImageRefused, load_image
+from edge.config import SourceConfig
 from edge.model_contract import write_bytes_atomic
-from edge.preprocess import IMREAD_FLAGS, face_to_input
+from edge.preprocess import face_to_input
 
 log = logging.getLogger(__name__)
 
@@ -249,14 +251,16 @@ def _check_label_sets(split_labels: dict[str, list[str]], path) -> list[str]:
     return reference
 
 
+_LIMITS = SourceConfig()  # the daemon's default image limits (source.max_image_mb, source.max_image_mpx)
+
+
 def _decode_image(file: str, size: tuple[int, int]) -> tuple[np.ndarray | None, str]:
     try:
-        # imdecode(fromfile) instead of imread: works with non-ASCII paths on every platform.
-        raw = np.fromfile(file, dtype=np.uint8)
-        image = cv2.imdecode(raw, IMREAD_FLAGS) if raw.size else None  # as the daemon decodes
-        if image is None:
-            return None, "cannot decode image (corrupt or unsupported)"
+        # The daemon's decoder, with its default size limits: a hostile file is refused before decoding.
+        image = load_image(file, _LIMITS.max_image_mb, _LIMITS.max_image_mpx)
         return face_to_input(image, None, size)[:, :, 0], ""
+    except ImageRefused as exc:
+        return None, f"not used: {exc}"
     except (OSError, ValueError, cv2.error) as exc:
         return None, f"cannot read image: {exc}"
 

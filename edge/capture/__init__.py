@@ -11,7 +11,7 @@ from edge.capture.sources import (
     is_live_uri,
     open_source,
 )
-from edge.capture.thread import CaptureThread, reusing_factory
+from edge.capture.thread import CaptureThread, open_until_stopped, reusing_factory
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -24,5 +24,6 @@ __all__ = [
     "VideoCaptureSource",
     "is_live_uri",
     "open_source",
+    "open_until_stopped",
     "reusing_factory",
 ]

@@ -7,6 +7,7 @@ thread treats the two differently, so each source says which it is.
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import re
@@ -17,7 +18,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.preprocess import IMREAD_FLAGS
+from edge.capture.imagefile import ImageRefused, load_image
+from edge.config import SourceConfig
 
 log = logging.getLogger(__name__)
 
@@ -61,18 +63,17 @@ class Source:
         self.close()
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray | None:
-    """Decode an image file; None when it is not a readable image. Works for non-ASCII paths too."""
+# The config's defaults, for callers that have no config (tests, scripts).
+_DEFAULT_LIMITS = (SourceConfig().max_image_mb, SourceConfig().max_image_mpx)
+
+
+def read_image(path: str | os.PathLike, limits: tuple[float, float] = _DEFAULT_LIMITS) -> np.ndarray | None:
+    """Decode an image file; None when it is not a readable image or over the size limits
+    (source.max_image_mb, source.max_image_mpx). Works for non-ASCII paths too."""
     try:
-        data = np.fromfile(os.fspath(path), dtype=np.uint8)
-    except OSError:
+        return load_image(path, *limits)
+    except ImageRefused:
         return None
-    if data.size == 0:
-        return None
-    image = cv2.imdecode(data, IMREAD_FLAGS)
-    if image is None or image.size == 0:
-        return None
-    return image
 
 
 class ImageFileSource(Source):
@@ -80,12 +81,13 @@ class ImageFileSource(Source):
 
     live = False
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, limits: tuple[float, float] = _DEFAULT_LIMITS):
         self.path = Path(path)
         self.source_id = str(self.path)
-        self._image = read_image(self.path)
-        if self._image is None:
-            raise SourceError(f"source {self.path}: not a readable image")
+        try:
+            self._image = load_image(self.path, *limits)
+        except ImageRefused as exc:
+            raise SourceError(f"source {self.path}: not used: {exc}") from None
         self._done = False
 
     def read(self) -> Frame | None:
@@ -100,8 +102,9 @@ class ImageFolderSource(Source):
 
     live = False
 
-    def __init__(self, folder: str | os.PathLike):
+    def __init__(self, folder: str | os.PathLike, limits: tuple[float, float] = _DEFAULT_LIMITS):
         self.folder = Path(folder)
+        self.limits = limits
         self.source_id = str(self.folder)
         try:
             entries = sorted(self.folder.iterdir(), key=lambda p: p.name)
@@ -119,20 +122,36 @@ class ImageFolderSource(Source):
         self._next = 0
         self._index = 0
         self.skipped: list[str] = []
+        self.skip_reasons: collections.Counter[str] = collections.Counter()
 
     def read(self) -> Frame | None:
         while self._next < len(self.paths):
             path = self.paths[self._next]
             self._next += 1
-            image = read_image(path)
-            if image is None:
-                log.warning("skipping %s: not a readable image", path)
+            try:
+                image = load_image(path, *self.limits)
+            except ImageRefused as exc:
+                log.warning("skipping %s: %s", path, exc)
                 self.skipped.append(path.name)
+                self.skip_reasons[_reason_kind(str(exc))] += 1
                 continue
             frame = Frame(image, self._index, time.time(), path.name)
             self._index += 1
             return frame
+        if self._next == len(self.paths) and self.skipped:  # once, at the end: the total, by reason
+            self._next += 1
+            reasons = ", ".join(f"{n} {kind}" for kind, n in self.skip_reasons.most_common())
+            log.warning("skipped %d of %d images in %s: %s", len(self.skipped), len(self.paths),
+                        self.folder, reasons)  # fmt: skip
         return None
+
+
+def _reason_kind(reason: str) -> str:
+    """The kind of a refusal, for the total: the limit's key, or the reason without its numbers."""
+    for key in ("max_image_mb", "max_image_mpx"):
+        if key in reason:
+            return f"over source.{key}"
+    return re.sub(r" \(.*\)$", "", reason)
 
 
 class VideoCaptureSource(Source):
@@ -191,8 +210,9 @@ def is_live_uri(uri: str) -> bool:
     return bool(_PICAMERA.match(uri) or uri.isdigit() or _URL.match(uri) or uri.startswith("/dev/"))
 
 
-def open_source(uri: str, width=None, height=None, fps=None) -> Source:
-    """Open a frame source from its URI (see the module map in README): camera, device, stream, file, folder."""
+def open_source(uri: str, width=None, height=None, fps=None, image_limits=_DEFAULT_LIMITS) -> Source:
+    """Open a frame source from its URI (see the module map in README): camera, device, stream, file, folder.
+    `image_limits`: (max MB, max Mpx) of an image file, checked before it is decoded."""
     uri = str(uri).strip()
     if not uri:
         raise SourceError("source: empty URI (use picamera2, /dev/video0, 0, a file, a folder, or a URL)")
@@ -213,9 +233,9 @@ def open_source(uri: str, width=None, height=None, fps=None) -> Source:
     if not path.exists():
         raise SourceError(f"source {uri}: no such file or folder")
     if path.is_dir():
-        return ImageFolderSource(path)
+        return ImageFolderSource(path, image_limits)
     if path.suffix.lower() in IMAGE_EXTENSIONS:
-        return ImageFileSource(path)
+        return ImageFileSource(path, image_limits)
     if not os.access(path, os.R_OK):
         raise SourceError(f"source {uri}: permission denied")
     return VideoCaptureSource(str(path), False)

@@ -189,6 +189,31 @@ def _close_quietly(source: Source) -> None:
         log.debug("closing %s failed", source.source_id, exc_info=True)
 
 
+def open_until_stopped(factory: Callable[[], Source], stop_event: threading.Event) -> Source | None:
+    """factory() in a helper thread, so that a stop request is answered while a source takes its time to
+    open (a silent stream holds FFmpeg for its 5 s timeout, a signal handler cannot run meanwhile). Returns
+    the source, None when stop was requested first (the open is abandoned in its daemon thread), or raises
+    what factory() raised."""
+    outcome: dict[str, object] = {}
+    done = threading.Event()
+
+    def target() -> None:
+        try:
+            outcome["source"] = factory()
+        except BaseException as exc:  # handed to the caller, which decides what is fatal
+            outcome["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=target, name="first-open", daemon=True).start()
+    while not done.wait(_POLL_S):
+        if stop_event.is_set():
+            return None
+    if "error" in outcome:
+        raise outcome["error"]  # type: ignore[misc]
+    return outcome["source"]  # type: ignore[return-value]
+
+
 def reusing_factory(first: Source, uri: str, **open_kwargs) -> Callable[[], Source]:
     """A source factory that hands out an already-open source first, then reopens `uri` when needed.
 

@@ -5,14 +5,16 @@ from __future__ import annotations
 from edge.publish.base import Publisher, PublishError
 
 
-def make_publishers(config) -> list[Publisher]:
-    """One publisher per configured output, in the configured order. MQTT is imported only when used."""
+def make_publishers(config, stop_event=None) -> list[Publisher]:
+    """One publisher per configured output, in the configured order. MQTT is imported only when used.
+    `stop_event` is set when stdout, the only output, is closed by its reader (`| head -1`)."""
     publishers: list[Publisher] = []
     for name in config.publish.outputs:
         if name == "stdout":
             from edge.publish.stdout import StdoutPublisher
 
-            publishers.append(StdoutPublisher())
+            only = stop_event is not None and config.publish.outputs == ["stdout"]
+            publishers.append(StdoutPublisher(on_closed=stop_event.set if only else None))
         elif name == "mqtt":
             from edge.publish.mqtt import MqttPublisher
 

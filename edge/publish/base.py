@@ -44,6 +44,10 @@ class Publisher(ABC):
     def close(self, timeout: float = 1.0) -> None:  # noqa: B027 - optional
         """Flush and release, waiting at most `timeout` seconds."""
 
+    def delivery_failure(self) -> str | None:
+        """After close(): why events of this run did not all reach their destination, or None."""
+        return None
+
     @property
     def reconnects(self) -> int:
         return 0

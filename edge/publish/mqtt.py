@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 ONLINE = "online"
 OFFLINE = "offline"
+_KEEPALIVE_TIMEOUT = 141  # paho's reason code when no CONNACK (or PINGRESP) came within the keepalive
 
 
 def authenticated_client(cfg, client_id: str) -> mqtt.Client:
@@ -84,6 +85,7 @@ class MqttPublisher(Publisher):
         self._subscriptions: dict[str, Callable[[str, bytes], None]] = {}
         self._reconnects = 0
         self._dropped = 0
+        self._left_at_close = 0  # events still buffered when close() gave up: never delivered
         self.published_events = 0
         self._client = self._make_client()
 
@@ -166,6 +168,12 @@ class MqttPublisher(Publisher):
     @property
     def buffered_events(self) -> int:
         return len(self._buffer)
+
+    def delivery_failure(self) -> str | None:
+        if not self._ever_connected:
+            return f"never connected to the broker {self.address}"
+        lost = self._dropped + self._left_at_close
+        return f"{lost} events were not delivered to {self.address}" if lost else None
 
     # --- the processing loop's side: never blocks ---------------------------------------------------------------
 
@@ -294,16 +302,30 @@ class MqttPublisher(Publisher):
             self._reported.add("down")
         elif self._refused:
             self._refused = False  # on_connect reported the refusal
+        elif getattr(reason_code, "value", None) == _KEEPALIVE_TIMEOUT:
+            # paho gave up waiting for CONNACK: something accepted TCP and never answered (not an MQTT
+            # broker, a TLS port spoken to in plain text, a frozen broker). Not a certificate matter.
+            self._report(
+                "silent",
+                "MQTT broker %s accepted the connection but did not answer within %d s (mqtt.keepalive); "
+                "is that port an MQTT listener%s? retrying",
+                self.address, self.config.keepalive,
+                "" if self.config.tls.enabled else ", and a plain-text one (mqtt.tls.enabled is false)",
+            )  # fmt: skip
         else:
             # The broker hung up before accepting us: with mutual TLS that is how a missing or untrusted
             # client certificate shows (TLS 1.3 checks it after the client's handshake has finished).
             # Keyed without the error text: whether paho reads the broker's alert or only the hang-up
             # after it is a race, so the text changes between retries of the same outage.
+            hint = (
+                "mqtt.tls.certfile/keyfile if it requires client certificates, or "
+                if self.config.tls.enabled
+                else ""
+            )
             self._report(
                 "dropped",
-                "MQTT broker %s closed the connection before accepting it (%s); check mqtt.tls.certfile/"
-                "keyfile if it requires client certificates, or the broker's log; retrying",
-                self.address, error or reason_code,
+                "MQTT broker %s closed the connection before accepting it (%s); check %sthe broker's log; retrying",
+                self.address, error or reason_code, hint,
             )  # fmt: skip
 
     # --- shutdown -----------------------------------------------------------------------------------------------
@@ -319,6 +341,8 @@ class MqttPublisher(Publisher):
         # A short run (a folder of photos) can end before the first connect completes: give the broker
         # part of the budget to accept the connection, so on_connect flushes the buffer before `offline`.
         while self._buffer and not self._connected and time.monotonic() < deadline - 0.25:
+            if any(kind.startswith("refused:") for kind in list(self._reported)):
+                break  # the broker said no (credentials): waiting for paho's next try would not change that
             time.sleep(0.05)
         with self._lock:
             connected = self._connected
@@ -340,6 +364,7 @@ class MqttPublisher(Publisher):
                     "the broker publishes the last will instead",
                     self.address, timeout,
                 )  # fmt: skip
+        self._left_at_close = len(self._buffer)
         if self._buffer:
             log.warning("MQTT: %d buffered events were not delivered (broker unreachable)", len(self._buffer))
         # paho's thread may be asleep in its reconnect backoff (1 s steps) or in a TCP connect to a dead host;

@@ -1,0 +1,30 @@
+"""The seeded fuzz run (tests/fuzzinputs.py) as part of the suite: ~20 s of random and mutated configs,
+environment variables, model files, model contracts and image folders, each ending in exit 0 or 2 with one
+`error:` line, no traceback, no hang, and a bounded peak RSS (issue 21)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.daemonproc import daemon_env
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_fuzzed_inputs_end_in_exit_0_or_2_with_one_error_line(tmp_path):
+    out = tmp_path / "fuzz.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.fuzzinputs", "--seed", "21", "--seconds", "20", "--json", str(out)],
+        capture_output=True, text=True, cwd=REPO, env=daemon_env(), timeout=120,
+    )  # fmt: skip
+    summary = json.loads(out.read_text())
+    print({k: v for k, v in summary.items() if k != "failures"})
+    assert summary["failures"] == [], json.dumps(summary["failures"][:5], indent=1)
+    assert result.returncode == 0, result.stderr[-3000:]
+    # Every kind of input was tried, and both outcomes happened (the cases are not all refused up front).
+    assert min(summary["by_kind"].values()) >= 5, summary["by_kind"]
+    assert summary["exit_codes"].get("0", 0) > 0 and summary["exit_codes"].get("2", 0) > 0
+    assert summary["peak_rss_mb"] < 600
