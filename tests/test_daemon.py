@@ -122,6 +122,12 @@ def test_check_config_exit_codes(tiny_model_path, tmp_path):
     # No camera is opened by --check-config: /dev/video99 does not exist here and that is fine.
     assert ok.returncode == 0, ok.stderr
     assert "config OK" in ok.stderr and "tiny.tflite" in ok.stderr
+    # It names the detector that will run and the weight file it loaded, and how faces will be cut.
+    assert "detector: blazeface_full (" in ok.stderr and "models/face_detection_full_range.tflite)" in ok.stderr
+    assert "faces aligned and framed from the eyes" in ok.stderr
+    haar = run_daemon(daemon_args(good, tiny_model_path, "/dev/video99", "--check-config", "--detector", "haar"))
+    assert haar.returncode == 0 and "detector: haar (" in haar.stderr and "haarcascade_frontalface" in haar.stderr
+    assert "faces cut by the box + 0.1 margin" in haar.stderr
 
     unknown = write_config(tmp_path, "detector:\n  typ: haar\n", name="typo.yaml")
     bad = run_daemon(daemon_args(unknown, tiny_model_path, "picamera2", "--check-config"))
