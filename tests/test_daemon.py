@@ -40,7 +40,10 @@ def test_photo_folder_yields_one_appeared_event_per_face_photo(tiny_model_path, 
     result = run_daemon(args)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
-    assert "classifier: tiny.tflite via " in result.stderr and "2 threads; detector: blazeface_full (" in result.stderr
+    assert (
+        "classifier: tiny.tflite via " in result.stderr
+        and "2 threads; detector: blazeface_full (" in result.stderr
+    )
     assert "face_detection_full_range.tflite); faces aligned and framed from the eyes" in result.stderr
     events = _events(result.stdout)
     _validate(events)
@@ -123,10 +126,18 @@ def test_check_config_exit_codes(tiny_model_path, tmp_path):
     assert ok.returncode == 0, ok.stderr
     assert "config OK" in ok.stderr and "tiny.tflite" in ok.stderr
     # It names the detector that will run and the weight file it loaded, and how faces will be cut.
-    assert "detector: blazeface_full (" in ok.stderr and "models/face_detection_full_range.tflite)" in ok.stderr
+    assert (
+        "detector: blazeface_full (" in ok.stderr and "models/face_detection_full_range.tflite)" in ok.stderr
+    )
     assert "faces aligned and framed from the eyes" in ok.stderr
-    haar = run_daemon(daemon_args(good, tiny_model_path, "/dev/video99", "--check-config", "--detector", "haar"))
-    assert haar.returncode == 0 and "detector: haar (" in haar.stderr and "haarcascade_frontalface" in haar.stderr
+    haar = run_daemon(
+        daemon_args(good, tiny_model_path, "/dev/video99", "--check-config", "--detector", "haar")
+    )
+    assert (
+        haar.returncode == 0
+        and "detector: haar (" in haar.stderr
+        and "haarcascade_frontalface" in haar.stderr
+    )
     assert "faces cut by the box + 0.1 margin" in haar.stderr
 
     unknown = write_config(tmp_path, "detector:\n  typ: haar\n", name="typo.yaml")
