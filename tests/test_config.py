@@ -66,7 +66,10 @@ def test_env_nested_list_bool_and_verbatim_strings():
         ("mqtt:\n  port: 70000\n", "mqtt.port: must be an integer in 1..65535, got 70000"),
         ("mqtt:\n  port: true\n", "mqtt.port: must be an integer"),
         ("tracking:\n  smoothing: 1.5\n", "tracking.smoothing: must be a number in 0.0..0.99, got 1.5"),
-        ("detector:\n  type: yolo\n", "detector.type: must be one of auto, blazeface_full, blazeface, haar, lbp, got 'yolo'"),
+        (
+            "detector:\n  type: yolo\n",
+            "detector.type: must be one of auto, blazeface_full, blazeface, haar, lbp, got 'yolo'",
+        ),
         ("publish:\n  outputs: [stdout, kafka]\n", "publish.outputs: must be a list drawn from"),
         ("mqtt:\n  tls:\n    enabled: yes please\n", "mqtt.tls.enabled: must be true or false"),
         ("mqtt: 5\n", "mqtt: must be a mapping"),

@@ -38,7 +38,16 @@ def test_pastes_finds_and_scores_every_scene(tmp_path):
     data = write_faces(tmp_path / "faces")
     out = tmp_path / "scene.json"
     done = run_script(
-        "--data", str(data), "--detector", "haar", "--face-px", "96,144", "--margin", "0,0.1", "--json", str(out)
+        "--data",
+        str(data),
+        "--detector",
+        "haar",
+        "--face-px",
+        "96,144",
+        "--margin",
+        "0,0.1",
+        "--json",
+        str(out),
     )
     assert done.returncode == 0, done.stderr
     report = json.loads(out.read_text())

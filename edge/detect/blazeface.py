@@ -150,7 +150,9 @@ class BlazeFaceDetector:
     landmarks = True  # its detections carry keypoints (eyes): faces can be aligned
 
     # No defaults for the tunables: edge.config.DetectorConfig holds them, and make_detector passes every one.
-    def __init__(self, model_path, *, min_confidence: float, min_face_px: int, num_threads=1, variant="short"):
+    def __init__(
+        self, model_path, *, min_confidence: float, min_face_px: int, num_threads=1, variant="short"
+    ):
         self.variant = VARIANTS[variant]
         self.name = "blazeface" if variant == "short" else f"blazeface_{variant}"
         side = self.variant.input_size
