@@ -287,3 +287,14 @@ def test_full_range_roi_with_three_tracked_faces_is_a_full_scan():
     detector.detect = lambda image: full_scans.append(image) or []
     detector.detect_roi(frame, truth[:3])
     assert len(full_scans) == 1
+
+
+@pytest.mark.parametrize("height", [100, 160, 260])  # faces of about 37, 58 and 95 px
+def test_full_range_finds_small_faces_in_a_colour_frame(height):
+    """A face ~1/17 of a 640x480 frame's width (a person a few metres from the camera) is found in colour."""
+    portrait, box = facesdata.portrait(height)
+    frame = np.full((480, 640, 3), 110, np.uint8)
+    frame[100 : 100 + portrait.shape[0], 200 : 200 + portrait.shape[1]] = portrait
+    truth = (box[0] + 200, box[1] + 100, box[2], box[3])
+    found = make_detector(DetectorConfig(type="blazeface_full", min_face_px=20)).detect(frame)
+    assert matched(found, [truth], threshold=0.4) == 1, (found, truth)

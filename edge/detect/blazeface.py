@@ -20,6 +20,8 @@ import numpy as np
 
 from edge.detect.base import Detection, DetectorError, clamp_box
 from edge.interpreter import ModelLoadError, load_interpreter
+from edge.preprocess import expand_box
+from edge.track import iou
 
 _ANCHOR_OFFSET = 0.5
 _NMS_IOU = 0.3
@@ -229,7 +231,8 @@ class BlazeFaceDetector:
 
 
 class FullRangeDetector:
-    """BlazeFace full range for faces from ~1/20 of the frame up, the short-range model for faces too close.
+    """BlazeFace full range for faces from ~1/17 of the frame's width up (in colour; tests/test_detect.py), with
+    the short-range model for faces too close for it.
 
     The full-range model misses faces filling most of the frame (a doorbell camera, a close-up photo: it
     finds 2% of the photo dev set's faces alone), which is the short-range model's home ground. So when the
@@ -259,9 +262,6 @@ class FullRangeDetector:
         A crop costs a short-range pass (~1/4 of a full scan), so from three tracked faces a full scan is
         about as cheap and also finds faces that just came into view.
         """
-        from edge.preprocess import expand_box
-        from edge.track import iou
-
         if len(boxes) >= 3:
             return self.detect(frame)
         found: list[Detection] = []
