@@ -57,6 +57,7 @@ def run_bench(config, source_uri: str, frames: int = 100, warmup: int = 10, time
     """Measure the pipeline over `frames` frames after `warmup` unmeasured ones. Raises FatalError on bad input."""
     from edge.capture import CaptureThread, SourceError, open_source
     from edge.daemon import FatalError, load_components, resolve_model_path
+    from edge.loop import FrameLoop
     from edge.pipeline import FrameProcessor
 
     classifier, detector, _ = load_components(config)
@@ -77,31 +78,28 @@ def run_bench(config, source_uri: str, frames: int = 100, warmup: int = 10, time
     samples: dict[str, list[float]] = {stage: [] for stage in STAGES}
     faces = 0
     measured = 0
+    frames_in = FrameLoop(capture, processor)  # the daemon's loop step, without publishing
     capture.start()
     deadline = time.monotonic() + timeout_s
     frame_size = None
     try:
         started = None
         while measured < frames and time.monotonic() < deadline:
-            waited = time.perf_counter()
-            frame = capture.get(timeout=1.0)
-            wait_ms = (time.perf_counter() - waited) * 1000
-            if frame is None:
+            step = frames_in.next(timeout=1.0)
+            if step is None:
                 if capture.finished:
                     break
                 continue
-            result = processor.process(frame)
-            frame_size = [int(v) for v in frame.image.shape[1::-1]] if frame.image.ndim >= 2 else None
+            image = step.frame.image
+            frame_size = [int(v) for v in image.shape[1::-1]] if image.ndim >= 2 else None
             if warmup > 0:
                 warmup -= 1
                 continue
             if started is None:
-                started = time.perf_counter() - wait_ms / 1000
-            timings = dict(result.timings_ms, capture_wait=wait_ms)
-            timings["total"] = sum(result.timings_ms.values())
+                started = time.perf_counter() - step.timings["capture_wait"] / 1000
             for stage in STAGES:
-                samples[stage].append(timings[stage])
-            faces += len(result.faces)
+                samples[stage].append(step.timings[stage])
+            faces += len(step.result.faces)
             measured += 1
         elapsed = (time.perf_counter() - started) if started is not None else 0.0
     finally:
