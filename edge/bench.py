@@ -55,58 +55,23 @@ def percentiles(values) -> dict[str, float]:
 
 def run_bench(config, source_uri: str, frames: int = 100, warmup: int = 10, timeout_s: float = 600.0) -> dict:
     """Measure the pipeline over `frames` frames after `warmup` unmeasured ones. Raises FatalError on bad input."""
-    from edge.capture import CaptureThread, SourceError, open_source
+    from edge.capture import CaptureThread
     from edge.daemon import FatalError, load_components, resolve_model_path
+    from edge.loop import FrameLoop
     from edge.pipeline import FrameProcessor
 
     classifier, detector, _ = load_components(config)
-    warmup_total = warmup
-    cfg = config.source
-
-    def open_it():
-        return open_source(source_uri, cfg.width, cfg.height, cfg.fps, (cfg.max_image_mb, cfg.max_image_mpx))
-
-    try:
-        first = open_it()
-    except SourceError as exc:
-        raise FatalError(str(exc)) from None
-    source = first if first.live else _LoopingSource(open_it, first)
-    processor = FrameProcessor(config, classifier, detector, first.source_id)
+    source = _open_replaying(config, source_uri)
+    processor = FrameProcessor(config, classifier, detector, source.source_id)
     stop = threading.Event()
     capture = CaptureThread(lambda: source, stop, queue_size=1)
-    samples: dict[str, list[float]] = {stage: [] for stage in STAGES}
-    faces = 0
-    measured = 0
     capture.start()
-    deadline = time.monotonic() + timeout_s
-    frame_size = None
-    try:
-        started = None
-        while measured < frames and time.monotonic() < deadline:
-            waited = time.perf_counter()
-            frame = capture.get(timeout=1.0)
-            wait_ms = (time.perf_counter() - waited) * 1000
-            if frame is None:
-                if capture.finished:
-                    break
-                continue
-            result = processor.process(frame)
-            frame_size = [int(v) for v in frame.image.shape[1::-1]] if frame.image.ndim >= 2 else None
-            if warmup > 0:
-                warmup -= 1
-                continue
-            if started is None:
-                started = time.perf_counter() - wait_ms / 1000
-            timings = dict(result.timings_ms, capture_wait=wait_ms)
-            timings["total"] = sum(result.timings_ms.values())
-            for stage in STAGES:
-                samples[stage].append(timings[stage])
-            faces += len(result.faces)
-            measured += 1
-        elapsed = (time.perf_counter() - started) if started is not None else 0.0
+    try:  # the daemon's loop step, without publishing
+        run = _measure(FrameLoop(capture, processor), frames, warmup, time.monotonic() + timeout_s)
     finally:
         stop.set()
         capture.join(2.0)
+    samples, faces, measured, elapsed, frame_size = run
     if measured == 0:
         raise FatalError(
             f"source {source_uri}: no frames arrived to measure ({capture.error or 'timed out'})"
@@ -114,7 +79,7 @@ def run_bench(config, source_uri: str, frames: int = 100, warmup: int = 10, time
     return {
         "source": source_uri,
         "frames": measured,
-        "warmup": warmup_total,
+        "warmup": warmup,
         "model": resolve_model_path(config).name,
         "interpreter": classifier.backend,
         "threads": config.model.threads,
@@ -125,6 +90,49 @@ def run_bench(config, source_uri: str, frames: int = 100, warmup: int = 10, time
         "dropped_frames": capture.dropped,
         "latency_ms": {stage: percentiles(values) for stage, values in samples.items()},
     }
+
+
+def _open_replaying(config, source_uri: str):
+    """The source, opened once here so a wrong path fails now; a finite one replays from its start."""
+    from edge.capture import SourceError, open_source
+    from edge.daemon import FatalError
+
+    cfg = config.source
+
+    def open_it():
+        return open_source(source_uri, cfg.width, cfg.height, cfg.fps, (cfg.max_image_mb, cfg.max_image_mpx))
+
+    try:
+        first = open_it()
+    except SourceError as exc:
+        raise FatalError(str(exc)) from None
+    return first if first.live else _LoopingSource(open_it, first)
+
+
+def _measure(frames_in, frames: int, warmup: int, deadline: float):
+    """(samples by stage, faces, frames measured, seconds, frame size) over `frames` frames after `warmup`."""
+    samples: dict[str, list[float]] = {stage: [] for stage in STAGES}
+    faces = measured = 0
+    started = frame_size = None
+    while measured < frames and time.monotonic() < deadline:
+        step = frames_in.next(timeout=1.0)
+        if step is None:
+            if frames_in.capture.finished:
+                break
+            continue
+        image = step.frame.image
+        frame_size = [int(v) for v in image.shape[1::-1]] if image.ndim >= 2 else None
+        if warmup > 0:
+            warmup -= 1
+            continue
+        if started is None:
+            started = time.perf_counter() - step.timings["capture_wait"] / 1000
+        for stage in STAGES:
+            samples[stage].append(step.timings[stage])
+        faces += len(step.result.faces)
+        measured += 1
+    elapsed = (time.perf_counter() - started) if started is not None else 0.0
+    return samples, faces, measured, elapsed, frame_size
 
 
 def format_bench(results: dict) -> str:

@@ -296,6 +296,61 @@ def _describe(rule: dict) -> str:
     return text + (" or null" if rule["nullable"] else "")
 
 
+class _Broken(Exception):
+    """A value breaks its rule: what is wrong when a rule's `check` says so, else nothing (the rule says it).
+    `_check_value` words the message: it knows the key and where the value came from."""
+
+
+def _as_bool(value: Any, rule: dict) -> bool:
+    if not isinstance(value, bool):
+        raise _Broken
+    return value
+
+
+def _as_number(value: Any, rule: dict) -> int | float:
+    kind = rule["kind"]
+    # bool is an int subclass in Python; `port: true` is a mistake, not 1.
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _Broken
+    if kind is int and not (isinstance(value, int) or float(value).is_integer()):
+        raise _Broken
+    value = int(value) if kind is int else float(value)
+    if rule["lo"] is not None and not rule["lo"] <= value <= rule["hi"]:
+        raise _Broken
+    return value
+
+
+def _as_list(value: Any, rule: dict) -> list[str]:
+    if isinstance(value, str):  # "stdout,mqtt" from a flag or an env var
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise _Broken
+    value = [v.strip().lower() for v in value]
+    if any(v not in rule["choices"] for v in value):
+        raise _Broken
+    return list(dict.fromkeys(value))  # drop repeats, keep order
+
+
+def _as_string(value: Any, rule: dict) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise _Broken
+    if rule["choices"]:
+        normalised = value.upper() if rule["choices"] == LOG_LEVELS else value.lower()
+        if normalised not in rule["choices"]:
+            raise _Broken
+        return normalised
+    # fullmatch: `$` in re.match also matches before a trailing newline, and "ab\n" is not a device id.
+    if rule["pattern"] and not re.fullmatch(rule["pattern"], value):
+        raise _Broken
+    problem = rule["check"](value) if rule.get("check") else None
+    if problem:
+        raise _Broken(problem)
+    return value
+
+
+_NORMALISERS = {bool: _as_bool, int: _as_number, float: _as_number, list: _as_list, str: _as_string}
+
+
 def _check_value(dotted: str, value: Any, rule: dict, origin: str) -> Any:
     """Return the normalised value or raise ConfigError naming the key, the rule and the value."""
 
@@ -303,51 +358,15 @@ def _check_value(dotted: str, value: Any, rule: dict, origin: str) -> Any:
     given = f"a {type(value).__name__} (value hidden)" if dotted in SECRET_KEYS else repr(value)
     if len(given) > 100:  # one readable line, whatever was pasted into the variable
         given = f"{given[:80]}... ({len(given)} characters)"
-
-    def bad() -> ConfigError:
-        return ConfigError(f"{dotted}: must be {_describe(rule)}, got {given}{origin}")
-
-    kind = rule["kind"]
-    if value is None:
-        if rule["nullable"]:
-            return None
-        raise bad()
-    if kind is bool:
-        if not isinstance(value, bool):
-            raise bad()
-        return value
-    if kind in (int, float):
-        # bool is an int subclass in Python; `port: true` is a mistake, not 1.
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad()
-        if kind is int and not (isinstance(value, int) or float(value).is_integer()):
-            raise bad()
-        value = int(value) if kind is int else float(value)
-        if rule["lo"] is not None and not rule["lo"] <= value <= rule["hi"]:
-            raise bad()
-        return value
-    if kind is list:
-        if isinstance(value, str):  # "stdout,mqtt" from a flag or an env var
-            value = [part.strip() for part in value.split(",") if part.strip()]
-        if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
-            raise bad()
-        value = [v.strip().lower() for v in value]
-        if any(v not in rule["choices"] for v in value):
-            raise bad()
-        return list(dict.fromkeys(value))  # drop repeats, keep order
-    if not isinstance(value, str) or not value.strip():
-        raise bad()
-    if rule["choices"]:
-        normalised = value.upper() if rule["choices"] == LOG_LEVELS else value.lower()
-        if normalised not in rule["choices"]:
-            raise bad()
-        return normalised
-    # fullmatch: `$` in re.match also matches before a trailing newline, and "ab\n" is not a device id.
-    if rule["pattern"] and not re.fullmatch(rule["pattern"], value):
-        raise bad()
-    problem = rule["check"](value) if rule.get("check") else None
-    if problem:
-        raise ConfigError(f"{dotted}: {problem}, got {given}{origin}")
+    if value is None and rule["nullable"]:
+        return None
+    try:
+        if value is None:
+            raise _Broken
+        value = _NORMALISERS.get(rule["kind"], _as_string)(value, rule)
+    except _Broken as broken:
+        problem = broken.args[0] if broken.args else f"must be {_describe(rule)}"
+        raise ConfigError(f"{dotted}: {problem}, got {given}{origin}") from None
     return value
 
 

@@ -15,6 +15,9 @@ not hold the signal up).
 A finite source (file, folder, image) ends the run with exit 0 after its last event is published, or
 EXIT_UNDELIVERED (3) when an output (MQTT) did not get every event.
 
+What goes out, and when (events, the retained state, camera away) is decided in edge/emit.py; one turn of
+the loop (capture -> process -> emit) is edge/loop.py, which `emotion-edge bench` runs too.
+
 Privacy: frames never leave this process unless the preview page (edge/preview) is on and watched. Nothing
 is written to disk unless `debug.snapshot_dir` is set.
 """
@@ -30,16 +33,16 @@ from pathlib import Path
 
 from edge import notify
 from edge.config import Config, check_files
-from edge.stats import StatsCollector, format_stats, utc_timestamp
+from edge.emit import CAMERA_AWAY_S, Emitter, Every
+from edge.loop import FrameLoop
+from edge.stats import StatsCollector, format_stats
+
+__all__ = ["CAMERA_AWAY_S", "EXIT_UNDELIVERED", "Daemon", "FatalError", "load_components", "run"]
 
 log = logging.getLogger("edge.daemon")
 
 SHUTDOWN_BUDGET_S = 1.5  # what publishers may spend on close(); the rest of the 2 s goes to the threads
 FINITE_FLUSH_S = 5.0  # after a finished file/folder: time to connect and deliver the last events
-STATE_REFRESH_S = 1.0  # retained state follows changes at once, and confidences at most once a second
-# A live camera silent this long no longer shows who is in view: the retained state says nobody, instead of
-# keeping the last face (and Home Assistant automations on it) alive while the camera is unplugged.
-CAMERA_AWAY_S = 5.0
 
 
 # A finite run whose events did not all reach an output (MQTT never connected, or events left undelivered).
@@ -105,34 +108,21 @@ def load_components(config: Config):
     return classifier, detector, description
 
 
-def build_state(config: Config, labels: list[str], faces: list[dict]) -> dict:
-    """The retained `state` payload: faces in view and the emotion of the largest one."""
-    largest = max(faces, key=lambda f: f["box"][2] * f["box"][3]) if faces else None
-    scores = {label: 0.0 for label in labels}
-    if largest is not None and largest.get("scores"):
-        scores.update({k: float(v) for k, v in largest["scores"].items()})
-    return {
-        "schema_version": 1,
-        "device_id": config.device_id,
-        "timestamp": utc_timestamp(),
-        "face_count": len(faces),
-        "dominant_emotion": largest["emotion"] if largest else "none",
-        "dominant_confidence": float(largest["confidence"]) if largest else None,
-        "scores": scores,
-        "faces": [
-            {k: face[k] for k in ("track_id", "box", "emotion", "confidence") if k in face} for face in faces
-        ],
-    }
-
-
 class Daemon:
-    def __init__(self, config: Config, stop_event: threading.Event | None = None, publishers=None):
+    def __init__(
+        self, config: Config, stop_event: threading.Event | None = None, publishers=None, clock=time.monotonic
+    ):
         self.config = config
         self.stop_event = stop_event or threading.Event()
-        self._publishers = publishers  # tests may inject; otherwise built from publish.outputs
+        self.publishers = publishers  # tests may inject; otherwise built from publish.outputs
+        self.clock = clock  # the loop's clock (cadences, camera away): tests inject a fake one
         self.exit_code = 0
-        self.events_published = 0
+        self.emitter: Emitter | None = None
         self.preview = None  # the live page (edge/preview) when preview.enabled
+
+    @property
+    def events_published(self) -> int:
+        return self.emitter.events_published if self.emitter is not None else 0
 
     # --- start-up ------------------------------------------------------------------------------------------
 
@@ -174,20 +164,14 @@ class Daemon:
             return 0
         source_id = source.source_id if source is not None else self.config.source.uri
         try:
-            publishers = self._publishers
-            if publishers is None:
-                publishers = make_publishers(self.config, self.stop_event)
-            for publisher in publishers:
-                if publisher.name == "mqtt":  # hooks first, so discovery goes out on the very first connect
-                    from edge.publish import homeassistant
-
-                    homeassistant.attach(publisher, self.config, classifier.labels)
+            if self.publishers is None:  # the MQTT one comes with Home Assistant discovery (when enabled)
+                self.publishers = make_publishers(self.config, self.stop_event, classifier.labels)
+            for publisher in self.publishers:
                 publisher.start()
         except PublishError as exc:
             if source is not None:
                 source.close()
             raise FatalError(str(exc)) from None
-        self.publishers = publishers
         self.preview = self._start_preview(source, source_id, classifier.labels)
         processor = FrameProcessor(self.config, classifier, detector, source_id)
         capture = CaptureThread(
@@ -205,9 +189,7 @@ class Daemon:
         else:
             notify.ready(f"waiting for {source_id} (retrying); {description}")
         try:
-            self._loop(
-                capture, processor, classifier.labels, detector, classifier.backend, waiting=source is None
-            )
+            self.serve(capture, processor, detector.name, classifier.backend, waiting=source is None)
         finally:
             self._shutdown(capture)
         return self.exit_code
@@ -229,90 +211,62 @@ class Daemon:
 
     # --- the processing loop -------------------------------------------------------------------------------------
 
-    def _loop(self, capture, processor, labels, detector, backend, waiting: bool) -> None:
-        stats = StatsCollector()
-        watchdog_every = notify.watchdog_interval()
-        stats_every = self.config.stats.interval_s
-        last_ping = last_stats = last_state = last_frame = time.monotonic()
-        state_published = False
-        detector_name = detector.name  # what runs: `auto` resolved
+    def serve(self, capture, processor, detector_name: str, backend: str, waiting: bool = False) -> None:
+        """Process frames from `capture` until a stop or the source's end. `detector_name`: what runs
+        (`auto` resolved); `waiting`: the source was away at start (systemd's status says so until a frame)."""
+        now = self.clock()
         snapshots = None
         if self.config.debug.snapshot_dir:
             from edge.snapshots import SnapshotWriter
 
             snapshots = SnapshotWriter(self.config.debug.snapshot_dir, self.config.debug.snapshot_limit)
+        self.emitter = Emitter(
+            self.config, processor.labels, self.publishers, processor.forget_faces, now, snapshots
+        )
+        self._stats = StatsCollector(clock=self.clock)
+        self._stats_due = Every(self.config.stats.interval_s, now)
+        self._watchdog = Every(notify.watchdog_interval(), now)
+        self._describe = (detector_name, backend)
+        self._loop(FrameLoop(capture, processor, self.emitter, self.clock), waiting)
+
+    def _loop(self, frames: FrameLoop, waiting: bool) -> None:
+        """capture -> process -> emit, and between frames: the watchdog, the camera-away state, stats."""
+        capture = frames.capture
         while not self.stop_event.is_set():
-            waited = time.perf_counter()
-            frame = capture.get(timeout=0.25)
-            wait_ms = (time.perf_counter() - waited) * 1000
-            now = time.monotonic()
-            if frame is None:
-                if capture.is_alive() and capture.busy_for() < (watchdog_every or 0):
-                    last_ping = self._ping_watchdog(now, last_ping, watchdog_every)  # away, not hung
-                if capture.finished:
-                    if capture.error:  # a file that turned unreadable, or the capture thread failed
-                        log.error("source stopped: %s", capture.error)
-                        self.exit_code = 1
-                    else:
-                        log.info("source finished after %d frames", stats.processed)
-                    break
-                if now - last_frame >= CAMERA_AWAY_S and processor.forget_faces():
-                    log.warning("no frames for %.0f s: the state now shows no faces until the camera is back",
-                                now - last_frame)  # fmt: skip
-                    state = build_state(self.config, labels, [])
-                    for publisher in self.publishers:
-                        publisher.publish_state(state)
-                    last_state = now
-                if (
-                    stats_every and now - last_stats >= stats_every
-                ):  # stats keep coming while a camera is away
-                    last_stats = now
-                    self._emit_stats(stats, capture, detector_name, backend)
-                continue
-            last_frame = now
-            if waiting:  # the camera that was away at start has delivered its first frame
-                notify.status(f"processing {processor_source(processor)}")
-                waiting = False
-            result = processor.process(frame)
-            publish_start = time.perf_counter()
-            if result.event is not None:
-                for publisher in self.publishers:
-                    publisher.publish_event(result.event)
-                self.events_published += 1
-                if snapshots is not None:
-                    snapshots.save(frame.image, result.event)
-            if (
-                result.changes
-                or not state_published
-                or (result.faces and now - last_state >= STATE_REFRESH_S)
+            step = frames.next(timeout=0.25)
+            if step is not None:
+                if waiting:  # the camera that was away at start has delivered its first frame
+                    notify.status(f"processing {processor_source(frames.processor)}")
+                    waiting = False
+                self._stats.record(step.timings, len(step.result.faces))
+                if self.preview is not None:  # hands over references only; drawing happens in its own thread
+                    self.preview.offer(step.frame, step.result, self._stats, capture)
+            if step is not None or (
+                capture.is_alive() and capture.busy_for() < (self._watchdog.interval or 0)
             ):
-                state = build_state(self.config, labels, processor.faces_in_view())
-                for publisher in self.publishers:
-                    publisher.publish_state(state)
-                state_published, last_state = True, now
-            publish_ms = (time.perf_counter() - publish_start) * 1000
-            timings = dict(result.timings_ms, capture_wait=wait_ms, publish=publish_ms)
-            timings["total"] = (
-                sum(result.timings_ms.get(k, 0.0) for k in ("detect", "classify", "track")) + publish_ms
-            )
-            stats.record(timings, len(result.faces))
-            if self.preview is not None:  # hands over references only; drawing happens in its own thread
-                self.preview.offer(frame, result, stats, capture)
-            last_ping = self._ping_watchdog(now, last_ping, watchdog_every)
-            if stats_every and now - last_stats >= stats_every:
-                last_stats = now
-                self._emit_stats(stats, capture, detector_name, backend)
+                self._ping_watchdog(frames.now)  # a camera away is not a hang; a stuck capture call is
+            if step is None and capture.finished:
+                self._source_ended(capture)
+                break
+            if step is None:
+                self.emitter.no_frame(frames.now)
+            if self._stats_due.due(frames.now):  # stats keep coming while a camera is away
+                self._emit_stats(capture)
 
-    @staticmethod
-    def _ping_watchdog(now: float, last_ping: float, every: float | None) -> float:
-        if every is not None and now - last_ping >= every:
+    def _ping_watchdog(self, now: float) -> None:
+        if self._watchdog.due(now):
             notify.watchdog()
-            return now
-        return last_ping
 
-    def _emit_stats(self, stats: StatsCollector, capture, detector_name: str, backend: str) -> None:
+    def _source_ended(self, capture) -> None:
+        if capture.error:  # a file that turned unreadable, or the capture thread failed
+            log.error("source stopped: %s", capture.error)
+            self.exit_code = 1
+        else:
+            log.info("source finished after %d frames", self._stats.processed)
+
+    def _emit_stats(self, capture) -> None:
         reconnects = sum(p.reconnects for p in self.publishers)
-        snapshot = stats.snapshot(capture.captured, capture.dropped, reconnects, detector_name, backend)
+        snapshot = self._stats.snapshot(capture.captured, capture.dropped, reconnects, *self._describe)
         log.info(format_stats(snapshot))
         for publisher in self.publishers:
             publisher.publish_stats(snapshot)

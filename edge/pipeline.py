@@ -1,6 +1,5 @@
-"""One frame in, one event out: detect faces, classify them, track and smooth, apply the publish policy.
-
-The event dict follows edge/schema/event.schema.json (schema_version 1). Odd frames (grayscale, BGRA,
+"""One frame in, one event out: detect faces, classify them, track and smooth; edge/emit.py's policy says
+whether the frame makes an event, and builds it (edge/schema/event.schema.json, schema_version 1). Odd frames (grayscale, BGRA,
 16-bit, tiny, huge, unusual channel counts) never crash the pipeline: what cannot hold a face yields none.
 """
 
@@ -13,13 +12,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edge.capture.sources import Frame
+from edge.emit import EventMaker, face_dicts
 from edge.preprocess import faces_to_batch
-from edge.stats import utc_timestamp
-from edge.track import FaceState, PublishPolicy, Tracker
+from edge.track import FaceState, Tracker
 
 log = logging.getLogger(__name__)
-
-SCHEMA_VERSION = 1
 
 
 @dataclass
@@ -66,8 +63,7 @@ class FrameProcessor:
         self.tta_flip = bool(tracking.tta_flip)
         self.every_n = max(1, int(config.detector.every_n_frames))
         self.roi_redetect = bool(config.detector.roi_redetect)
-        self.policy = PublishPolicy(config.publish.policy, config.publish.max_rate_hz)
-        self._clock = clock
+        self.events = EventMaker(config, self.labels, source_id, clock)
         self._frames = 0
 
     def _classify(self, image: np.ndarray, boxes: list) -> np.ndarray:
@@ -118,10 +114,7 @@ class FrameProcessor:
         classified = time.perf_counter()
         changes = self.tracker.update(boxes, probs)
         faces = list(self.tracker.tracks)
-        to_publish = self.policy.decide(changes, self._clock())
-        event = None
-        if to_publish is not None:
-            event = self._event(frame, image, faces, to_publish)
+        event = self.events.make(frame, image, faces, changes)
         done = time.perf_counter()
         timings = {
             "detect": (detected - start) * 1000,
@@ -136,23 +129,6 @@ class FrameProcessor:
             }
         return ProcessResult(event, faces, timings, changes)
 
-    def _event(self, frame: Frame, image, faces: list[FaceState], changes: list[dict]) -> dict:
-        shape = image.shape if image is not None else getattr(frame.image, "shape", (0, 0))
-        height, width = (int(shape[0]), int(shape[1])) if len(shape) >= 2 else (0, 0)
-        event = {
-            "schema_version": SCHEMA_VERSION,
-            "device_id": self.config.device_id,
-            "source_id": self.source_id,
-            "timestamp": utc_timestamp(frame.timestamp),
-            "frame_index": int(frame.index),
-        }
-        if frame.file is not None:
-            event["file"] = frame.file
-        event["frame_size"] = [width, height]
-        event["faces"] = [face.to_dict(self.labels) for face in faces]
-        event["changes"] = [dict(change) for change in changes]
-        return event
-
     def forget_faces(self) -> int:
         """The camera went away: nobody is known to be in view any more. Returns how many were tracked."""
         count = len(self.tracker.tracks)
@@ -161,7 +137,7 @@ class FrameProcessor:
 
     def faces_in_view(self) -> list[dict]:
         """The tracked faces (for the retained state topic): track_id, box, emotion, confidence, scores."""
-        return [face.to_dict(self.labels) for face in self.tracker.tracks]
+        return face_dicts(self.tracker.tracks, self.labels)
 
 
 def _describe(image) -> str:

@@ -1,4 +1,4 @@
-"""Face tracking, score smoothing and the publish policy.
+"""Face tracking and score smoothing (the publish policy is in edge/emit.py).
 
 Faces are matched frame to frame by box overlap (greedy IoU), so each face keeps a track id. Each track's
 class scores are smoothed with an exponential moving average, and its label only switches when another
@@ -153,29 +153,3 @@ class Tracker:
     def visible_boxes(self) -> list[Box]:
         """Boxes of the tracks seen on the last detection frame: followed on frames without detection."""
         return [t.box for t in self.tracks if t.missing == 0]
-
-
-class PublishPolicy:
-    """`every`: an event per frame; `change`: only when something changed. Both capped by max_rate_hz.
-
-    With a rate cap, `change` events are never lost: changes wait and go out together in the next event.
-    """
-
-    def __init__(self, policy: str = "change", max_rate_hz: float = 0.0):
-        if policy not in ("every", "change"):
-            raise ValueError(f"publish policy must be 'every' or 'change', got {policy!r}")
-        self.policy = policy
-        self.min_interval = 1.0 / max_rate_hz if max_rate_hz and max_rate_hz > 0 else 0.0
-        self._last: float | None = None
-        self._pending: list[dict] = []
-
-    def decide(self, changes: list[dict], now: float) -> list[dict] | None:
-        """None = publish nothing now; otherwise the changes the event should carry."""
-        self._pending.extend(changes)
-        if self.policy == "change" and not self._pending:
-            return None
-        if self.min_interval and self._last is not None and now - self._last < self.min_interval:
-            return None
-        self._last = now
-        out, self._pending = self._pending, []
-        return out

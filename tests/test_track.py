@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge.track import PublishPolicy, Tracker, iou
+from edge.emit import PublishPolicy
+from edge.track import Tracker, iou
 
 LABELS = ["happy", "neutral", "sad"]
 

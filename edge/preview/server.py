@@ -78,96 +78,100 @@ class _Refusals:
         log.warning("preview: refused %d request(s) (latest: HTTP %d from %s)", count, status, client)
 
 
-def make_handler(hub: PreviewHub, token: str | None) -> type[BaseHTTPRequestHandler]:
-    page, csp = load_page()
-    refusals = _Refusals()
+class _Handler(BaseHTTPRequestHandler):
+    """The preview's requests; make_handler gives each server its own subclass with these set."""
 
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "emotion-edge"
-        sys_version = ""
-        timeout = STALL_TIMEOUT_S  # also bounds a client that sends its request slowly
+    hub: PreviewHub
+    token: str | None  # None: no password, loopback Host only
+    page: bytes
+    csp: str
+    refusals: _Refusals
 
-        def log_message(self, format, *args):
-            log.debug("preview: %s %s", self.address_string(), format % args)
+    server_version = "emotion-edge"
+    sys_version = ""
+    timeout = STALL_TIMEOUT_S  # also bounds a client that sends its request slowly
 
-        def _send(self, status: int, body: bytes, content_type: str, extra: dict | None = None) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
+    def log_message(self, format, *args):
+        log.debug("preview: %s %s", self.address_string(), format % args)
+
+    def _send(self, status: int, body: bytes, content_type: str, extra: dict | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Referrer-Policy", "no-referrer")
+        for key, value in (extra or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _refuse(self, status: int, text: str, extra: dict | None = None) -> None:
+        self.refusals.note(status, self.client_address[0])
+        self._send(status, f"{status} {text}\n".encode(), "text/plain; charset=utf-8", extra)
+
+    def _allowed(self) -> bool:
+        if self.token is None and not host_header_is_loopback(self.headers.get("Host")):
+            self._refuse(403, "forbidden: without preview.token_file, only http://localhost:PORT/ is served")
+            return False
+        if not authorized(self.headers.get("Authorization"), self.token):
+            self._refuse(
+                401, "unauthorized", {"WWW-Authenticate": 'Basic realm="emotion-edge", charset="UTF-8"'}
+            )
+            return False
+        return True
+
+    def do_GET(self):
+        if not self._allowed():
+            return
+        path = urlsplit(self.path).path
+        if path in ("/", "/index.html"):
+            self._send(200, self.page, "text/html; charset=utf-8", {"Content-Security-Policy": self.csp})
+        elif path == "/api/status":
+            body = json.dumps(self.hub.status(), separators=(",", ":")).encode()
+            self._send(200, body, "application/json")
+        elif path == "/stream.mjpg":
+            self._stream()
+        else:
+            self._send(404, b"404 not found\n", "text/plain; charset=utf-8")
+
+    do_HEAD = do_GET
+
+    def _stream(self) -> None:
+        seq = self.hub.add_viewer()
+        if seq is None:
+            self._refuse(503, f"too many viewers (preview.max_clients: {self.hub.max_clients})")
+            return
+        peer = self.address_string()
+        log.info("preview: viewer %s connected", peer)
+        try:
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, STREAM_SNDBUF)
+            self.send_response(200)
+            self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
             self.send_header("Cache-Control", "no-store")
             self.send_header("X-Content-Type-Options", "nosniff")
-            self.send_header("Referrer-Policy", "no-referrer")
-            for key, value in (extra or {}).items():
-                self.send_header(key, value)
             self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(body)
+            while self.command == "GET":
+                got = self.hub.next_jpeg(seq, WAIT_FRAME_S)
+                if got is None:  # the daemon is stopping
+                    break
+                seq, jpeg = got
+                if jpeg is not None:
+                    head = f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n"
+                    self.wfile.write(head.encode() + jpeg + b"\r\n")
+        except OSError as exc:  # gone (reset, broken pipe) or stalled past the send timeout
+            log.info("preview: viewer %s disconnected (%s)", peer, type(exc).__name__)
+        else:
+            log.info("preview: viewer %s disconnected", peer)
+        finally:
+            self.hub.remove_viewer()
 
-        def _refuse(self, status: int, text: str, extra: dict | None = None) -> None:
-            refusals.note(status, self.client_address[0])
-            self._send(status, f"{status} {text}\n".encode(), "text/plain; charset=utf-8", extra)
 
-        def _allowed(self) -> bool:
-            if token is None and not host_header_is_loopback(self.headers.get("Host")):
-                self._refuse(
-                    403, "forbidden: without preview.token_file, only http://localhost:PORT/ is served"
-                )
-                return False
-            if not authorized(self.headers.get("Authorization"), token):
-                self._refuse(
-                    401, "unauthorized", {"WWW-Authenticate": 'Basic realm="emotion-edge", charset="UTF-8"'}
-                )
-                return False
-            return True
-
-        def do_GET(self):
-            if not self._allowed():
-                return
-            path = urlsplit(self.path).path
-            if path in ("/", "/index.html"):
-                self._send(200, page, "text/html; charset=utf-8", {"Content-Security-Policy": csp})
-            elif path == "/api/status":
-                body = json.dumps(hub.status(), separators=(",", ":")).encode()
-                self._send(200, body, "application/json")
-            elif path == "/stream.mjpg":
-                self._stream()
-            else:
-                self._send(404, b"404 not found\n", "text/plain; charset=utf-8")
-
-        do_HEAD = do_GET
-
-        def _stream(self) -> None:
-            seq = hub.add_viewer()
-            if seq is None:
-                self._refuse(503, f"too many viewers (preview.max_clients: {hub.max_clients})")
-                return
-            peer = self.address_string()
-            log.info("preview: viewer %s connected", peer)
-            try:
-                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, STREAM_SNDBUF)
-                self.send_response(200)
-                self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
-                self.send_header("Cache-Control", "no-store")
-                self.send_header("X-Content-Type-Options", "nosniff")
-                self.end_headers()
-                while self.command == "GET":
-                    got = hub.next_jpeg(seq, WAIT_FRAME_S)
-                    if got is None:  # the daemon is stopping
-                        break
-                    seq, jpeg = got
-                    if jpeg is not None:
-                        head = (
-                            f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n"
-                        )
-                        self.wfile.write(head.encode() + jpeg + b"\r\n")
-            except OSError as exc:  # gone (reset, broken pipe) or stalled past the send timeout
-                log.info("preview: viewer %s disconnected (%s)", peer, type(exc).__name__)
-            else:
-                log.info("preview: viewer %s disconnected", peer)
-            finally:
-                hub.remove_viewer()
-
-    return Handler
+def make_handler(hub: PreviewHub, token: str | None) -> type[BaseHTTPRequestHandler]:
+    page, csp = load_page()
+    attrs = {"hub": hub, "token": token, "page": page, "csp": csp, "refusals": _Refusals()}
+    return type("Handler", (_Handler,), attrs)
 
 
 class _HttpServer(ThreadingHTTPServer):

@@ -56,72 +56,100 @@ def forget(config, timeout: float = 10.0, force: bool = False) -> ForgetResult:
     Refuses (ForgetError) while the device's `status` is `online` unless `force`: a running daemon would
     publish everything again on its next reconnect.
     """
-    cfg = config.mqtt
-    address = f"{cfg.host}:{cfg.port}"
     subscriptions, ours = retained_topics(config)
-    marker = f"{device_topic_base(cfg, config.device_id)}/forget-{uuid.uuid4().hex}"
-    result = ForgetResult(address=address)
-    connected = threading.Event()
-    marker_seen = threading.Event()
-    refusal: list[str] = []
-
-    def on_connect(client, userdata, flags, reason_code, properties):
-        if reason_code.is_failure:
-            hint = " (check mqtt.username and mqtt.password)" if reason_code.value in (4, 5, 134, 135) else ""
-            refusal.append(f"{reason_code}{hint}")
-        connected.set()
-
-    def on_message(client, userdata, message):
-        if message.topic == marker:
-            marker_seen.set()
-        elif message.retain and message.payload and not marker_seen.is_set():
-            result.found[message.topic] = message.payload
-
+    session = _Session(config, timeout)
+    session.connect()
     try:
-        client = authenticated_client(cfg, f"emotion-edge-{config.device_id}-forget-{uuid.uuid4().hex[:8]}")
-    except PublishError as exc:
-        raise ForgetError(str(exc)) from None
-    client.on_connect = on_connect
-    client.on_message = on_message
-    client.connect_timeout = timeout
-    try:
-        client.connect(cfg.host, cfg.port, keepalive=max(10, int(timeout) * 2))
-    except (OSError, ssl.SSLError, ValueError) as exc:
-        raise ForgetError(f"cannot connect to the MQTT broker at {address}: {exc}") from None
-    client.loop_start()
-    try:
-        if not connected.wait(timeout):
-            raise ForgetError(f"the MQTT broker at {address} did not answer within {timeout:g} s")
-        if refusal:
-            raise ForgetError(f"the MQTT broker at {address} refused the connection: {refusal[0]}")
-        # QoS 0 both ways: retained messages and the marker then leave the broker strictly in order.
-        for topic in subscriptions:
-            client.subscribe(topic, qos=0)
-        client.publish(marker, b"", qos=0, retain=False)
-        if not marker_seen.wait(timeout):
-            raise ForgetError(
-                f"the MQTT broker at {address} did not echo a test message within {timeout:g} s"
-            )
-        status = result.found.get(f"{device_topic_base(cfg, config.device_id)}/status", b"")
+        found = session.read_retained(subscriptions)
+        status = found.get(f"{device_topic_base(config.mqtt, config.device_id)}/status", b"")
         if status.decode("utf-8", "replace") == ONLINE and not force:
             raise ForgetError(
-                f"device {config.device_id!r} is online on {address}: its daemon is running and would publish "
-                "everything again. Stop it first (sudo systemctl stop emotion-edge), or pass --force"
+                f"device {config.device_id!r} is online on {session.address}: its daemon is running and would "
+                "publish everything again. Stop it first (sudo systemctl stop emotion-edge), or pass --force"
             )
         for topic in subscriptions:
-            client.unsubscribe(topic)  # our own empty messages need not come back
+            session.client.unsubscribe(topic)  # our own empty messages need not come back
         # Discovery configs first: Home Assistant then removes the entities before it sees them go offline.
-        to_clear = sorted(set(result.found) | set(ours), key=lambda topic: (topic in ours[:2], topic))
-        infos = [client.publish(topic, b"", qos=1, retain=True) for topic in to_clear]
-        deadline = time.monotonic() + timeout
-        for topic, info in zip(to_clear, infos, strict=True):
-            if not _confirmed(info, deadline):
-                raise ForgetError(f"the MQTT broker at {address} did not confirm clearing {topic} in time")
-        result.cleared = [topic for topic in to_clear if topic in result.found]
-        return result
+        to_clear = sorted(set(found) | set(ours), key=lambda topic: (topic in ours[:2], topic))
+        session.clear(to_clear)
+        return ForgetResult(session.address, [topic for topic in to_clear if topic in found], found)
     finally:
-        client.disconnect()
-        client.loop_stop()
+        session.close()
+
+
+class _Session:
+    """`forget`'s one connection: its callbacks collect the retained messages until a marker comes back."""
+
+    def __init__(self, config, timeout: float):
+        cfg = config.mqtt
+        self.cfg = cfg
+        self.timeout = timeout
+        self.address = f"{cfg.host}:{cfg.port}"
+        self.marker = f"{device_topic_base(cfg, config.device_id)}/forget-{uuid.uuid4().hex}"
+        self.found: dict[str, bytes] = {}
+        self._connected = threading.Event()
+        self._marker_seen = threading.Event()
+        self._refusal: list[str] = []
+        try:
+            client = authenticated_client(
+                cfg, f"emotion-edge-{config.device_id}-forget-{uuid.uuid4().hex[:8]}"
+            )
+        except PublishError as exc:
+            raise ForgetError(str(exc)) from None
+        client.on_connect = self._on_connect
+        client.on_message = self._on_message
+        client.connect_timeout = timeout
+        self.client = client
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties):
+        if reason_code.is_failure:
+            hint = " (check mqtt.username and mqtt.password)" if reason_code.value in (4, 5, 134, 135) else ""
+            self._refusal.append(f"{reason_code}{hint}")
+        self._connected.set()
+
+    def _on_message(self, client, userdata, message):
+        if message.topic == self.marker:
+            self._marker_seen.set()
+        elif message.retain and message.payload and not self._marker_seen.is_set():
+            self.found[message.topic] = message.payload
+
+    def connect(self) -> None:
+        """Connect and start paho's thread; close() is due only once this has returned."""
+        try:
+            self.client.connect(self.cfg.host, self.cfg.port, keepalive=max(10, int(self.timeout) * 2))
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            raise ForgetError(f"cannot connect to the MQTT broker at {self.address}: {exc}") from None
+        self.client.loop_start()
+
+    def read_retained(self, subscriptions: list[str]) -> dict[str, bytes]:
+        """What the broker holds retained under `subscriptions`, by topic."""
+        if not self._connected.wait(self.timeout):
+            raise ForgetError(f"the MQTT broker at {self.address} did not answer within {self.timeout:g} s")
+        if self._refusal:
+            raise ForgetError(f"the MQTT broker at {self.address} refused the connection: {self._refusal[0]}")
+        # QoS 0 both ways: retained messages and the marker then leave the broker strictly in order.
+        for topic in subscriptions:
+            self.client.subscribe(topic, qos=0)
+        self.client.publish(self.marker, b"", qos=0, retain=False)
+        if not self._marker_seen.wait(self.timeout):
+            raise ForgetError(
+                f"the MQTT broker at {self.address} did not echo a test message within {self.timeout:g} s"
+            )
+        return self.found
+
+    def clear(self, topics: list[str]) -> None:
+        """An empty retained message on each topic, in order, each confirmed by the broker."""
+        infos = [self.client.publish(topic, b"", qos=1, retain=True) for topic in topics]
+        deadline = time.monotonic() + self.timeout
+        for topic, info in zip(topics, infos, strict=True):
+            if not _confirmed(info, deadline):
+                raise ForgetError(
+                    f"the MQTT broker at {self.address} did not confirm clearing {topic} in time"
+                )
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
 
 
 def _confirmed(info: mqtt.MQTTMessageInfo, deadline: float) -> bool:

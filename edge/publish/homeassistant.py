@@ -69,7 +69,16 @@ def discovery_messages(config, labels: list[str] | tuple[str, ...]) -> list[tupl
         "device": device,
         "origin": {"name": "emotion-edge", "sw_version": version},
     }
-    sensors: dict[str, dict[str, Any]] = {
+    messages = []
+    for object_id, sensor in _sensors(topics, labels).items():
+        payload = {**sensor, "unique_id": f"{id_base}_{object_id}", **common}
+        messages.append((f"{prefix}/{COMPONENT}/{device_id}/{object_id}/config", payload))
+    return messages
+
+
+def _sensors(topics: dict[str, str], labels) -> dict[str, dict[str, Any]]:
+    """Each sensor's own part of its config, by object id: what it reads from which topic."""
+    return {
         "emotion": {
             "name": "Emotion",
             "state_topic": topics["state"],
@@ -110,11 +119,6 @@ def discovery_messages(config, labels: list[str] | tuple[str, ...]) -> list[tupl
             "icon": "mdi:timer-outline",
         },
     }
-    messages = []
-    for object_id, sensor in sensors.items():
-        payload = {**sensor, "unique_id": f"{id_base}_{object_id}", **common}
-        messages.append((f"{prefix}/{COMPONENT}/{device_id}/{object_id}/config", payload))
-    return messages
 
 
 def ha_status_topic(config) -> str:

@@ -1,0 +1,180 @@
+"""What goes out, and when: the one place that decides what the daemon publishes.
+
+- events: the publish policy (`every` frame or on `change`, capped by `publish.max_rate_hz`) and the
+  schema-v1 event payload (edge/schema/event.schema.json);
+- the retained `state`: faces in view and the emotion of the largest one, published on every change and
+  refreshed at most once a second while faces are in view (their confidences move);
+- a live camera silent for CAMERA_AWAY_S: the state says nobody is in view;
+- the cadences of `stats` and of the systemd watchdog pings.
+
+Every timestamp is `edge.stats.utc_timestamp`. Nothing here touches a network: publishers only enqueue.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from edge.stats import utc_timestamp
+
+log = logging.getLogger("edge.daemon")  # the daemon's own lines, as before this module existed
+
+SCHEMA_VERSION = 1
+STATE_REFRESH_S = 1.0  # retained state follows changes at once, and confidences at most once a second
+# A live camera silent this long no longer shows who is in view: the retained state says nobody, instead of
+# keeping the last face (and Home Assistant automations on it) alive while the camera is unplugged.
+CAMERA_AWAY_S = 5.0
+
+
+class PublishPolicy:
+    """`every`: an event per frame; `change`: only when something changed. Both capped by max_rate_hz.
+
+    With a rate cap, `change` events are never lost: changes wait and go out together in the next event.
+    """
+
+    def __init__(self, policy: str = "change", max_rate_hz: float = 0.0):
+        if policy not in ("every", "change"):
+            raise ValueError(f"publish policy must be 'every' or 'change', got {policy!r}")
+        self.policy = policy
+        self.min_interval = 1.0 / max_rate_hz if max_rate_hz and max_rate_hz > 0 else 0.0
+        self._last: float | None = None
+        self._pending: list[dict] = []
+
+    def decide(self, changes: list[dict], now: float) -> list[dict] | None:
+        """None = publish nothing now; otherwise the changes the event should carry."""
+        self._pending.extend(changes)
+        if self.policy == "change" and not self._pending:
+            return None
+        if self.min_interval and self._last is not None and now - self._last < self.min_interval:
+            return None
+        self._last = now
+        out, self._pending = self._pending, []
+        return out
+
+
+class EventMaker:
+    """The policy and the event payload of one source: `make` is called once per processed frame."""
+
+    def __init__(self, config, labels: list[str], source_id: str, clock=time.monotonic):
+        self.device_id = config.device_id
+        self.labels = list(labels)
+        self.source_id = source_id
+        self.policy = PublishPolicy(config.publish.policy, config.publish.max_rate_hz)
+        self._clock = clock
+
+    def make(self, frame, image, faces, changes: list[dict]) -> dict | None:
+        """The event for this frame (faces: the tracker's FaceStates), or None when the policy says wait."""
+        to_publish = self.policy.decide(changes, self._clock())
+        if to_publish is None:
+            return None
+        shape = image.shape if image is not None else getattr(frame.image, "shape", (0, 0))
+        height, width = (int(shape[0]), int(shape[1])) if len(shape) >= 2 else (0, 0)
+        event = {
+            "schema_version": SCHEMA_VERSION,
+            "device_id": self.device_id,
+            "source_id": self.source_id,
+            "timestamp": utc_timestamp(frame.timestamp),
+            "frame_index": int(frame.index),
+        }
+        if frame.file is not None:
+            event["file"] = frame.file
+        event["frame_size"] = [width, height]
+        event["faces"] = face_dicts(faces, self.labels)
+        event["changes"] = [dict(change) for change in to_publish]
+        return event
+
+
+def face_dicts(faces, labels: list[str]) -> list[dict]:
+    """FaceStates as the event carries them: track_id, box, emotion, confidence, scores."""
+    return [face.to_dict(labels) for face in faces]
+
+
+def build_state(device_id: str, labels: list[str], faces: list[dict]) -> dict:
+    """The retained `state` payload from the faces' dicts: faces in view and the emotion of the largest one."""
+    largest = max(faces, key=lambda f: f["box"][2] * f["box"][3]) if faces else None
+    scores = {label: 0.0 for label in labels}
+    if largest is not None and largest.get("scores"):
+        scores.update({k: float(v) for k, v in largest["scores"].items()})
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "device_id": device_id,
+        "timestamp": utc_timestamp(),
+        "face_count": len(faces),
+        "dominant_emotion": largest["emotion"] if largest else "none",
+        "dominant_confidence": float(largest["confidence"]) if largest else None,
+        "scores": scores,
+        "faces": [
+            {k: face[k] for k in ("track_id", "box", "emotion", "confidence") if k in face} for face in faces
+        ],
+    }
+
+
+class Every:
+    """A cadence: `due(now)` is true, and restarts the interval, once `interval` seconds have passed since the
+    last time it was (or since `start`). A falsy interval is never due (stats off, no watchdog)."""
+
+    def __init__(self, interval: float | None, start: float):
+        self.interval = interval
+        self.last = start
+
+    def due(self, now: float) -> bool:
+        if not self.interval or now - self.last < self.interval:
+            return False
+        self.last = now
+        return True
+
+
+class Emitter:
+    """Sends one processed frame's event and state to every publisher; says nobody is in view when frames
+    stop. `forget_faces()` (the processor's) clears the tracks and returns how many there were."""
+
+    def __init__(
+        self,
+        config,
+        labels: list[str],
+        publishers,
+        forget_faces: Callable[[], int],
+        now: float,
+        snapshots=None,
+    ):
+        self.device_id = config.device_id
+        self.labels = list(labels)
+        self.publishers = publishers
+        self._forget_faces = forget_faces
+        self._snapshots = snapshots  # debug JPEGs of published events (debug.snapshot_dir), or None
+        self.last_frame = self.last_state = now
+        self._state_published = False
+        self.events_published = 0
+
+    def frame(self, frame, result, now: float) -> None:
+        """One processed frame: its event (if the policy made one), then the state when it is due."""
+        self.last_frame = now
+        if result.event is not None:
+            for publisher in self.publishers:
+                publisher.publish_event(result.event)
+            self.events_published += 1
+            if self._snapshots is not None:
+                self._snapshots.save(frame.image, result.event)
+        refresh = result.faces and now - self.last_state >= STATE_REFRESH_S
+        if result.changes or not self._state_published or refresh:
+            # The event's face dicts are those of this frame's tracks: reuse them rather than build them again.
+            faces = (
+                result.event["faces"] if result.event is not None else face_dicts(result.faces, self.labels)
+            )
+            self._publish_state(faces, now)
+
+    def no_frame(self, now: float) -> None:
+        """No frame this time: after CAMERA_AWAY_S without one, the state shows nobody (once)."""
+        if now - self.last_frame >= CAMERA_AWAY_S and self._forget_faces():
+            log.warning(
+                "no frames for %.0f s: the state now shows no faces until the camera is back",
+                now - self.last_frame,
+            )
+            self._publish_state([], now)
+
+    def _publish_state(self, faces: list[dict], now: float) -> None:
+        state = build_state(self.device_id, self.labels, faces)
+        for publisher in self.publishers:
+            publisher.publish_state(state)
+        self._state_published, self.last_state = True, now
