@@ -40,7 +40,9 @@ def compare_faces(where: str, ref: dict, got: dict, box_tol: int, score_tol: flo
         if ref.get(key) != got.get(key):
             problems.append(f"{where}: {key} {ref.get(key)!r} != {got.get(key)!r}")
     ref_box, got_box = ref.get("box", []), got.get("box", [])
-    if len(ref_box) != len(got_box) or any(abs(a - b) > box_tol for a, b in zip(ref_box, got_box)):
+    if len(ref_box) != len(got_box) or any(
+        abs(a - b) > box_tol for a, b in zip(ref_box, got_box, strict=True)
+    ):
         problems.append(f"{where}: box {ref_box} vs {got_box} (tolerance {box_tol} px)")
     ref_scores = dict(ref.get("scores") or {}, confidence=ref.get("confidence", 0.0))
     got_scores = dict(got.get("scores") or {}, confidence=got.get("confidence", 0.0))
@@ -53,13 +55,15 @@ def compare_faces(where: str, ref: dict, got: dict, box_tol: int, score_tol: flo
     return problems
 
 
-def compare_events(ref: list[dict], got: list[dict], box_tol: int = 1, score_step: float = 1 / 256) -> list[str]:
+def compare_events(
+    ref: list[dict], got: list[dict], box_tol: int = 1, score_step: float = 1 / 256
+) -> list[str]:
     """Every difference beyond the tolerances, as readable lines; empty when the runs agree."""
     score_tol = score_step + ROUNDING
     problems = []
     if len(ref) != len(got):
         problems.append(f"{len(ref)} events on x86, {len(got)} on arm64")
-    for number, (a, b) in enumerate(zip(ref, got), 1):
+    for number, (a, b) in enumerate(zip(ref, got, strict=False), 1):
         where = f"event {number} (frame {a.get('frame_index')})"
         for key in FRAME_KEYS:
             if a.get(key) != b.get(key):
@@ -68,7 +72,7 @@ def compare_events(ref: list[dict], got: list[dict], box_tol: int = 1, score_ste
         if len(faces_a) != len(faces_b):
             problems.append(f"{where}: {len(faces_a)} faces on x86, {len(faces_b)} on arm64")
             continue
-        for index, (fa, fb) in enumerate(zip(faces_a, faces_b)):
+        for index, (fa, fb) in enumerate(zip(faces_a, faces_b, strict=True)):
             problems += compare_faces(f"{where} face {index}", fa, fb, box_tol, score_tol)
     return problems
 
@@ -85,7 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("x86")
     parser.add_argument("arm64")
     parser.add_argument("--box-tol", type=int, default=1, help="pixels (default 1)")
-    parser.add_argument("--score-step", type=float, default=1 / 256, help="one int8 output step (default 1/256)")
+    parser.add_argument(
+        "--score-step", type=float, default=1 / 256, help="one int8 output step (default 1/256)"
+    )
     args = parser.parse_args(argv)
     try:
         ref, got = read_events(args.x86), read_events(args.arm64)
