@@ -2,6 +2,8 @@
 #   make run    the edge daemon (base install, no TensorFlow) on the shipped model and sample faces
 #   make test   the test suite (installs the [train,dev] extras into .venv, and [train-jax] into .venv-jax
 #               so training is also tested on a machine without TensorFlow)
+#   make pi-check RELEASE=bookworm|trixie   (as root) the README's Pi install in an emulated Debian arm64
+#               root, its events compared with x86's; not part of `make test` (minutes of emulation)
 #   make model  reproduces the shipped default model from FER-2013 (resumable; see MODEL_CARD.md)
 PYTHON ?= python3
 VENV ?= .venv
@@ -24,7 +26,7 @@ train = if [ -f $(1)/metrics.json ]; then echo "$(1): finished"; else \
 	if [ -f $(1)/checkpoints/state.json ]; then resume=--resume; else resume=; fi; \
 	$(VENV)/bin/emotion-train --data $(FER) --out $(1) $(2) $$resume; fi
 
-.PHONY: run test lint model clean
+.PHONY: run test lint model clean pi-check
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +56,12 @@ test: $(VENV)/.installed $(JAX_VENV)/.installed
 lint: $(VENV)/.installed
 	$(VENV)/bin/python -m ruff check .
 	$(VENV)/bin/python -m ruff format --check .
+
+# The x86 side of the comparison runs the clone's code with this interpreter (the base install by default).
+RELEASE ?= bookworm
+PI_X86_PYTHON ?= $(EDGE_VENV)/bin/python
+pi-check: $(if $(filter $(EDGE_VENV)/bin/python,$(PI_X86_PYTHON)),$(EDGE_VENV)/.installed)
+	tools/pi-check.sh --release $(RELEASE) --x86-python $(PI_X86_PYTHON)
 
 # Resumable: rerunning `make model` after an interruption continues each run from its last finished epoch.
 model: $(VENV)/.installed

@@ -9,8 +9,8 @@
 # Steps (one summary line each at the end):
 #   tools       qemu-user-static and mmdebstrap (apt-get install when missing), binfmt for aarch64 registered
 #   root        a Debian arm64 root from the host apt's mirror with the README's apt packages (built in, so a
-#               rerun need not emulate their installation again), cached as a tarball in --cache (default ~/.cache/emotion-edge/pi-check); rebuilt when the list changes
-#   clone       a fresh root from the tarball, user `pi` (sudo, as on Raspberry Pi OS), `git clone` of HEAD
+#               rerun need not emulate their installation again), cached as a folder in --cache (default ~/.cache/emotion-edge/pi-check); rebuilt when the list changes
+#   clone       a fresh copy of that root, user `pi` (sudo, as on Raspberry Pi OS), `git clone` of HEAD
 #   apt         the README's `apt install` line(s), minus python3-picamera2 (Raspberry Pi's archive only)
 #   install     `sudo systemd/install.sh --no-start` as pi (systemd is not PID 1 in a chroot)
 #   wheels      what pip installed, with platform tags; fails on a wheel built here or on TensorFlow
@@ -58,14 +58,23 @@ git -C "$REPO" diff --quiet HEAD -- edge systemd pyproject.toml README.md ||
 
 SUMMARY=()
 STEP="" STEP_START=0
-begin() { STEP=$1; STEP_START=$(date +%s); say "== $1: $2"; }
-done_step() { SUMMARY+=("$(printf '%-8s ok   %4ss  %s' "$STEP" $(($(date +%s) - STEP_START)) "$1")"); }
+STEP_OPEN=0  # 1 while a step runs without its summary line
+begin() { STEP=$1; STEP_START=$(date +%s); STEP_OPEN=1; say "== $1: $2"; }
+done_step() {
+    SUMMARY+=("$(printf '%-8s ok   %4ss  %s' "$STEP" $(($(date +%s) - STEP_START)) "$1")")
+    STEP_OPEN=0
+}
 fail_step() {
     SUMMARY+=("$(printf '%-8s FAIL %4ss  %s' "$STEP" $(($(date +%s) - STEP_START)) "$1")")
+    STEP_OPEN=0
     exit 1
 }
 print_summary() {
     local status=$?
+    # A command that failed under `set -e` ends the step without fail_step: still one line for it.
+    if [ "$STEP_OPEN" = 1 ]; then
+        SUMMARY+=("$(printf '%-8s FAIL %4ss  %s' "$STEP" $(($(date +%s) - STEP_START)) "exit status $status")")
+    fi
     cleanup_mounts
     echo "pi-check $RELEASE, commit ${COMMIT:0:12}, $(date -u +%Y-%m-%dT%H:%MZ):"
     printf '  %s\n' "${SUMMARY[@]}"
@@ -124,22 +133,24 @@ build_root() {
     # systemd (its systemctl enables the unit offline), sudo and a user as on Raspberry Pi OS.
     extra="ca-certificates,sudo,systemd,python3"
     key=$(printf '%s\n' "$RELEASE" "$mirror" "$extra" "${APT_PACKAGES[@]}" | sha256sum | cut -c1-12)
-    TARBALL=$CACHE/$RELEASE-$key.tar
-    if [ -f "$TARBALL" ] && [ "$REBUILD" = 0 ]; then
-        done_step "cached $TARBALL ($(du -h "$TARBALL" | cut -f1))"
+    BASE=$CACHE/$RELEASE-$key.base
+    if [ -d "$BASE" ] && [ "$REBUILD" = 0 ]; then
+        done_step "cached $BASE ($(du -sh "$BASE" 2>/dev/null | cut -f1))"
         return
     fi
     mkdir -p "$CACHE"
     say "building the $RELEASE arm64 root from $mirror (emulated: ~15 min)"
     # Security and updates, as an installed system has them; apt lists kept for the apt step.
     local security=${mirror%/debian*}/debian-security
+    rm -rf "$BASE.tmp"
     nice -n 10 mmdebstrap --quiet --arch=arm64 --variant=apt --skip=cleanup/apt/lists \
-        --include="$extra,$(IFS=,; echo "${APT_PACKAGES[*]}")" "$RELEASE" "$TARBALL.tmp" \
+        --include="$extra,$(IFS=,; echo "${APT_PACKAGES[*]}")" "$RELEASE" "$BASE.tmp" \
         "deb $mirror $RELEASE main" "deb $mirror $RELEASE-updates main" \
         "deb $security $RELEASE-security main" >"$CACHE/$RELEASE-build.log" 2>&1 ||
-        { rm -f "$TARBALL.tmp"; fail_step "mmdebstrap failed: see $CACHE/$RELEASE-build.log"; }
-    mv "$TARBALL.tmp" "$TARBALL"
-    done_step "built $TARBALL ($(du -h "$TARBALL" | cut -f1))"
+        { rm -rf "$BASE.tmp"; fail_step "mmdebstrap failed: see $CACHE/$RELEASE-build.log"; }
+    rm -rf "$BASE"
+    mv "$BASE.tmp" "$BASE"
+    done_step "built $BASE ($(du -sh "$BASE" 2>/dev/null | cut -f1))"
 }
 
 # A Raspberry Pi 4's /proc/cpuinfo (BCM2711, four Cortex-A72: CPU part 0xd08).
@@ -159,7 +170,7 @@ prepare_root() {
     R=$CACHE/$RELEASE-run
     rm -rf "$R"
     mkdir -p "$R"
-    nice -n 10 tar -xf "$TARBALL" -C "$R"
+    nice -n 10 cp -a "$BASE/." "$R/"
     mount -t proc proc "$R/proc" && MOUNTS+=("$R/proc")
     pi4_cpuinfo >"$CACHE/cpuinfo-pi4"
     mount --bind "$CACHE/cpuinfo-pi4" "$R/proc/cpuinfo" && MOUNTS+=("$R/proc/cpuinfo")
@@ -169,6 +180,7 @@ prepare_root() {
     mount --bind "$CACHE/pip-$RELEASE" "$R/root/.cache/pip" && MOUNTS+=("$R/root/.cache/pip")
     cp -L /etc/resolv.conf "$R/etc/resolv.conf"
     echo pi-check >"$R/etc/hostname"
+    echo "127.0.1.1 pi-check" >>"$R/etc/hosts"
     # As on Raspberry Pi OS: a first user `pi` with password-less sudo. sudo keeps the emulation setting and
     # pip's log/CA variables (its env_reset would otherwise drop them for the service user's processes).
     chroot "$R" useradd --create-home --groups sudo,video --shell /bin/bash pi
@@ -183,9 +195,12 @@ prepare_root() {
     rm -f "$OUT"/*
 }
 
-# as_pi CMD: a login-like shell of user pi in the clone, with the emulated CPU set.
-as_pi() {
-    chroot --userspec=pi:pi --groups=sudo,video "$R" /usr/bin/env -i HOME=/home/pi USER=pi LANG=C.UTF-8 \
+# in_root CMD: a shell in pi's clone with the emulated CPU set. It runs as root: the README's commands are
+# `sudo ...`, and a setuid sudo cannot raise a user inside qemu-user (the host's binfmt registration has no
+# C flag, so the kernel starts qemu with the caller's credentials); sudo from root works as on a Pi,
+# including `sudo -u emotion-edge`.
+in_root() {
+    chroot "$R" /usr/bin/env -i HOME=/root USER=root LANG=C.UTF-8 \
         PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin QEMU_CPU=$QEMU_CPU_MODEL \
         ${PIP_CERT:+PIP_CERT=$PIP_CERT} PIP_LOG=/tmp/pi-check/pip.log \
         bash -c "cd ~/emotion-edge && $1"
@@ -210,12 +225,12 @@ run_root() {
 run_clone() {
     begin clone "fresh root, user pi, git clone of $COMMIT"
     prepare_root
-    done_step "$(as_pi 'git log -1 --format="%h %s" | cut -c1-60')"
+    done_step "$(git -C "$R/home/pi/emotion-edge" log -1 --format="%h %s" | cut -c1-60)"
 }
 
 run_apt() {
     begin apt "the README's apt packages"
-    as_pi "sudo apt-get install -y -q --no-install-recommends ${APT_PACKAGES[*]}" >"$OUT/apt.log" 2>&1 ||
+    in_root "sudo apt-get install -y -q --no-install-recommends ${APT_PACKAGES[*]}" >"$OUT/apt.log" 2>&1 ||
         fail_step "apt install failed: $OUT/apt.log"
     done_step "${APT_PACKAGES[*]} installed; not in Debian: ${SKIPPED[*]:-none}"
 }
@@ -224,13 +239,13 @@ run_install() {
     begin install "sudo systemd/install.sh --no-start"
     # pip must reach PyPI over TLS; where the root's CA store cannot verify it (a proxy with its own CA),
     # hand pip the host's bundle.
-    if ! as_pi "python3 -c 'import urllib.request as u; u.urlopen(\"https://pypi.org/simple/pip/\", timeout=60)'" \
+    if ! in_root "python3 -c 'import urllib.request as u; u.urlopen(\"https://pypi.org/simple/pip/\", timeout=60)'" \
         >/dev/null 2>&1; then
         cp /etc/ssl/certs/ca-certificates.crt "$R/etc/ssl/pi-check-host-ca.crt"
         PIP_CERT=/etc/ssl/pi-check-host-ca.crt
         say "pip cannot verify PyPI with the root's CA store: using the host's bundle (PIP_CERT)"
     fi
-    as_pi "sudo systemd/install.sh --no-start" >"$OUT/install.log" 2>&1 ||
+    in_root "sudo systemd/install.sh --no-start" >"$OUT/install.log" 2>&1 ||
         { tail -n 20 "$OUT/install.log" >&2; fail_step "install.sh failed: $OUT/install.log"; }
     cp "$R/tmp/pi-check/pip.log" "$OUT/pip.log"
     done_step "$(grep -c '' "$OUT/install.log") lines of output, last: $(tail -n 1 "$OUT/install.log" | cut -c1-70)"
@@ -238,7 +253,7 @@ run_install() {
 
 run_wheels() {
     begin wheels "what pip chose"
-    as_pi "/opt/emotion-edge/venv/bin/python -I" >"$OUT/wheels.txt" 2>&1 <<'EOF' || fail_step "cannot list the venv"
+    in_root "/opt/emotion-edge/venv/bin/python -I" >"$OUT/wheels.txt" 2>&1 <<'EOF' || fail_step "cannot list the venv"
 import importlib.metadata as md, importlib.util, sys, sysconfig
 venv = sysconfig.get_paths()["purelib"]
 for dist in sorted(md.distributions(path=[venv]), key=lambda d: d.metadata["Name"].lower()):
@@ -262,13 +277,13 @@ CONFIG=/etc/emotion-edge/config.yaml
 
 run_check() {
     begin check "--check-config as the service user"
-    as_pi "sudo -u emotion-edge $EDGE --check-config --config $CONFIG" >"$OUT/check.txt" 2>&1 ||
+    in_root "sudo -u emotion-edge $EDGE --check-config --config $CONFIG" >"$OUT/check.txt" 2>&1 ||
         { cat "$OUT/check.txt" >&2; fail_step "--check-config failed"; }
     DETECTOR=$(sed -n 's/.*detector: \([A-Za-z0-9_-]*\).*/\1/p' "$OUT/check.txt" | tail -n 1)
     [ -n "$DETECTOR" ] || fail_step "--check-config did not name a detector: $(tail -n 1 "$OUT/check.txt")"
     # The detector it reported, built from the installed config, names its weight file.
     local weights
-    weights=$(as_pi "sudo -u emotion-edge /opt/emotion-edge/venv/bin/python -I -c '
+    weights=$(in_root "sudo -u emotion-edge /opt/emotion-edge/venv/bin/python -I -c '
 from edge.config import load_config
 from edge.detect import make_detector
 print(make_detector(load_config(\"$CONFIG\").detector).path)'" 2>>"$OUT/check.txt" | tail -n 1)
@@ -289,7 +304,7 @@ print(interp.get_output_details()[0]["quantization"][0] or 1 / 256)'
 # run_daemon NAME SOURCE_ARM SOURCE_X86: the daemon on both, events compared.
 run_daemon() {
     local name=$1 arm_source=$2 x86_source=$3 flags="--publish stdout --policy every --device-id pi-check"
-    as_pi "sudo -u emotion-edge $EDGE --config $CONFIG --source $arm_source $flags" \
+    in_root "sudo -u emotion-edge $EDGE --config $CONFIG --source $arm_source $flags" \
         >"$OUT/$name-arm64.jsonl" 2>"$OUT/$name-arm64.log" ||
         { tail -n 5 "$OUT/$name-arm64.log" >&2; fail_step "the daemon failed on arm64: $OUT/$name-arm64.log"; }
     (cd "$R/home/pi/emotion-edge" && PYTHONPATH=$PWD "$X86_PYTHON" -m edge.cli --config "$R$CONFIG" \
@@ -304,7 +319,7 @@ run_daemon() {
 run_samples() {
     begin samples "the daemon on the shipped sample photos"
     local site
-    site=$(as_pi "/opt/emotion-edge/venv/bin/python -I -c 'import edge, os; print(os.path.dirname(edge.__file__))'")
+    site=$(in_root "/opt/emotion-edge/venv/bin/python -I -c 'import edge, os; print(os.path.dirname(edge.__file__))'")
     run_daemon samples "$site/samples" "$R/home/pi/emotion-edge/edge/samples"
 }
 
