@@ -203,7 +203,7 @@ in_root() {
     chroot "$R" /usr/bin/env -i HOME=/root USER=root LANG=C.UTF-8 \
         PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin QEMU_CPU=$QEMU_CPU_MODEL \
         ${PIP_CERT:+PIP_CERT=$PIP_CERT} PIP_LOG=/tmp/pi-check/pip.log \
-        bash -c "cd ~/emotion-edge && $1"
+        bash -c "cd /home/pi/emotion-edge && $1"
 }
 
 run_tools() { begin tools "qemu + mmdebstrap + binfmt"; ensure_tools; }
@@ -225,7 +225,7 @@ run_root() {
 run_clone() {
     begin clone "fresh root, user pi, git clone of $COMMIT"
     prepare_root
-    done_step "$(git -C "$R/home/pi/emotion-edge" log -1 --format="%h %s" | cut -c1-60)"
+    done_step "$(git -c safe.directory="*" -C "$R/home/pi/emotion-edge" log -1 --format="%h %s" | cut -c1-60)"
 }
 
 run_apt() {
