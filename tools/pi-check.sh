@@ -180,7 +180,8 @@ prepare_root() {
     mount --bind "$CACHE/pip-$RELEASE" "$R/root/.cache/pip" && MOUNTS+=("$R/root/.cache/pip")
     cp -L /etc/resolv.conf "$R/etc/resolv.conf"
     echo pi-check >"$R/etc/hostname"
-    echo "127.0.1.1 pi-check" >>"$R/etc/hosts"
+    # sudo resolves the host name, which under chroot is still the host's.
+    echo "127.0.1.1 pi-check $(uname -n)" >>"$R/etc/hosts"
     # As on Raspberry Pi OS: a first user `pi` with password-less sudo. sudo keeps the emulation setting and
     # pip's log/CA variables (its env_reset would otherwise drop them for the service user's processes).
     chroot "$R" useradd --create-home --groups sudo,video --shell /bin/bash pi
