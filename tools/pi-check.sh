@@ -11,7 +11,8 @@
 #   root        a Debian arm64 root from the host apt's mirror with the README's apt packages (built in, so a
 #               rerun need not emulate their installation again), cached as a folder in --cache (default ~/.cache/emotion-edge/pi-check); rebuilt when the list changes
 #   clone       a fresh copy of that root, user `pi` (sudo, as on Raspberry Pi OS), `git clone` of HEAD
-#   apt         the README's `apt install` line(s), minus python3-picamera2 (Raspberry Pi's archive only)
+#   apt         the README's `apt install` line(s), minus python3-picamera2 (Raspberry Pi's archive only),
+#               plus the dependency of it that shapes the install: apt's NumPy
 #   install     `sudo systemd/install.sh --no-start` as pi (systemd is not PID 1 in a chroot)
 #   wheels      what pip installed, with platform tags; fails on a wheel built here or on TensorFlow
 #   check       `emotion-edge --check-config` as the service user; the detector it reports and its weights
@@ -229,11 +230,17 @@ run_clone() {
     done_step "$(git -c safe.directory="*" -C "$R/home/pi/emotion-edge" log -1 --format="%h %s" | cut -c1-60)"
 }
 
+# What python3-picamera2 brings along that matters to the install: apt's NumPy (1.24 on Bookworm, 2.2 on
+# Trixie), visible in the venv through --system-site-packages; install.sh pins the venv to it on NumPy 1.x.
+PICAMERA2_STAND_IN=python3-numpy
+
 run_apt() {
     begin apt "the README's apt packages"
-    in_root "sudo apt-get install -y -q --no-install-recommends ${APT_PACKAGES[*]}" >"$OUT/apt.log" 2>&1 ||
-        fail_step "apt install failed: $OUT/apt.log"
-    done_step "${APT_PACKAGES[*]} installed; not in Debian: ${SKIPPED[*]:-none}"
+    in_root "sudo apt-get install -y -q --no-install-recommends ${APT_PACKAGES[*]} $PICAMERA2_STAND_IN" \
+        >"$OUT/apt.log" 2>&1 || fail_step "apt install failed: $OUT/apt.log"
+    local numpy
+    numpy=$(in_root "dpkg-query -W -f '\${Version}' python3-numpy")
+    done_step "${APT_PACKAGES[*]}; not in Debian: ${SKIPPED[*]:-none} (its python3-numpy $numpy installed instead)"
 }
 
 run_install() {
@@ -260,7 +267,7 @@ venv = sysconfig.get_paths()["purelib"]
 for dist in sorted(md.distributions(path=[venv]), key=lambda d: d.metadata["Name"].lower()):
     tags = " ".join(dist.read_text("WHEEL").split("Tag: ")[1:]).split() if dist.read_text("WHEEL") else ["?"]
     print(f"{dist.metadata['Name']}=={dist.version} {','.join(tags)}")
-print(f"system numpy: {__import__('numpy').__version__} from {__import__('numpy').__file__}")
+print(f"numpy the daemon imports: {__import__('numpy').__version__} from {__import__('numpy').__file__}")
 print("tensorflow importable" if importlib.util.find_spec("tensorflow") else "tensorflow: not importable")
 EOF
     sed 's/^/    /' "$OUT/wheels.txt" >&2
@@ -268,7 +275,7 @@ EOF
     local built
     built=$(grep -o 'Building wheel for [^ ]*' "$OUT/pip.log" | awk '{print $4}' | sort -u | grep -vx 'emotion-edge' || true)
     [ -z "$built" ] || fail_step "built from source: $(echo "$built" | tr '\n' ' ')"
-    ! grep -qiE '^(tensorflow|tf-|tf_)' "$OUT/wheels.txt" || fail_step "TensorFlow is in the venv"
+    ! grep -qiE '^(tensorflow|tf-|tf_)[^ :]*==' "$OUT/wheels.txt" || fail_step "TensorFlow is in the venv"
     grep -qx 'tensorflow: not importable' "$OUT/wheels.txt" || fail_step "TensorFlow is importable in the venv"
     done_step "$(grep -cE '^[^ ]+==' "$OUT/wheels.txt") wheels, none built here, no TensorFlow; $(grep -iE '^(ai-edge-litert|ai_edge_litert|opencv-python-headless|numpy)==' "$OUT/wheels.txt" | awk '{print $1" "$2}' | tr '\n' ';' | sed 's/;$//')"
 }
