@@ -256,7 +256,12 @@ run_install() {
     in_root "sudo systemd/install.sh --no-start" >"$OUT/install.log" 2>&1 ||
         { tail -n 20 "$OUT/install.log" >&2; fail_step "install.sh failed: $OUT/install.log"; }
     cp "$R/tmp/pi-check/pip.log" "$OUT/pip.log"
-    done_step "$(grep -c '' "$OUT/install.log") lines of output, last: $(tail -n 1 "$OUT/install.log" | cut -c1-70)"
+    [ -L "$R/etc/systemd/system/multi-user.target.wants/emotion-edge.service" ] ||
+        fail_step "install.sh did not enable emotion-edge.service"
+    local pins skipped
+    pins=$(sed -n 's/.*(pip constraints \(.*\))$/\1/p' "$OUT/install.log")
+    skipped=$(sed -n 's/.*skip (systemd is not running): systemctl //p' "$OUT/install.log" | paste -sd, -)
+    done_step "venv, config and unit installed, unit enabled; pins: ${pins:-none}; not run (no systemd): ${skipped:-none}"
 }
 
 run_wheels() {
@@ -277,7 +282,11 @@ EOF
     [ -z "$built" ] || fail_step "built from source: $(echo "$built" | tr '\n' ' ')"
     ! grep -qiE '^(tensorflow|tf-|tf_)[^ :]*==' "$OUT/wheels.txt" || fail_step "TensorFlow is in the venv"
     grep -qx 'tensorflow: not importable' "$OUT/wheels.txt" || fail_step "TensorFlow is importable in the venv"
-    done_step "$(grep -cE '^[^ ]+==' "$OUT/wheels.txt") wheels, none built here, no TensorFlow; $(grep -iE '^(ai-edge-litert|ai_edge_litert|opencv-python-headless|numpy)==' "$OUT/wheels.txt" | awk '{print $1" "$2}' | tr '\n' ';' | sed 's/;$//')"
+    local key numpy
+    key=$(grep -iE '^(ai-edge-litert|ai_edge_litert|opencv-python-headless)==' "$OUT/wheels.txt" |
+        awk '{split($2, t, ","); print $1 " " t[1]}' | paste -sd';' -)
+    numpy=$(sed -n 's/^numpy the daemon imports: \([^ ]*\) from .*\/\(dist-packages\|site-packages\)\/.*/\1 (\2)/p' "$OUT/wheels.txt")
+    done_step "$(grep -cE '^[^ ]+==' "$OUT/wheels.txt") wheels, none built here, no TensorFlow; $key; numpy $numpy"
 }
 
 EDGE=/opt/emotion-edge/venv/bin/emotion-edge
@@ -294,9 +303,10 @@ run_check() {
     weights=$(in_root "sudo -u emotion-edge /opt/emotion-edge/venv/bin/python -I -c '
 from edge.config import load_config
 from edge.detect import make_detector
-print(make_detector(load_config(\"$CONFIG\").detector).path)'" 2>>"$OUT/check.txt" | tail -n 1)
+d = make_detector(load_config(\"$CONFIG\").detector)
+print(getattr(d, \"path\", None) or getattr(d, \"model_path\", \"\"))'" 2>>"$OUT/check.txt" | tail -n 1)
     [ -n "$weights" ] && [ -s "$R$weights" ] || fail_step "detector $DETECTOR: weight file '$weights' missing or empty"
-    done_step "$(grep -o 'classifier:.*' "$OUT/check.txt" | tail -n 1 | cut -c1-60); weights $(basename "$weights") ($(stat -c %s "$R$weights") B)"
+    done_step "detector $DETECTOR, weights $(basename "$weights") ($(stat -c %s "$R$weights") B); $(grep -o 'classifier: [^;]*' "$OUT/check.txt" | tail -n 1)"
 }
 
 SCORE_STEP=""
