@@ -131,8 +131,9 @@ host_mirror() {
 build_root() {
     local mirror key extra
     mirror=$(host_mirror)
-    # systemd (its systemctl enables the unit offline), sudo and a user as on Raspberry Pi OS.
-    extra="ca-certificates,sudo,systemd,python3"
+    # systemd (its systemctl enables the unit offline), sudo and useradd (passwd: not in Trixie's required set)
+    # as on Raspberry Pi OS.
+    extra="ca-certificates,passwd,sudo,systemd,python3"
     key=$(printf '%s\n' "$RELEASE" "$mirror" "$extra" "${APT_PACKAGES[@]}" | sha256sum | cut -c1-12)
     BASE=$CACHE/$RELEASE-$key.base
     if [ -d "$BASE" ] && [ "$REBUILD" = 0 ]; then
