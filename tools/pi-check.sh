@@ -87,6 +87,8 @@ cleanup_mounts() {
     for ((i = ${#MOUNTS[@]} - 1; i >= 0; i--)); do umount -l "${MOUNTS[$i]}" 2>/dev/null || true; done
     MOUNTS=()
 }
+# Mount points under a folder, deepest first (also ones a killed run left behind).
+mounts_under() { awk -v r="$1/" 'index($2, r) == 1 {print $2}' /proc/mounts | sort -r; }
 trap print_summary EXIT
 
 # --- tools ---------------------------------------------------------------------------------------------
@@ -144,7 +146,9 @@ build_root() {
     say "building the $RELEASE arm64 root from $mirror (emulated: ~15 min)"
     # Security and updates, as an installed system has them; apt lists kept for the apt step.
     local security=${mirror%/debian*}/debian-security
-    rm -rf "$BASE.tmp"
+    local m
+    for m in $(mounts_under "$BASE.tmp"); do umount -l "$m" || true; done  # a killed mmdebstrap's
+    rm -rf --one-file-system "$BASE.tmp"
     nice -n 10 mmdebstrap --quiet --arch=arm64 --variant=apt --skip=cleanup/apt/lists \
         --include="$extra,$(IFS=,; echo "${APT_PACKAGES[*]}")" "$RELEASE" "$BASE.tmp" \
         "deb $mirror $RELEASE main" "deb $mirror $RELEASE-updates main" \
@@ -170,7 +174,11 @@ pi4_cpuinfo() {
 prepare_root() {
     cleanup_mounts
     R=$CACHE/$RELEASE-run
-    rm -rf "$R"
+    # Never delete through a mount: a /dev bind left by a killed run would take the host's devices with it.
+    local m
+    for m in $(mounts_under "$R"); do umount -l "$m" || true; done
+    [ -z "$(mounts_under "$R")" ] || fail_step "cannot unmount what a previous run left under $R"
+    rm -rf --one-file-system "$R"
     mkdir -p "$R"
     nice -n 10 cp -a "$BASE/." "$R/"
     mount -t proc proc "$R/proc" && MOUNTS+=("$R/proc")
