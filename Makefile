@@ -4,6 +4,8 @@
 #               so training is also tested on a machine without TensorFlow)
 #   make test-fast  the quick loop while editing (under a minute): no slow/fer/backoff tests, and TensorFlow,
 #               Keras, JAX and torch made unimportable, as on the Pi (tests that need them skip)
+#   make pi-check RELEASE=bookworm|trixie   (as root) the README's Pi install in an emulated Debian arm64
+#               root, its events compared with x86's; not part of `make test` (minutes of emulation)
 #   make model  reproduces the shipped default model from FER-2013 (resumable; see MODEL_CARD.md)
 PYTHON ?= python3
 VENV ?= .venv
@@ -26,7 +28,7 @@ train = if [ -f $(1)/metrics.json ]; then echo "$(1): finished"; else \
 	if [ -f $(1)/checkpoints/state.json ]; then resume=--resume; else resume=; fi; \
 	$(VENV)/bin/emotion-train --data $(FER) --out $(1) $(2) $$resume; fi
 
-.PHONY: run test test-fast lint model clean
+.PHONY: run test test-fast lint model clean pi-check
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +62,12 @@ test-fast: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(VENV)/bin/python -m ruff check .
 	$(VENV)/bin/python -m ruff format --check .
+
+# The x86 side of the comparison runs the clone's code with this interpreter (the base install by default).
+RELEASE ?= bookworm
+PI_X86_PYTHON ?= $(EDGE_VENV)/bin/python
+pi-check: $(if $(filter $(EDGE_VENV)/bin/python,$(PI_X86_PYTHON)),$(EDGE_VENV)/.installed)
+	tools/pi-check.sh --release $(RELEASE) --x86-python $(PI_X86_PYTHON)
 
 # Resumable: rerunning `make model` after an interruption continues each run from its last finished epoch.
 model: $(VENV)/.installed

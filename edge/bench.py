@@ -89,6 +89,7 @@ def run_bench(config, source_uri: str, frames: int = 100, warmup: int = 10, time
         "faces_per_frame": round(faces / measured, 3),
         "dropped_frames": capture.dropped,
         "latency_ms": {stage: percentiles(values) for stage, values in samples.items()},
+        "work": stage_work(classifier, detector, frame_size),
     }
 
 
@@ -135,6 +136,13 @@ def _measure(frames_in, frames: int, warmup: int, deadline: float):
     return samples, faces, measured, elapsed, frame_size
 
 
+def stage_work(classifier, detector, frame_size) -> dict:
+    """Per-stage operation counts (edge/opcount.py): what a Pi's speed can be estimated from."""
+    from edge.opcount import detector_work, tflite_work
+
+    return {"classify": tflite_work(classifier.interpreter), "detect": detector_work(detector, frame_size)}
+
+
 def format_bench(results: dict) -> str:
     """A small table for the terminal."""
     lines = [
@@ -150,4 +158,8 @@ def format_bench(results: dict) -> str:
         f"throughput {fps if fps is not None else 'n/a'} fps, {results['faces_per_frame']} faces/frame, "
         f"{results['dropped_frames']} dropped"
     )
+    if "work" in results:
+        from edge.opcount import format_work
+
+        lines.append(format_work(results["work"]))
     return "\n".join(lines)

@@ -21,6 +21,11 @@
 #                    file ownership stays with the caller. A venv made under --root embeds DIR in its
 #                    paths: it is for testing, not for copying into an image.
 #
+# Without systemd as PID 1 (a chroot, a container, an image being built; tested as sd_booted(3) does, by
+# /run/systemd/system) the files are installed and the unit is enabled offline as usual, but `systemctl
+# daemon-reload/start/restart` are only printed ("skip (systemd is not running): ..."): there is no
+# service manager to ask, and the unit starts at the next boot.
+#
 # Idempotent: a second run with the same inputs changes no file (it compares before writing, and re-runs pip
 # only when the package source changed: a fingerprint is kept in PREFIX/.source-fingerprint).
 set -euo pipefail
@@ -122,6 +127,11 @@ system() {
 systemctl_cmd() {
     if ! command -v systemctl >/dev/null 2>&1; then
         say "skip (no systemctl): systemctl $*"
+    elif [ -z "$ROOT" ] && [ ! -d /run/systemd/system ]; then
+        case "$1" in
+        enable | disable) systemctl --quiet "$@" ;;  # works on the unit files alone
+        *) say "skip (systemd is not running): systemctl $*" ;;
+        esac
     elif [ -n "$ROOT" ]; then
         case "$1" in
         enable | disable) systemctl --root="$ROOT" --quiet "$@" ;;

@@ -32,6 +32,12 @@ def test_bench_replays_a_small_folder_and_reports_every_stage(tiny_model_path, t
     assert results["frame_size"] == [640, 480] and results["detector"] == "blazeface_full"
     table = format_bench(results)
     assert "classify" in table and "fps" in table
+    assert results["work"]["classify"]["macs"] > 1_000_000  # the tiny model: 1.53M (tests/test_opcount.py)
+    assert results["work"]["detect"]["windows"] > 10_000 and results["work"]["detect"]["scan_size"] == [
+        320,
+        240,
+    ]
+    assert "work: classify" in table and "cascade windows" in table
 
 
 def test_bench_video_file(tiny_model_path, tmp_path):

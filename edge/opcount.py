@@ -1,0 +1,97 @@
+"""Work per stage, counted from the models themselves, for estimating speed on hardware we cannot run.
+
+A TFLite graph's multiply-accumulates come from its tensors' shapes: CONV_2D costs output elements x kernel
+height x width x input channels, DEPTHWISE_CONV_2D output elements x kernel height x width, FULLY_CONNECTED
+output elements x input features. Every other op (pooling, add, softmax, quantize...) is counted as one op
+per output element: small next to the MACs, and not multiply-accumulates. An OpenCV cascade has no MACs: its
+cost is the number of windows it evaluates (each runs at least its first stage, most are rejected there),
+estimated here from OpenCV's own scan (a window step of 2 pixels until the image is shrunk 2x, then 1).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+MAC_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV")
+
+
+def tflite_work(interpreter) -> dict:
+    """{"macs": int, "macs_by_op": {op: int}, "other_ops": int} for one invocation of an allocated model."""
+    shapes = {t["index"]: tuple(int(v) for v in t["shape"]) for t in interpreter.get_tensor_details()}
+    by_op: dict[str, int] = {}
+    other = 0
+    for op in interpreter._get_ops_details():  # the only public-ish view of the graph; no TensorFlow needed
+        name = op["op_name"]
+        outputs = [shapes.get(i, ()) for i in op["outputs"] if i >= 0]
+        out_elems = sum(int(np.prod(shape)) for shape in outputs)
+        if name in MAC_OPS:
+            weights = shapes.get(op["inputs"][1], ()) if len(op["inputs"]) > 1 else ()
+            by_op[name] = by_op.get(name, 0) + out_elems * _macs_per_output(name, weights)
+        else:
+            other += out_elems
+    return {"macs": sum(by_op.values()), "macs_by_op": by_op, "other_ops": other}
+
+
+def _macs_per_output(name: str, weights: tuple) -> int:
+    if len(weights) < 2:
+        return 0
+    if name == "CONV_2D":  # [out_ch, kh, kw, in_ch]
+        return int(np.prod(weights[1:]))
+    if name == "DEPTHWISE_CONV_2D":  # [1, kh, kw, out_ch]: each output reads one kh x kw patch
+        return int(weights[1] * weights[2])
+    if name == "TRANSPOSE_CONV":  # [out_ch, kh, kw, in_ch]: an upper bound (strides skip some)
+        return int(np.prod(weights[1:]))
+    return int(weights[-1])  # FULLY_CONNECTED: [units, in_features]
+
+
+def cascade_windows(
+    width: int, height: int, window: tuple[int, int], scale_factor: float, min_side: int, max_side: int = 0
+) -> int:
+    """Windows OpenCV's detectMultiScale evaluates on a width x height image (its scale loop, counted)."""
+    total = 0
+    factor = 1.0
+    max_side = max_side or max(width, height)
+    while True:
+        win = (round(window[0] * factor), round(window[1] * factor))
+        scan = (round(width / factor) - window[0], round(height / factor) - window[1])
+        if scan[0] <= 0 or scan[1] <= 0 or max(win) > max_side:
+            break
+        if min(win) >= min_side:
+            step = 1 if factor > 2 else 2
+            total += math.ceil(scan[0] / step) * math.ceil(scan[1] / step)
+        factor *= scale_factor
+    return total
+
+
+def detector_work(detector, frame_size) -> dict:
+    """What one full scan of a frame_size = [width, height] frame costs the detector."""
+    interpreter = getattr(detector, "interpreter", None)
+    if interpreter is not None:
+        return dict(tflite_work(interpreter), unit="MACs per detect call")
+    cascade = getattr(detector, "_cascade", None)
+    if cascade is None or not frame_size:
+        return {"unit": "not applicable"}
+    width, height = frame_size
+    scale = min(1.0, detector.detect_width / width)
+    w, h = max(1, round(width * scale)), max(1, round(height * scale))
+    min_side = max(1, int(round(detector.min_face_px * scale)))
+    window = tuple(int(v) for v in cascade.getOriginalWindowSize())
+    windows = cascade_windows(w, h, window, detector.scale_factor, min_side)
+    return {"windows": windows, "scan_size": [w, h], "unit": "window evaluations per full scan (estimate)"}
+
+
+def format_work(work: dict) -> str:
+    def macs(entry):
+        return f"{entry['macs'] / 1e6:.1f}M MACs + {entry['other_ops'] / 1e6:.2f}M other ops"
+
+    detect = work["detect"]
+    if "macs" in detect:
+        detect_text = f"{macs(detect)} per call"
+    elif "windows" in detect:
+        size = "x".join(map(str, detect["scan_size"]))
+        detect_text = f"~{detect['windows']:,} cascade windows per full scan of {size} (estimate; no MACs)"
+    else:
+        detect_text = "not applicable"
+    return f"work: classify {macs(work['classify'])} per face; detect {detect_text}"

@@ -1,0 +1,44 @@
+"""edge/opcount.py: MACs read from real TFLite graphs, and the cascade's window count on hand-sized scans."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from edge.interpreter import load_interpreter
+from edge.opcount import cascade_windows, format_work, tflite_work
+
+SHIPPED = Path(__file__).resolve().parents[1] / "edge" / "models" / "default.tflite"
+
+
+def test_tiny_model_macs_match_its_layers_by_hand(tiny_model_path):
+    interpreter, _ = load_interpreter(tiny_model_path)
+    work = tflite_work(interpreter)
+    convs = 48 * 48 * 8 * (3 * 3 * 1) + 24 * 24 * 16 * (3 * 3 * 8) + 12 * 12 * 32 * (3 * 3 * 16)
+    dense = (6 * 6 * 32) * 32 + 32 * 7
+    assert work["macs_by_op"] == {"CONV_2D": convs, "FULLY_CONNECTED": dense}
+    assert work["macs"] == convs + dense
+    assert 0 < work["other_ops"] < work["macs"] / 10  # pooling, softmax, quantize: small next to the MACs
+
+
+def test_shipped_model_macs_match_the_count_training_recorded_from_keras():
+    interpreter, _ = load_interpreter(SHIPPED)
+    recorded = json.loads(SHIPPED.with_suffix(".json").read_text())["extra"]["source_extra"]["macs"]
+    assert tflite_work(interpreter)["macs"] == recorded
+
+
+def test_cascade_windows_follow_opencvs_scan():
+    # 48x48 image, 24 px window: scale 1 leaves a 24x24 range scanned in steps of 2 (12 x 12 windows);
+    # at factor 2 the image is 24x24, no room left, so the scan ends.
+    assert cascade_windows(48, 48, (24, 24), 2.0, min_side=1) == 144
+    assert cascade_windows(48, 48, (24, 24), 2.0, min_side=25) == 0  # the only scale is below min size
+    # 72x72 by 1.5: a 48x48 range in steps of 2 (576), then 24x24 at 1.5 (144), then at 2.25 (> 2) the
+    # 32 px image leaves 8x8 positions scanned in steps of 1 (64); at 3.375 it is smaller than the window.
+    assert cascade_windows(72, 72, (24, 24), 1.5, min_side=1) == 576 + 144 + 64
+    assert cascade_windows(640, 480, (24, 24), 1.1, 24) > cascade_windows(640, 480, (24, 24), 1.2, 24)
+
+
+def test_format_names_the_units():
+    classify = {"macs": 84_272_448, "other_ops": 14_030, "macs_by_op": {}}
+    text = format_work({"classify": classify, "detect": {"windows": 68_591, "scan_size": [320, 240]}})
+    assert "classify 84.3M MACs" in text and "~68,591 cascade windows" in text and "estimate" in text
