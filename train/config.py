@@ -90,6 +90,15 @@ class TrainConfig:
     out: str = setting(
         "", "run directory for the model, checkpoints and reports (required)", metavar="RUN_DIR"
     )
+    photos: str = setting(
+        "",
+        "also train on real photos of people: a folder of <label>/ photos (e.g. ../shared/data/photos) cut by "
+        "the daemon's detector and framing (train/photos.py); its person-disjoint train half joins --data's "
+        "training split and its held-out half is validated and reported separately (the model is still chosen "
+        "on --data's validation split)",
+        metavar="PATH",
+        off="off",
+    )
     arch: str = setting("cnn", "architecture", choices=ARCH_NAMES)
     epochs: int = setting(60, "maximum epochs; early stopping usually ends sooner", metavar="N", lo=1)
     batch_size: int = setting(64, "batch size", metavar="N", lo=1)
@@ -186,6 +195,7 @@ class TrainConfig:
 
 SETTINGS = {f.name: f for f in fields(TrainConfig)}
 DEFAULTS = {name: f.default for name, f in SETTINGS.items()}
+PATHS = ("data", "photos")  # compared as folders on --resume, not as strings
 AFTER_TRAINING = tuple(name for name, f in SETTINGS.items() if f.metadata["after_training"])
 
 
@@ -295,10 +305,11 @@ def _resumed_config(run_dir: Path, given: dict) -> TrainConfig:
     conflicts = [
         f"{flag_name(k)} {given[k]!r} (the run used {saved[k]!r})"
         for k in given
-        if k not in ("data", "out", *AFTER_TRAINING) and given[k] != saved[k]
+        if k not in (*PATHS, "out", *AFTER_TRAINING) and given[k] != saved[k]
     ]
-    if given.get("data") and Path(given["data"]).resolve() != Path(saved["data"]).resolve():
-        conflicts.append(f"--data {given['data']} (the run used {saved['data']})")
+    for k in PATHS:  # the same folder, however it is spelt
+        if given.get(k) and Path(given[k]).resolve() != Path(saved[k] or ".").resolve():
+            conflicts.append(f"{flag_name(k)} {given[k]} (the run used {saved[k] or 'none'})")
     if conflicts:
         raise TrainError(
             f"{run_dir} was started with a different config; conflicting flags: {'; '.join(conflicts)}. "
