@@ -145,6 +145,17 @@ class TrainConfig:
     )
     dropout: float = setting(0.3, "dropout before the classifier", metavar="P", lo=0, hi=1, hi_open=True)
     augment: bool = setting(True, "turn off flip/rotation/shift/zoom/brightness", flag="--no-augment")
+    # The geometric augmentation's ranges. The daemon's crop of one face moves by a few percent between views
+    # (benchmarks/framing_noise.py, MODEL_CARD.md): these defaults cover that, and FER-2013's own spread.
+    augment_degrees: float = setting(
+        10.0, "augmentation: rotation range, +- degrees", metavar="DEG", lo=0, hi=45
+    )
+    augment_shift: float = setting(
+        0.08, "augmentation: shift range, +- fraction of the side", metavar="F", lo=0, hi=0.5
+    )
+    augment_zoom: float = setting(
+        0.1, "augmentation: zoom range, scale in [1 - Z, 1 + Z]", metavar="Z", lo=0, hi=1, hi_open=True
+    )
     random_erasing: float = setting(
         0.0, "erase a random patch with probability P", metavar="P", lo=0, hi=1, off="off"
     )

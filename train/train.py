@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -187,6 +187,18 @@ def prepare_run_dir(run_dir: Path, config: TrainConfig, resume: bool) -> None:
     write_text_atomic(run_dir / "config.json", json.dumps(asdict(config), indent=2) + "\n")
 
 
+def augment_strengths(config: TrainConfig):
+    """The pipeline's AugmentStrengths with the config's geometric ranges (--augment-degrees/-shift/-zoom)."""
+    from train.pipeline import AUGMENT
+
+    return replace(
+        AUGMENT,
+        max_degrees=config.augment_degrees,
+        max_shift=config.augment_shift,
+        max_zoom=config.augment_zoom,
+    )
+
+
 def train_batches(config: TrainConfig, data: RunData, initial_epoch: int, teacher):
     """The training input pipeline for this config, starting at `initial_epoch`'s shuffle."""
     from train.pipeline import PipelineSettings, balanced_class_weights, make_train_dataset
@@ -205,6 +217,7 @@ def train_batches(config: TrainConfig, data: RunData, initial_epoch: int, teache
         initial_epoch=initial_epoch,
         teacher=teacher,
         distill_alpha=config.distill_alpha,
+        strengths=augment_strengths(config),
     )
     return make_train_dataset(data.train.images, data.train.labels, settings)
 
