@@ -42,6 +42,7 @@ def test_photos_join_training_and_are_validated_on_their_own(tmp_path, capsys):
     assert 0 <= photos["accuracy"] <= 1 and 0 <= photos["macro_f1"] <= 1
     assert metrics["skipped_files"] == 1  # the faceless photo
     report = (run_dir / "report.txt").read_text()
+    assert "(train half trained on, held-out half validated)" in report
     assert "further validation ('photos:held-out'), not used to choose the model" in report
     contract = json.loads((run_dir / "model.json").read_text())
     assert contract["extra"]["val_accuracy_photos:held-out"] == pytest.approx(photos["accuracy"], abs=1e-4)

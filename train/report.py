@@ -127,6 +127,11 @@ def _report_text(metrics: dict, dataset, config: dict) -> str:
     lines = [
         f"emotion-train run: {config['out']}",
         f"data:      {dataset.source} ({dataset.format}), labels {', '.join(dataset.labels)}",
+        *(
+            [f"photos:    {config['photos']} (train half trained on, held-out half validated)"]
+            if config.get("photos")
+            else []
+        ),
         f"images:    {metrics['train_images']} train, {metrics['val_images']} validation "
         f"('{metrics['val_split']}'), {metrics['skipped_files']} files skipped (unreadable, or no face)",
         f"model:     {metrics['arch']}, {metrics['params']:,} parameters, {metrics['macs'] / 1e6:.1f}M MACs per face",
