@@ -6,7 +6,8 @@
 #               Keras, JAX and torch made unimportable, as on the Pi (tests that need them skip)
 #   make pi-check RELEASE=bookworm|trixie   (as root) the README's Pi install in an emulated Debian arm64
 #               root, its events compared with x86's; not part of `make test` (minutes of emulation)
-#   make model  reproduces the shipped default model from FER-2013 (resumable; see MODEL_CARD.md)
+#   make model  reproduces the shipped default model from FER-2013 (resumable; see MODEL_CARD.md);
+#               PHOTOS=DIR RUNS=runs-v2 adds the photo source (Model v2)
 PYTHON ?= python3
 VENV ?= .venv
 EDGE_VENV ?= .venv-edge
@@ -21,12 +22,17 @@ MODEL_RUN ?= $(RUNS)/student60
 RECIPE = --arch vgg --batch-size 64 --lr 2e-3 --weight-decay 0.05 --dropout 0.4 --label-smoothing 0.1 \
 	--class-weight-power 0.5 --random-erasing 0.25 --patience 0 --seed 1337 --quiet
 DISTILL = --teacher $(RUNS)/vgg60,$(RUNS)/vgg30 --distill-alpha 0.6 --distill-temperature 2 --average-last 10
+# Model v2 (MODEL_CARD.md, "Model v2 plan"): `make model PHOTOS=../shared/data/photos RUNS=runs-v2` trains every
+# run on FER-2013 plus the photos' person-disjoint train half, cut by the daemon's detector and framing, with
+# the zoom range widened to the measured framing noise; empty (the default) reproduces the shipped model.
+PHOTOS ?=
+PHOTO_FLAGS = $(if $(PHOTOS),--photos $(PHOTOS) --augment-zoom 0.17)
 
 # $(call train,RUN_DIR,FLAGS): starts the run, continues it from its last finished epoch, or (metrics.json is
 # written last) leaves a finished run alone.
 train = if [ -f $(1)/metrics.json ]; then echo "$(1): finished"; else \
 	if [ -f $(1)/checkpoints/state.json ]; then resume=--resume; else resume=; fi; \
-	$(VENV)/bin/emotion-train --data $(FER) --out $(1) $(2) $$resume; fi
+	$(VENV)/bin/emotion-train --data $(FER) $(PHOTO_FLAGS) --out $(1) $(2) $$resume; fi
 
 .PHONY: run test test-fast lint model clean pi-check
 
@@ -77,6 +83,8 @@ model: $(VENV)/.installed
 	$(VENV)/bin/emotion-convert $(MODEL_RUN) --data $(FER) --out $(MODEL_RUN)/default.tflite
 	$(VENV)/bin/emotion-convert evaluate --model $(MODEL_RUN)/model.keras --compare $(MODEL_RUN)/default.tflite \
 		--data $(FER) --split test --tta-flip --json $(MODEL_RUN)/evaluation.json
+	$(if $(PHOTOS),$(VENV)/bin/python benchmarks/photo_accuracy.py --data $(PHOTOS) --split held-out \
+		--model $(MODEL_RUN)/default.tflite --per-label --json $(MODEL_RUN)/photos-held-out.json)
 	mkdir -p edge/models
 	cp $(MODEL_RUN)/default.tflite $(MODEL_RUN)/default.json edge/models/
 

@@ -13,6 +13,8 @@ a photo with none counts as wrong end to end. Detectors and framings are compare
 Framing specs: `contract` (the model's own), `box:margin=M` (the detector box grown by M on each side), and
 `eyes:eye_distance=D,eye_y=Y[,align=false]` (edge/align.py; detectors without eyes fall back to the box).
 Labels are matched to the model's by name; labels the model does not know are skipped and counted.
+`--split held-out` scores only the person-disjoint half that `emotion-train --photos` never trains on
+(train/photos.py); `--json` also holds each row's confusion matrix and per-label precision/recall/F1.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from edge.daemon import default_model_path  # noqa: E402
 from edge.detect import DetectorError, make_detector  # noqa: E402
 from edge.model_contract import ContractError, ModelContract  # noqa: E402
 from edge.preprocess import faces_to_batch  # noqa: E402
+from train.photos import person_of, split_of  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "photos"
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
@@ -69,20 +72,30 @@ def parse_framing(spec: str, contract: ModelContract) -> tuple[float, Framing | 
     )
 
 
-def load_photos(root: Path, labels: list[str], limit: int, seed: int):
-    """(paths, label indices in model order, skipped label names): every photo, or a seeded sample."""
+def in_split(path: Path, split: str) -> bool:
+    """Whether a photo belongs to the --split asked for: the person-disjoint halves of train/photos.py, the
+    same ones `emotion-train --photos` trains on (train) and holds out (held-out)."""
+    return split == "all" or split_of(person_of(path.name)) == split
+
+
+def load_photos(root: Path, labels: list[str], limit: int, seed: int, split: str = "all"):
+    """(paths, label indices in model order, skipped label names): every photo of the split, or a seeded
+    sample of them."""
     if not root.is_dir():
         raise ValueError(f"{root} is not a folder of <label>/ photo folders")
     paths, targets, skipped = [], [], {}
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in EXTENSIONS)
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in EXTENSIONS and in_split(p, split))
         if folder.name not in labels:
             skipped[folder.name] = len(files)
             continue
         paths += files
         targets += [labels.index(folder.name)] * len(files)
     if not paths:
-        raise ValueError(f"{root}: no photos in folders named after the model's labels {labels}")
+        raise ValueError(
+            f"{root}: no photos{'' if split == 'all' else ' of the ' + split + ' half'} in folders named after "
+            f"the model's labels {labels}"
+        )
     order = np.random.default_rng(seed).permutation(len(paths))[:limit] if limit else np.arange(len(paths))
     order = np.sort(order)
     return [paths[i] for i in order], np.asarray(targets)[order], skipped
@@ -114,6 +127,27 @@ def macro_f1(targets: np.ndarray, predicted: np.ndarray, classes: int) -> float:
     return float(np.mean(scores))
 
 
+def confusion_report(targets: np.ndarray, predicted: np.ndarray, labels: list[str]) -> dict:
+    """The confusion matrix (rows = true label, columns = predicted label, then "no face") and per-label
+    precision/recall/F1/support. A photo with no face found (-1) is a miss for its label's recall and is
+    nobody's prediction, so it lowers no label's precision."""
+    k = len(labels)
+    confusion = np.zeros((k, k + 1), np.int64)
+    np.add.at(confusion, (targets, np.where(predicted < 0, k, predicted)), 1)
+    per_class = {}
+    for c, label in enumerate(labels):
+        tp, support, called = confusion[c, c], confusion[c].sum(), confusion[:, c].sum()
+        precision, recall = tp / called if called else 0.0, tp / support if support else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_class[label] = {
+            "precision": float(precision),
+            "recall": float(recall),
+            "f1": float(f1),
+            "support": int(support),
+        }
+    return {"columns": [*labels, "no face"], "confusion": confusion.tolist(), "per_class": per_class}
+
+
 def score(classifier, detected, targets, margin: float, framing: Framing | None) -> dict:
     labels = classifier.labels
     predicted = np.full(len(targets), -1)
@@ -142,6 +176,7 @@ def score(classifier, detected, targets, margin: float, framing: Framing | None)
         "end_to_end": float(right.mean()),
         "macro_f1": macro_f1(targets, predicted, len(labels)),
         "per_label": per_label,
+        **confusion_report(targets, predicted, labels),
     }
 
 
@@ -153,6 +188,12 @@ def main(argv=None) -> int:
     parser.add_argument("--framing", action="append", help="contract | box:margin=M | eyes:...; repeat")
     parser.add_argument("--limit", type=int, default=0, help="a seeded random sample of this many (0 = all)")
     parser.add_argument("--per-label", action="store_true", help="also print found and recall per label")
+    parser.add_argument(
+        "--split",
+        choices=("all", "held-out", "train"),
+        default="all",
+        help="score only one person-disjoint half (train/photos.py; emotion-train --photos trains on 'train')",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
@@ -162,13 +203,16 @@ def main(argv=None) -> int:
         classifier = EmotionClassifier(args.model or default_model_path())
         framings = [(s, *parse_framing(s, classifier.contract)) for s in args.framing or ["contract"]]
         detectors = [(s, make_detector(parse_detector(s))) for s in args.detector or ["auto"]]
-        paths, targets, skipped = load_photos(Path(args.data), classifier.labels, args.limit, args.seed)
+        paths, targets, skipped = load_photos(
+            Path(args.data), classifier.labels, args.limit, args.seed, args.split
+        )
     except (ValueError, DetectorError, ContractError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     counts = ", ".join(f"{lab} {int(np.sum(targets == i))}" for i, lab in enumerate(classifier.labels))
     print(
-        f"{len(paths)} photos from {args.data}: {counts}" + (f"; skipped labels {skipped}" if skipped else "")
+        f"{len(paths)} photos ({args.split}) from {args.data}: {counts}"
+        + (f"; skipped labels {skipped}" if skipped else "")
     )
     print(
         f"{'detector':30s} {'framing':44s} {'found':>6s} {'ms':>5s} {'acc|found':>9s} {'e2e':>6s} {'F1':>5s}"
@@ -197,7 +241,13 @@ def main(argv=None) -> int:
                     )
                 )
     if args.json:
-        report = {"data": str(args.data), "photos": len(paths), "skipped_labels": skipped, "results": results}
+        report = {
+            "data": str(args.data),
+            "split": args.split,
+            "photos": len(paths),
+            "skipped_labels": skipped,
+            "results": results,
+        }
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     return 0
 

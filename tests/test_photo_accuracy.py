@@ -3,6 +3,7 @@ photo with no face in it, so found / end-to-end / per-label arithmetic is checke
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -97,3 +98,55 @@ def test_a_folder_without_the_models_labels_is_refused(tmp_path):
     (tmp_path / "cats").mkdir()
     done = run_script("--data", str(tmp_path))
     assert done.returncode == 2 and "no photos in folders named after the model's labels" in done.stderr
+
+
+def load_benchmark():
+    spec = importlib.util.spec_from_file_location("photo_accuracy", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_confusion_matrix_and_per_label_scores_count_missed_faces_as_misses_only():
+    labels = ["angry", "happy", "neutral"]
+    targets = np.array([0, 0, 1, 1, 1, 2, 2, 2])
+    predicted = np.array([0, 1, 1, 1, -1, 1, 2, -1])  # -1: no face found
+    report = load_benchmark().confusion_report(targets, predicted, labels)
+    assert report["columns"] == ["angry", "happy", "neutral", "no face"]
+    assert report["confusion"] == [[1, 1, 0, 0], [0, 2, 0, 1], [0, 1, 1, 1]]
+    happy = report["per_class"]["happy"]
+    assert happy["support"] == 3
+    assert happy["precision"] == pytest.approx(2 / 4) and happy["recall"] == pytest.approx(2 / 3)
+    assert happy["f1"] == pytest.approx(2 * 0.5 * (2 / 3) / (0.5 + 2 / 3))
+    assert report["per_class"]["angry"] == {
+        "precision": 1.0,
+        "recall": 0.5,
+        "f1": pytest.approx(2 / 3),
+        "support": 2,
+    }
+    assert (
+        report["per_class"]["neutral"]["precision"] == 1.0
+    )  # the missed neutral face is nobody's prediction
+
+
+def test_held_out_split_scores_only_people_never_trained_on(tmp_path):
+    from train.photos import HELD_OUT, split_of
+
+    frame, _ = facesdata.one_face_frame()
+    people = [f"Someone_{i}" for i in range(12)]
+    for i, person in enumerate(people):
+        folder = tmp_path / "photos" / ("happy" if i % 2 else "neutral")
+        folder.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(folder / f"{person}_0001.jpg"), frame)
+    held = sorted(p for p in people if split_of(p) == HELD_OUT)
+    assert 0 < len(held) < len(people)  # the fixture covers both halves
+    out = tmp_path / "held.json"
+    done = run_script("--data", str(tmp_path / "photos"), "--split", "held-out", "--json", str(out))
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    assert report["split"] == "held-out" and report["photos"] == len(held)
+    row = report["results"][0]
+    assert sum(map(sum, row["confusion"])) == len(held)
+    assert len(row["confusion"][0]) == len(row["columns"]) == len(row["per_class"]) + 1
+    happy = sum(1 for i, p in enumerate(people) if i % 2 and p in held)
+    assert row["per_class"]["happy"]["support"] == happy

@@ -138,7 +138,9 @@ def test_a_fresh_run_takes_the_flags_over_the_defaults(tmp_path):
     }
     with pytest.raises(TrainError, match="--data is required"):
         config_for_run(run_dir, {"out": str(run_dir)}, resume=False, overwrite=False)
-    with pytest.raises(TrainError, match=r"unknown training setting\(s\) 'epoch'; known: data, out, arch"):
+    with pytest.raises(
+        TrainError, match=r"unknown training setting\(s\) 'epoch'; known: data, out, photos, arch"
+    ):
         config_for_run(run_dir, {"data": str(tmp_path), "epoch": 5}, resume=False, overwrite=False)
 
 

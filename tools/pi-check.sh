@@ -51,6 +51,8 @@ done
 case "$RELEASE" in bookworm | trixie) ;; *) die "--release must be bookworm or trixie, got '$RELEASE'" ;; esac
 [ "$(id -u)" = 0 ] || die "run as root (mmdebstrap, chroot and mounts need it)"
 X86_PYTHON=${X86_PYTHON:-$REPO/.venv-edge/bin/python}
+# Absolute (without resolving the venv's symlink to the base interpreter): later steps run from other folders.
+case $X86_PYTHON in /*) ;; *) X86_PYTHON=$PWD/$X86_PYTHON ;; esac
 [ -x "$X86_PYTHON" ] || die "--x86-python '$X86_PYTHON' is not an executable (make .venv-edge/.installed)"
 "$X86_PYTHON" -c 'import cv2, edge' 2>/dev/null || die "$X86_PYTHON cannot import cv2 and edge (the base install)"
 COMMIT=$(git -C "$REPO" rev-parse HEAD)

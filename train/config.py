@@ -90,6 +90,15 @@ class TrainConfig:
     out: str = setting(
         "", "run directory for the model, checkpoints and reports (required)", metavar="RUN_DIR"
     )
+    photos: str = setting(
+        "",
+        "also train on real photos of people: a folder of <label>/ photos (e.g. ../shared/data/photos) cut by "
+        "the daemon's detector and framing (train/photos.py); its person-disjoint train half joins --data's "
+        "training split and its held-out half is validated and reported separately (the model is still chosen "
+        "on --data's validation split)",
+        metavar="PATH",
+        off="off",
+    )
     arch: str = setting("cnn", "architecture", choices=ARCH_NAMES)
     epochs: int = setting(60, "maximum epochs; early stopping usually ends sooner", metavar="N", lo=1)
     batch_size: int = setting(64, "batch size", metavar="N", lo=1)
@@ -136,6 +145,17 @@ class TrainConfig:
     )
     dropout: float = setting(0.3, "dropout before the classifier", metavar="P", lo=0, hi=1, hi_open=True)
     augment: bool = setting(True, "turn off flip/rotation/shift/zoom/brightness", flag="--no-augment")
+    # The geometric augmentation's ranges. The daemon's crop of one face moves by a few percent between views
+    # (benchmarks/framing_noise.py, MODEL_CARD.md): these defaults cover that, and FER-2013's own spread.
+    augment_degrees: float = setting(
+        10.0, "augmentation: rotation range, +- degrees", metavar="DEG", lo=0, hi=45
+    )
+    augment_shift: float = setting(
+        0.08, "augmentation: shift range, +- fraction of the side", metavar="F", lo=0, hi=0.5
+    )
+    augment_zoom: float = setting(
+        0.1, "augmentation: zoom range, scale in [1 - Z, 1 + Z]", metavar="Z", lo=0, hi=1, hi_open=True
+    )
     random_erasing: float = setting(
         0.0, "erase a random patch with probability P", metavar="P", lo=0, hi=1, off="off"
     )
@@ -186,6 +206,7 @@ class TrainConfig:
 
 SETTINGS = {f.name: f for f in fields(TrainConfig)}
 DEFAULTS = {name: f.default for name, f in SETTINGS.items()}
+PATHS = ("data", "photos")  # compared as folders on --resume, not as strings
 AFTER_TRAINING = tuple(name for name, f in SETTINGS.items() if f.metadata["after_training"])
 
 
@@ -295,10 +316,11 @@ def _resumed_config(run_dir: Path, given: dict) -> TrainConfig:
     conflicts = [
         f"{flag_name(k)} {given[k]!r} (the run used {saved[k]!r})"
         for k in given
-        if k not in ("data", "out", *AFTER_TRAINING) and given[k] != saved[k]
+        if k not in (*PATHS, "out", *AFTER_TRAINING) and given[k] != saved[k]
     ]
-    if given.get("data") and Path(given["data"]).resolve() != Path(saved["data"]).resolve():
-        conflicts.append(f"--data {given['data']} (the run used {saved['data']})")
+    for k in PATHS:  # the same folder, however it is spelt
+        if given.get(k) and Path(given[k]).resolve() != Path(saved[k] or ".").resolve():
+            conflicts.append(f"{flag_name(k)} {given[k]} (the run used {saved[k] or 'none'})")
     if conflicts:
         raise TrainError(
             f"{run_dir} was started with a different config; conflicting flags: {'; '.join(conflicts)}. "

@@ -22,6 +22,8 @@ class AugmentStrengths:
     """How strong each augmentation is; one instance, AUGMENT, is shared by both implementations so they stay
     the same."""
 
+    # The geometric ranges are training settings (--augment-degrees/-shift/-zoom, train/config.py), whose
+    # defaults are these; benchmarks/framing_noise.py measures how much the daemon's own crops move (MODEL_CARD).
     max_degrees: float = 10.0  # rotation about the centre, +-degrees
     max_shift: float = 0.08  # translation, +- fraction of the side
     max_zoom: float = 0.1  # scale in [1 - zoom, 1 + zoom]
@@ -82,6 +84,7 @@ class PipelineSettings:
     initial_epoch: int = 0
     teacher: Any = None  # a train.distill.Teacher: targets blend in its probabilities, weight distill_alpha
     distill_alpha: float = 0.0
+    strengths: AugmentStrengths = AUGMENT  # how strong each augmentation is (both implementations read this)
 
 
 def make_train_dataset(images: np.ndarray, labels: np.ndarray, settings: PipelineSettings):

@@ -18,16 +18,18 @@ import keras
 import numpy as np
 
 from train.distill import blend_targets
-from train.pipeline import AUGMENT, PipelineSettings, per_sample_weights
+from train.pipeline import AUGMENT, AugmentStrengths, PipelineSettings, per_sample_weights
 
 
-def random_affine(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def random_affine(
+    images: np.ndarray, rng: np.random.Generator, strengths: AugmentStrengths = AUGMENT
+) -> np.ndarray:
     """Random rotation about the centre, shift and zoom, one transform per float32 (B,H,W) image."""
     batch, height, width = images.shape
-    angle = rng.uniform(-1.0, 1.0, batch) * math.radians(AUGMENT.max_degrees)
-    scale = rng.uniform(1.0 - AUGMENT.max_zoom, 1.0 + AUGMENT.max_zoom, batch)
-    shift_x = rng.uniform(-AUGMENT.max_shift, AUGMENT.max_shift, batch) * width
-    shift_y = rng.uniform(-AUGMENT.max_shift, AUGMENT.max_shift, batch) * height
+    angle = rng.uniform(-1.0, 1.0, batch) * math.radians(strengths.max_degrees)
+    scale = rng.uniform(1.0 - strengths.max_zoom, 1.0 + strengths.max_zoom, batch)
+    shift_x = rng.uniform(-strengths.max_shift, strengths.max_shift, batch) * width
+    shift_y = rng.uniform(-strengths.max_shift, strengths.max_shift, batch) * height
     cx, cy = (width - 1.0) / 2.0, (height - 1.0) / 2.0
     out = np.empty_like(images)
     for i in range(batch):
@@ -130,13 +132,13 @@ class NumpyTrainBatches(keras.utils.PyDataset):
         if self.settings.augment:
             flip = rng.uniform(size=len(x)) < 0.5
             x[flip] = x[flip, :, ::-1]
-            x = random_affine(x, rng)
+            strengths = self.settings.strengths
+            x = random_affine(x, rng, strengths)
             # Brightness and contrast around each image's mean, in pixel units (the model rescales later).
             mean = x.mean(axis=(1, 2), keepdims=True)
-            contrast = rng.uniform(*AUGMENT.contrast, (len(x), 1, 1)).astype(np.float32)
-            brightness = rng.uniform(-AUGMENT.max_brightness, AUGMENT.max_brightness, (len(x), 1, 1)).astype(
-                np.float32
-            )
+            contrast = rng.uniform(*strengths.contrast, (len(x), 1, 1)).astype(np.float32)
+            bright = strengths.max_brightness
+            brightness = rng.uniform(-bright, bright, (len(x), 1, 1)).astype(np.float32)
             x = np.clip((x - mean) * contrast + mean + brightness, 0.0, 255.0)
             if self.settings.random_erasing > 0:
                 x = apply_random_erasing(x, self.settings.random_erasing, rng)

@@ -86,6 +86,7 @@ def _mixup(images, targets, weights, alpha: float):
 def make_train_dataset(images: np.ndarray, labels: np.ndarray, settings: PipelineSettings) -> tf.data.Dataset:
     """(float32 images (B,H,W,1) in 0..255, one-hot targets (B,C), per-sample weights (B,)) batches."""
     s = settings
+    strengths = s.strengths
     weights = per_sample_weights(labels, s.class_weights)
     ds = tf.data.Dataset.from_tensor_slices((images, labels.astype(np.int32), weights))
     ds = ds.shuffle(len(labels), seed=s.seed, reshuffle_each_iteration=True)
@@ -96,12 +97,12 @@ def make_train_dataset(images: np.ndarray, labels: np.ndarray, settings: Pipelin
         y = tf.one_hot(batch_labels, s.num_classes)
         if s.augment:
             x = tf.image.random_flip_left_right(x)
-            x = _random_affine(x, AUGMENT.max_degrees, AUGMENT.max_shift, AUGMENT.max_zoom)
+            x = _random_affine(x, strengths.max_degrees, strengths.max_shift, strengths.max_zoom)
             # Brightness and contrast around each image's mean, in pixel units (the model rescales later).
             mean = tf.reduce_mean(x, axis=[1, 2, 3], keepdims=True)
-            contrast = tf.random.uniform([tf.shape(x)[0], 1, 1, 1], *AUGMENT.contrast)
+            contrast = tf.random.uniform([tf.shape(x)[0], 1, 1, 1], *strengths.contrast)
             brightness = tf.random.uniform(
-                [tf.shape(x)[0], 1, 1, 1], -AUGMENT.max_brightness, AUGMENT.max_brightness
+                [tf.shape(x)[0], 1, 1, 1], -strengths.max_brightness, strengths.max_brightness
             )
             x = tf.clip_by_value((x - mean) * contrast + mean + brightness, 0.0, 255.0)
             if s.random_erasing > 0:

@@ -42,7 +42,11 @@ def write_run_artifacts(
     macs: int,
     weight_average: dict | None = None,
     calibration: dict | None = None,
+    extra_validation: dict | None = None,
+    extra_skipped: int = 0,
 ) -> dict:
+    """`extra_validation` is {name: (true labels, predictions)} of further validation sets (--photos' held-out
+    half): each is reported beside the primary split, which alone chose the model."""
     run_dir = Path(run_dir)
     validation = classification_report(val_labels, val_pred, dataset.labels)
     timing = _timing(history_rows, train_count)
@@ -60,6 +64,13 @@ def write_run_artifacts(
         "skipped_files": len(dataset.skipped),
         **timing,
     }
+    if extra_validation:
+        metrics["validation_sources"] = {
+            val_name: validation,
+            **{n: classification_report(t, p, dataset.labels) for n, (t, p) in extra_validation.items()},
+        }
+        metrics["primary_validation"] = val_name
+        metrics["skipped_files"] += extra_skipped
     if weight_average is not None:
         metrics["weight_average"] = weight_average
     if calibration is not None:
@@ -95,6 +106,11 @@ def _contract(config: dict, dataset, metrics: dict) -> ModelContract:
             "val_split": metrics["val_split"],
             "val_accuracy": round(validation["accuracy"], 4),
             "val_macro_f1": round(validation["macro_f1"], 4),
+            **{
+                f"val_accuracy_{name}": round(source["accuracy"], 4)
+                for name, source in metrics.get("validation_sources", {}).items()
+                if name != metrics["val_split"]
+            },
             "params": metrics["params"],
             "macs": metrics["macs"],
             "best_epoch": metrics["best_epoch"],
@@ -111,8 +127,13 @@ def _report_text(metrics: dict, dataset, config: dict) -> str:
     lines = [
         f"emotion-train run: {config['out']}",
         f"data:      {dataset.source} ({dataset.format}), labels {', '.join(dataset.labels)}",
+        *(
+            [f"photos:    {config['photos']} (train half trained on, held-out half validated)"]
+            if config.get("photos")
+            else []
+        ),
         f"images:    {metrics['train_images']} train, {metrics['val_images']} validation "
-        f"('{metrics['val_split']}'), {metrics['skipped_files']} unreadable files skipped",
+        f"('{metrics['val_split']}'), {metrics['skipped_files']} files skipped (unreadable, or no face)",
         f"model:     {metrics['arch']}, {metrics['params']:,} parameters, {metrics['macs'] / 1e6:.1f}M MACs per face",
         f"training:  {metrics['epochs_run']} epochs"
         f"{' (stopped early)' if metrics['stopped_early'] else ''}, best epoch {metrics['best_epoch']}",
@@ -125,6 +146,11 @@ def _report_text(metrics: dict, dataset, config: dict) -> str:
         format_report(
             metrics["validation"], title=f"validation ('{metrics['val_split']}') of the saved model.keras"
         ),
+        *[
+            format_report(source, title=f"further validation ('{name}'), not used to choose the model")
+            for name, source in metrics.get("validation_sources", {}).items()
+            if name != metrics["val_split"]
+        ],
     ]
     return "\n".join(lines)
 

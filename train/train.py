@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +71,10 @@ class RunData:
     train: object  # train.data.Split
     val: object
     val_name: str
+    # Further validation sets, by name (e.g. "photos:held-out"), reported beside the primary one, never used to
+    # choose epochs: the model is chosen on `val` alone.
+    extra_val: dict = field(default_factory=dict)
+    extra_skipped: list = field(default_factory=list)  # (file, reason) of the extra sources
 
     @property
     def labels(self) -> list[str]:
@@ -93,7 +97,37 @@ def load_data(config: TrainConfig, cache_dir, use_cache: bool) -> RunData:
         f"{time.perf_counter() - t0:.1f}s): {len(data.train)} train, {len(data.val)} validation "
         f"('{data.val_name}'), {data.num_classes} labels {data.labels}, {len(dataset.skipped)} files skipped"
     )
+    if config.photos:
+        add_photos(data, config, cache_dir, use_cache)
     return data
+
+
+def add_photos(data: RunData, config: TrainConfig, cache_dir, use_cache: bool) -> None:
+    """--photos: the daemon-cut crops' train half joins training, the held-out half becomes a validation set."""
+    from train.data import Split
+    from train.photos import HELD_OUT, TRAIN, load_photo_dataset, relabel
+
+    t0 = time.perf_counter()
+    photos = load_photo_dataset(
+        config.photos, (config.size, config.size), cache_dir=cache_dir, use_cache=use_cache
+    )
+    parts = {
+        k: relabel(photos.splits[k], photos.labels, data.labels, config.photos) for k in (TRAIN, HELD_OUT)
+    }
+    train = data.train
+    data.train = Split(
+        np.concatenate([train.images, parts[TRAIN].images]),
+        np.concatenate([train.labels, parts[TRAIN].labels]),
+        [*train.files, *parts[TRAIN].files],
+    )
+    data.extra_val[f"photos:{HELD_OUT}"] = parts[HELD_OUT]
+    data.extra_skipped = list(photos.skipped)
+    no_face = sum(reason == "no face found" for _, reason in photos.skipped)
+    say(
+        f"photos: {photos.source} ({'cached, ' if photos.from_cache else ''}{time.perf_counter() - t0:.1f}s): "
+        f"{len(parts[TRAIN])} train crops joined, {len(parts[HELD_OUT])} held out for validation "
+        f"('photos:{HELD_OUT}'), {no_face} photos without a face skipped"
+    )
 
 
 def load_teacher(config: TrainConfig, labels: list[str]):
@@ -153,6 +187,18 @@ def prepare_run_dir(run_dir: Path, config: TrainConfig, resume: bool) -> None:
     write_text_atomic(run_dir / "config.json", json.dumps(asdict(config), indent=2) + "\n")
 
 
+def augment_strengths(config: TrainConfig):
+    """The pipeline's AugmentStrengths with the config's geometric ranges (--augment-degrees/-shift/-zoom)."""
+    from train.pipeline import AUGMENT
+
+    return replace(
+        AUGMENT,
+        max_degrees=config.augment_degrees,
+        max_shift=config.augment_shift,
+        max_zoom=config.augment_zoom,
+    )
+
+
 def train_batches(config: TrainConfig, data: RunData, initial_epoch: int, teacher):
     """The training input pipeline for this config, starting at `initial_epoch`'s shuffle."""
     from train.pipeline import PipelineSettings, balanced_class_weights, make_train_dataset
@@ -171,6 +217,7 @@ def train_batches(config: TrainConfig, data: RunData, initial_epoch: int, teache
         initial_epoch=initial_epoch,
         teacher=teacher,
         distill_alpha=config.distill_alpha,
+        strengths=augment_strengths(config),
     )
     return make_train_dataset(data.train.images, data.train.labels, settings)
 
@@ -275,8 +322,16 @@ def write_reports(config, run_dir, data: RunData, val_x, checkpoint, size, avera
     import keras
 
     from train import report
+    from train.pipeline import to_model_input
 
     best = keras.models.load_model(run_dir / "model.keras")
+    extra = {
+        name: (
+            split.labels,
+            best.predict(to_model_input(split.images), batch_size=256, verbose=0).argmax(axis=1),
+        )
+        for name, split in data.extra_val.items()
+    }
     metrics = report.write_run_artifacts(
         run_dir,
         config=asdict(config),
@@ -291,6 +346,8 @@ def write_reports(config, run_dir, data: RunData, val_x, checkpoint, size, avera
         macs=size[1],
         weight_average=average,
         calibration=calibration,
+        extra_validation=extra,
+        extra_skipped=len(data.extra_skipped),
     )
     state = checkpoint.state
     chosen = "weight average" if average and average["used"] else f"best epoch {state.best_epoch + 1}"
