@@ -2,7 +2,7 @@
 #   make run    the edge daemon (base install, no TensorFlow) on the shipped model and sample faces
 #   make test   the test suite (installs the [train,dev] extras into .venv, and [train-jax] into .venv-jax
 #               so training is also tested on a machine without TensorFlow)
-#   make test-fast  the quick loop while editing (under a minute): no slow/fer/backoff tests, and TensorFlow,
+#   make test-fast  the quick loop while editing (about a minute): no slow/fer/backoff/long tests, and TensorFlow,
 #               Keras, JAX and torch made unimportable, as on the Pi (tests that need them skip)
 #   make pi-check RELEASE=bookworm|trixie   (as root) the README's Pi install in an emulated Debian arm64
 #               root, its events compared with x86's; not part of `make test` (minutes of emulation)

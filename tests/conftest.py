@@ -59,8 +59,8 @@ def mosquitto(tmp_path):
 # --- the fast loop (`make test-fast`) ---------------------------------------------------------------------
 # The suite as a base install (the Pi) sees it: the Keras stack cannot be imported, so test modules that need
 # it skip at their `pytest.importorskip("keras")`, and an edge test that pulled TensorFlow in would fail.
-# Tests marked slow (training, converting), fer (the real data set) or backoff (waiting out reconnect
-# backoffs) are deselected. `make test` runs them all.
+# Tests marked slow (training, converting), fer (the real data set), backoff (waiting out reconnect
+# backoffs) or long (the 20 s fuzz budget, the real browser) are deselected. `make test` runs them all.
 FAST_BLOCKED = ("tensorflow", "keras", "tf_keras", "jax", "torch")
 
 
@@ -77,7 +77,7 @@ def pytest_addoption(parser):
     parser.addoption(
         "--fast",
         action="store_true",
-        help="the quick loop: skip slow, fer and backoff tests; make TensorFlow/Keras/JAX/torch unimportable",
+        help="the quick loop: skip slow, fer, backoff and long tests; make TensorFlow/Keras/JAX/torch unimportable",
     )
 
 
@@ -86,4 +86,5 @@ def pytest_configure(config):
         return
     sys.meta_path.insert(0, _Unimportable())
     chosen = config.option.markexpr
-    config.option.markexpr = "not slow and not fer and not backoff" + (f" and ({chosen})" if chosen else "")
+    skipped = "not slow and not fer and not backoff and not long"
+    config.option.markexpr = skipped + (f" and ({chosen})" if chosen else "")

@@ -9,11 +9,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.daemonproc import daemon_env
 
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.long  # 20 s by design; `make test` runs it, `make test-fast` leaves it out
 def test_fuzzed_inputs_end_in_exit_0_or_2_with_one_error_line(tmp_path):
     out = tmp_path / "fuzz.json"
     result = subprocess.run(

@@ -311,6 +311,7 @@ def test_finite_run_whose_mqtt_delivered_nothing_exits_3(tmp_path, mosquitto):
         closed.stop()
 
 
+@pytest.mark.backoff  # waits out paho's keepalive (~5 s)
 def test_a_silent_broker_is_not_blamed_on_client_certificates(caplog):
     """Something accepts TCP on the MQTT port and never answers: paho gives up after the keepalive."""
     import logging

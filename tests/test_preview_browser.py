@@ -37,10 +37,13 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--disable-dev-shm-usage", "--window-size=1100,720"]  # fmt: skip
 
-pytestmark = pytest.mark.skipif(
-    not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER) and importlib.util.find_spec("selenium")),
-    reason="needs chromium, chromium-driver (apt) and selenium (the dev extra); .ci/run installs them",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER) and importlib.util.find_spec("selenium")),
+        reason="needs chromium, chromium-driver (apt) and selenium (the dev extra); .ci/run installs them",
+    ),
+    pytest.mark.long,  # a real browser: ~25 s in all, left to `make test`
+]
 
 
 def basic_auth(token: str) -> str:
