@@ -17,8 +17,7 @@ import hmac
 import os
 from pathlib import Path
 
-from edge.config import ConfigError
-from edge.model_contract import not_utf8_hint
+from edge.config import ConfigError, read_secret
 from edge.preview.address import is_loopback
 
 CREDENTIAL_NAME = "preview_token"
@@ -26,17 +25,8 @@ MIN_TOKEN_CHARS = 12  # with no TLS and no lockout, a short password is a guessa
 
 
 def _read_token(path: Path, what: str) -> str | None:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise ConfigError(f"preview.token_file: cannot read {what} {path}: {exc.strerror}") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(
-            f"preview.token_file: {what} {path} is not UTF-8 text (byte {exc.start}): {not_utf8_hint(exc)}"
-        ) from None
-    return text.strip() or None  # an empty file (install.sh creates one for LoadCredential=) = no token
+    # An empty file (install.sh creates one for LoadCredential=) means no token.
+    return (read_secret(path, "preview.token_file", what) or "").strip() or None
 
 
 def load_token(cfg, environ: dict[str, str] | None = None) -> str | None:
