@@ -3,28 +3,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import subprocess
-import sys
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
 from edge.align import DEFAULT_FRAMING
+from tests import benchscripts
 from tests.facesdata import portrait
-
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "framing_noise.py"
 
 
 def load():
-    spec = importlib.util.spec_from_file_location("framing_noise", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchscripts.load("framing_noise")
 
 
 def test_differences_are_measured_in_crop_units():
@@ -50,12 +42,7 @@ def test_the_script_measures_small_noise_on_real_faces(tmp_path):
         (tmp_path / "happy").mkdir(exist_ok=True)
         cv2.imwrite(str(tmp_path / "happy" / f"astro_{i}.jpg"), portrait(height)[0])
     out = tmp_path / "noise.json"
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--data", str(tmp_path), "--copies", "3", "--json", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = benchscripts.run("framing_noise", "--data", tmp_path, "--copies", 3, "--json", out, timeout=120)
     assert done.returncode == 0, done.stderr
     result = json.loads(out.read_text())
     assert result["photos"] == 2 and result["pairs"] + result["copies_without_eyes"] == 6
@@ -65,7 +52,5 @@ def test_the_script_measures_small_noise_on_real_faces(tmp_path):
 
 
 def test_no_photos_is_an_error(tmp_path):
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--data", str(tmp_path)], capture_output=True, text=True
-    )
+    done = benchscripts.run("framing_noise", "--data", tmp_path)
     assert done.returncode == 2 and done.stderr.startswith("error: ") and "Traceback" not in done.stderr

@@ -3,20 +3,14 @@ photo with no face in it, so found / end-to-end / per-label arithmetic is checke
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from tests import facesdata
-
-REPO = Path(__file__).resolve().parent.parent
-SCRIPT = REPO / "benchmarks" / "photo_accuracy.py"
+from tests import benchscripts, facesdata
 
 
 def write_photos(root: Path) -> Path:
@@ -36,8 +30,8 @@ def write_photos(root: Path) -> Path:
     return root
 
 
-def run_script(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=240)
+def run_script(*args):
+    return benchscripts.run("photo_accuracy", *args)
 
 
 def test_detectors_and_framings_side_by_side(tmp_path):
@@ -101,10 +95,7 @@ def test_a_folder_without_the_models_labels_is_refused(tmp_path):
 
 
 def load_benchmark():
-    spec = importlib.util.spec_from_file_location("photo_accuracy", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchscripts.load("photo_accuracy")
 
 
 def test_confusion_matrix_and_per_label_scores_count_missed_faces_as_misses_only():

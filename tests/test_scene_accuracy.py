@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from tests import facesdata
+from tests import benchscripts, facesdata
 from tests.fakefaces import make_faces
-
-REPO = Path(__file__).resolve().parent.parent
-SCRIPT = REPO / "benchmarks" / "scene_accuracy.py"
 
 
 def write_faces(root: Path) -> Path:
@@ -30,8 +25,8 @@ def write_faces(root: Path) -> Path:
     return root
 
 
-def run_script(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=240)
+def run_script(*args):
+    return benchscripts.run("scene_accuracy", *args)
 
 
 def test_pastes_finds_and_scores_every_scene(tmp_path):
