@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO))
 from edge.align import DEFAULT_FRAMING, eye_angle, eye_transform  # noqa: E402
 from edge.capture.sources import read_image  # noqa: E402
 from edge.config import DetectorConfig  # noqa: E402
-from edge.detect import make_detector  # noqa: E402
+from edge.detect import largest, make_detector  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "photos"
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
@@ -45,10 +45,8 @@ ROTATE_RANGE = 12.0  # +- degrees
 
 
 def largest_eyes(detector, image):
-    detections = [d for d in detector.detect(image) if d.eyes is not None]
-    if not detections:
-        return None
-    return np.array(max(detections, key=lambda d: d.box[2] * d.box[3]).eyes, np.float64)
+    face = largest([d for d in detector.detect(image) if d.eyes is not None])
+    return None if face is None else np.array(face.eyes, np.float64)
 
 
 def random_view(image: np.ndarray, rng: np.random.Generator):

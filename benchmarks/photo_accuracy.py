@@ -39,7 +39,7 @@ from edge.align import Framing  # noqa: E402
 from edge.capture.sources import read_image  # noqa: E402
 from edge.classify import EmotionClassifier  # noqa: E402
 from edge.daemon import default_model_path  # noqa: E402
-from edge.detect import DetectorError, make_detector  # noqa: E402
+from edge.detect import DetectorError, largest, make_detector  # noqa: E402
 from edge.model_contract import ContractError, ModelContract  # noqa: E402
 from edge.preprocess import faces_to_batch  # noqa: E402
 from train.photos import person_of, split_of  # noqa: E402
@@ -112,8 +112,7 @@ def detect_all(detector, paths):
         start = time.perf_counter()
         detections = detector.detect(image)
         seconds = time.perf_counter() - start
-        largest = max(detections, key=lambda d: d.box[2] * d.box[3], default=None)
-        results.append((image, largest, seconds))
+        results.append((image, largest(detections), seconds))
     return results
 
 

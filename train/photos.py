@@ -27,6 +27,7 @@ import numpy as np
 from edge.align import DEFAULT_BOX_MARGIN, DEFAULT_FRAMING, Framing
 from edge.capture.imagefile import ImageRefused, load_image
 from edge.config import DetectorConfig, SourceConfig
+from edge.detect import largest
 from edge.preprocess import faces_to_batch
 from train.data import (
     DataError,
@@ -71,11 +72,10 @@ def detector_config(detector: str = "auto") -> DetectorConfig:
 
 def cut_face(image: np.ndarray, detector, size: tuple[int, int], framing: Framing) -> np.ndarray | None:
     """The largest face of a photo as the daemon cuts it: uint8 (H, W), or None when no face is found."""
-    detections = detector.detect(image)
-    if not detections:
+    face = largest(detector.detect(image))
+    if face is None:
         return None
-    largest = max(detections, key=lambda d: d.box[2] * d.box[3])
-    batch = faces_to_batch(image, [largest.box], size, DEFAULT_BOX_MARGIN, [largest.eyes], framing)
+    batch = faces_to_batch(image, [face.box], size, DEFAULT_BOX_MARGIN, [face.eyes], framing)
     return batch[0, :, :, 0]
 
 

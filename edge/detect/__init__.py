@@ -5,6 +5,6 @@ full-range TFLite detector (with its short-range sibling for close faces), which
 `blazeface` is the short-range one alone; `haar` and `lbp` are OpenCV cascades (a box only).
 """
 
-from edge.detect.base import Detection, Detector, DetectorError, describe, make_detector
+from edge.detect.base import Detection, Detector, DetectorError, describe, largest, make_detector
 
-__all__ = ["Detection", "Detector", "DetectorError", "describe", "make_detector"]
+__all__ = ["Detection", "Detector", "DetectorError", "describe", "largest", "make_detector"]

@@ -50,6 +50,11 @@ def clamp_box(x: float, y: float, w: float, h: float, width: int, height: int) -
     return x0, y0, max(0, x1 - x0), max(0, y1 - y0)
 
 
+def largest(detections: list[Detection]) -> Detection | None:
+    """The detection with the largest box, or None: the face a single-person photo is labelled for."""
+    return max(detections, key=lambda d: d.box[2] * d.box[3], default=None)
+
+
 def describe(detector) -> str:
     """'blazeface_full (/path/face_detection_full_range.tflite)': the detector that runs and the file it loaded."""
     path = getattr(detector, "path", None)

@@ -252,7 +252,8 @@ class FullRangeDetector:
         self.short = BlazeFaceDetector(None, variant="short", **tunables)
         self.path = self.full.path
         self.backend = self.full.backend
-        self.interpreter = self.full.interpreter  # a full scan's work is the full-range pass (edge/opcount.py)
+        # A full scan's work is the full-range pass (edge/opcount.py counts it from this interpreter).
+        self.interpreter = self.full.interpreter
 
     def detect(self, frame: np.ndarray) -> list[Detection]:
         return self.full.detect(frame) or self.short.detect(frame)
