@@ -140,11 +140,8 @@ def letterbox(frame: np.ndarray, side: int):
     else:
         rgb = cv2.cvtColor(resized, cv2.COLOR_BGR2RGB)  # MediaPipe models are trained on RGB
     pad_x, pad_y = (side - new_w) // 2, (side - new_h) // 2
-    canvas = np.zeros((side, side, 3), np.float32)
+    canvas = np.full((side, side, 3), -1.0, np.float32)  # the padding is black (-1), as MediaPipe pads
     canvas[pad_y : pad_y + new_h, pad_x : pad_x + new_w] = rgb.astype(np.float32) * (1 / 127.5) - 1.0
-    # The padding is black (-1), as MediaPipe pads.
-    canvas[:pad_y] = canvas[pad_y + new_h :] = -1.0
-    canvas[:, :pad_x] = canvas[:, pad_x + new_w :] = -1.0
     return canvas, scale, pad_x, pad_y
 
 
