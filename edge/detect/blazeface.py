@@ -231,8 +231,8 @@ class FullRangeDetector:
     """BlazeFace full range for faces from ~1/17 of the frame's width up (in colour; tests/test_detect.py), with
     the short-range model for faces too close for it.
 
-    The full-range model misses faces filling most of the frame (a doorbell camera, a close-up photo: it
-    finds 2% of the photo dev set's faces alone), which is the short-range model's home ground. So when the
+    The full-range model misses faces filling most of the frame (a doorbell camera, a close-up photo such as
+    most of the photo dev set's), which is the short-range model's home ground. So when the
     full-range model finds no face, the short-range one (a quarter of its cost) looks for a close one. A frame
     with a far face and a face too close for the full model at once would miss the close face until the far
     one leaves; running both on every scan would cost ~25% more on every frame for that rare case.
