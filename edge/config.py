@@ -182,10 +182,20 @@ class TlsConfig:
     insecure: bool = _spec(False, bool)  # skip host name verification (self-signed test brokers only)
 
 
+def _url_problem(value: str) -> str | None:
+    """A link Home Assistant shows on the device page: it accepts http(s) URLs only."""
+    if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
+        return "must be an http:// or https:// URL"
+    return _text_problem(value)
+
+
 @dataclass
 class DiscoveryConfig:
     enabled: bool = _spec(True, bool)
     prefix: str = _spec("homeassistant", str, check=_topic_prefix_problem)
+    # The device page's "Visit" link. null = the preview page when it is on and bound to an address other
+    # machines can reach (http://<this host name>:<port>/ for 0.0.0.0); none otherwise.
+    configuration_url: str | None = _spec(None, str, nullable=True, check=_url_problem)
 
 
 @dataclass
