@@ -442,7 +442,7 @@ def check_triggers(ws, device: dict, expected) -> None:
     check(wanted <= seen, f"{len(wanted)} device triggers offered for the device", sorted(wanted - seen))
 
 
-def enable_disabled(ha, ws, entry_id: str, ids: dict[str, str], expected) -> None:
+def enable_disabled(ha, ws, ids: dict[str, str], expected) -> None:
     """What a user does for a graph of a score: enable the entity. Home Assistant reloads the integration by
     itself 30 s later; the scenario starts once every enabled entity has a state."""
     enabled = [ids[p["unique_id"]] for _, p in expected if p.get("enabled_by_default") is False]
@@ -610,7 +610,7 @@ def run(args) -> dict:
         ha.start()
         ha.wait_up()
         ha.onboard()
-        entry_id = ha.add_mqtt(broker.host, broker.port)
+        ha.add_mqtt(broker.host, broker.port)
         ws = WebSocketApi(ha)
         ws.keep_http_config()
         version = ha.version = ha.request("GET", "/api/config")["version"]
@@ -628,7 +628,7 @@ def run(args) -> dict:
 
         device, ids = check_registry(ha, ws, expected)
         check_triggers(ws, device, expected)
-        enable_disabled(ha, ws, entry_id, ids, expected)
+        enable_disabled(ha, ws, ids, expected)
         aliases = load_automations(ha, ws)
         ws.call("subscribe_events", event_type="state_changed")
         event_entity = ids[f"emotion_edge_{DEVICE_ID.replace('-', '_')}_face"]
