@@ -152,27 +152,31 @@ in_root() {
 begin venv "homeassistant==$HA_VERSION and its integrations' requirements"
 VENV=/opt/ha-$HA_VERSION
 # What onboarding's core-config step sets up for a new user (weather, radio, text-to-speech).
-ONBOARDING="met radio_browser google_translate shopping_list"
+ONBOARDING="met radio_browser google_translate shopping_list tts"
 if [ -f "$ROOT$VENV/.complete" ] && [ "$REBUILD" = 0 ]; then
     done_step "cached $VENV ($(du -sh "$ROOT$VENV" 2>/dev/null | cut -f1))"
 else
     rm -rf "$ROOT$VENV"
     in_root "$PY" -m venv "$VENV"
     LOG=$CACHE/venv-$HA_VERSION.log
-    in_root nice -n 10 "$VENV/bin/pip" install -q "homeassistant==$HA_VERSION" >"$LOG" 2>&1 ||
+    # Releases before 2025 did not pin josepy, and the cloud client's acme breaks on josepy 2 (released later).
+    old_pins=()
+    [ "${HA_VERSION%%.*}" -ge 2025 ] || old_pins=("josepy<2")
+    in_root nice -n 10 "$VENV/bin/pip" install -q "homeassistant==$HA_VERSION" "${old_pins[@]}" >"$LOG" 2>&1 ||
         fail_step "pip install homeassistant==$HA_VERSION failed (does $PY satisfy its Requires-Python?): $LOG"
     cp "$REPO/tools/ha_requirements.py" "$ROOT/tmp/ha_requirements.py"
     in_root "$VENV/bin/python" /tmp/ha_requirements.py mqtt config recorder history logbook $ONBOARDING \
         >"$ROOT/tmp/ha-requirements.txt" 2>>"$LOG" || fail_step "cannot list the integrations' requirements: $LOG"
     constraints=$VENV/lib/$PY/site-packages/homeassistant/package_constraints.txt
-    in_root nice -n 10 "$VENV/bin/pip" install -q -r /tmp/ha-requirements.txt -c "$constraints" >>"$LOG" 2>&1 ||
+    in_root nice -n 10 "$VENV/bin/pip" install -q -r /tmp/ha-requirements.txt "${old_pins[@]}" -c "$constraints" >>"$LOG" 2>&1 ||
         fail_step "pip install of the integrations' requirements failed: $LOG"
     touch "$ROOT$VENV/.complete"
     done_step "$(in_root "$VENV/bin/pip" list 2>/dev/null | tail -n +3 | wc -l) packages, $(wc -l <"$ROOT/tmp/ha-requirements.txt") of them integrations' requirements"
 fi
 
 begin check "tools/ha_check.py"
-args=(--root "$ROOT" --hass "$VENV/bin/hass" --edge-python "$EDGE_PYTHON" --out "$CACHE/result.json")
+RESULT=$CACHE/result-$RELEASE-$HA_VERSION.json
+args=(--root "$ROOT" --hass "$VENV/bin/hass" --edge-python "$EDGE_PYTHON" --out "$RESULT")
 [ -n "$SCREENSHOT" ] && args+=(--screenshot "$SCREENSHOT")
 "$PYTHON" "$REPO/tools/ha_check.py" "${args[@]}" || fail_step "see the lines above; logs in $ROOT/tmp/ha-check"
-done_step "$("$PYTHON" -c 'import json, sys; print(json.load(open(sys.argv[1]))["summary"])' "$CACHE/result.json")"
+done_step "$("$PYTHON" -c 'import json, sys; print(json.load(open(sys.argv[1]))["summary"])' "$RESULT")"

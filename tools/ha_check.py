@@ -473,10 +473,9 @@ def load_automations(ha, ws) -> list[str]:
                           for k, v in automation.items()}  # fmt: skip
             automation["trigger"] = [{("platform" if k == "trigger" else k): v for k, v in t.items()}
                                      for t in automation["trigger"]]  # fmt: skip
-        automation["actions"] = [
-            {"event": "ha_check_automation", "event_data": {"alias": automation["alias"]}}
-        ]
-        automation.pop("action", None)
+        automation.pop("actions", None)
+        action = [{"event": "ha_check_automation", "event_data": {"alias": automation["alias"]}}]
+        automation["action" if old_syntax else "actions"] = action
         ha.request("POST", f"/api/config/automation/config/ha-check-{number}", body=automation)
         aliases.append(automation["alias"])
     check(len(aliases) == 2, "the README's two example automations loaded", aliases)
