@@ -6,6 +6,9 @@
 #               Keras, JAX and torch made unimportable, as on the Pi (tests that need them skip)
 #   make pi-check RELEASE=bookworm|trixie   (as root) the README's Pi install in an emulated Debian arm64
 #               root, its events compared with x86's; not part of `make test` (minutes of emulation)
+#   make ha-check  (as root) a real Home Assistant core (in a native Debian root, cached), a real Mosquitto and
+#               the daemon on a live stream: every entity checked through Home Assistant's APIs; not part of
+#               `make test` (a few minutes the first time); SCREENSHOT=docs/home-assistant-device.png
 #   make model  reproduces the shipped default model from FER-2013 (resumable; see MODEL_CARD.md);
 #               PHOTOS=DIR RUNS=runs-v2 adds the photo source (Model v2)
 PYTHON ?= python3
@@ -34,7 +37,7 @@ train = if [ -f $(1)/metrics.json ]; then echo "$(1): finished"; else \
 	if [ -f $(1)/checkpoints/state.json ]; then resume=--resume; else resume=; fi; \
 	$(VENV)/bin/emotion-train --data $(FER) $(PHOTO_FLAGS) --out $(1) $(2) $$resume; fi
 
-.PHONY: run test test-fast lint model clean pi-check
+.PHONY: run test test-fast lint model clean pi-check ha-check
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -74,6 +77,13 @@ RELEASE ?= bookworm
 PI_X86_PYTHON ?= $(EDGE_VENV)/bin/python
 pi-check: $(if $(filter $(EDGE_VENV)/bin/python,$(PI_X86_PYTHON)),$(EDGE_VENV)/.installed)
 	tools/pi-check.sh --release $(RELEASE) --x86-python $(PI_X86_PYTHON)
+
+HA_RELEASE ?= forky
+HA_VERSION ?= 2026.11.0
+SCREENSHOT ?=
+ha-check: $(VENV)/.installed $(EDGE_VENV)/.installed
+	tools/ha-check.sh --release $(HA_RELEASE) --ha-version $(HA_VERSION) --python $(VENV)/bin/python \
+		--edge-python $(EDGE_VENV)/bin/python $(if $(SCREENSHOT),--screenshot $(SCREENSHOT))
 
 # Resumable: rerunning `make model` after an interruption continues each run from its last finished epoch.
 model: $(VENV)/.installed

@@ -161,6 +161,16 @@ class PublishConfig:
     outputs: list[str] = _spec(None, list, choices=OUTPUT_NAMES, factory=lambda: ["stdout"])
     policy: str = _spec("change", str, choices=("every", "change"))
     max_rate_hz: float = _spec(0, float, lo=0.0, hi=1000.0)  # 0 = unlimited
+    # The retained state (what Home Assistant's entities read) goes out at once when what it says changes (faces
+    # in view, their emotions, the camera). Scores alone send it again only once one has moved by score_deadband
+    # since the last one sent (at most once a second): Home Assistant's recorder writes a row per change, and a
+    # face held still should write none. Scores and confidence are rounded to score_decimals (2 = whole percent).
+    score_deadband: float = _spec(0.05, float, lo=0.0, hi=1.0)
+    score_decimals: int = _spec(2, int, lo=0, hi=6)
+    # Unchanged, the state is sent again this often (0 = never): Home Assistant marks the entities that read it
+    # unavailable after three missed heartbeats (expire_after), so a daemon that hangs without dropping its
+    # connection does not leave "someone is here" standing. Same-state updates add no recorder rows.
+    state_heartbeat_s: float = _spec(60, float, lo=0.0, hi=86400.0)
 
 
 @dataclass
@@ -172,10 +182,20 @@ class TlsConfig:
     insecure: bool = _spec(False, bool)  # skip host name verification (self-signed test brokers only)
 
 
+def _url_problem(value: str) -> str | None:
+    """A link Home Assistant shows on the device page: it accepts http(s) URLs only."""
+    if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
+        return "must be an http:// or https:// URL"
+    return _text_problem(value)
+
+
 @dataclass
 class DiscoveryConfig:
     enabled: bool = _spec(True, bool)
     prefix: str = _spec("homeassistant", str, check=_topic_prefix_problem)
+    # The device page's "Visit" link. null = the preview page when it is on and bound to an address other
+    # machines can reach (http://<this host name>:<port>/ for 0.0.0.0); none otherwise.
+    configuration_url: str | None = _spec(None, str, nullable=True, check=_url_problem)
 
 
 @dataclass

@@ -159,7 +159,8 @@ def test_photo_folder_over_mqtt_delivers_every_event_before_exit(mosquitto, tiny
 @pytest.mark.backoff
 def test_a_camera_gone_silent_clears_the_faces_from_the_retained_state(mosquitto, tiny_model_path, tmp_path):
     """Home Assistant must not keep showing the last face (and keep automations on it firing) while the
-    camera is unplugged: after CAMERA_AWAY_S without frames the state says nobody is in view."""
+    camera is unplugged: after CAMERA_AWAY_S without frames the state says nobody is in view, and that the
+    camera is away (Home Assistant's camera problem entity)."""
     with MjpegServer(live_frame(), fps=8) as camera, Subscriber(mosquitto, f"{BASE}/state") as sub:
         daemon = _start(tmp_path, mosquitto, camera, tiny_model_path)
         try:
@@ -169,8 +170,8 @@ def test_a_camera_gone_silent_clears_the_faces_from_the_retained_state(mosquitto
             _, payload, _ = sub.wait_for(lambda m: json.loads(m[1])["face_count"] == 0, timeout=30)
             assert time.monotonic() - gone_at >= CAMERA_AWAY_S - 1
             state = json.loads(payload)
-            assert state["dominant_emotion"] == "none" and state["faces"] == []
-            daemon.wait_stderr("the state now shows no faces", timeout=5)
+            assert state["dominant_emotion"] == "none" and state["faces"] == [] and state["camera"] == "away"
+            daemon.wait_stderr("the state now shows the camera away and no faces", timeout=5)
             assert daemon.proc.poll() is None and "Traceback" not in daemon.stderr
         finally:
             daemon.proc.send_signal(signal.SIGTERM)

@@ -1,16 +1,19 @@
 """MQTT publisher (paho-mqtt 2.x): events, retained state and availability, resilient to broker outages.
 
-Topics under `<topic_prefix>/<device_id>/`: `events` (not retained), `state` (retained), `status` (retained
-`online`/`offline`, with `offline` as the last will, so a crash or power loss still shows as offline) and
-`stats` (not retained).
+Topics under `<topic_prefix>/<device_id>/`: `events` (not retained), `change` (one message per appeared /
+changed / left change of an event, not retained: what Home Assistant's event entity and device triggers read),
+`state` (retained), `status` (retained `online`/`offline`, with `offline` as the last will, so a crash or power
+loss still shows as offline) and `stats` (not retained).
 
 paho runs its network loop in its own thread (`connect_async` + `loop_start`) and reconnects by itself with
 a 1..60 s backoff. The processing loop only ever enqueues: while connected it calls paho's non-blocking
 `publish`; while disconnected events wait in a bounded deque (oldest dropped and counted) that is flushed
 in order on reconnect. (paho re-sends its own unacknowledged messages only after on_connect has returned, so
 events in flight at the drop arrive after the buffered ones; the README tells subscribers to order by
-frame_index.) Every (re)connect publishes `online`, the last retained state, runs the connect
-hooks (Home Assistant discovery) and re-subscribes.
+frame_index.) `change` messages are sent only while connected, never buffered: they trigger automations,
+and a trigger replayed minutes late (after an outage) would do the wrong thing; the events keep the history.
+Every (re)connect publishes `online`, the last retained state, runs the connect hooks (Home Assistant
+discovery) and re-subscribes.
 """
 
 from __future__ import annotations
@@ -35,6 +38,26 @@ log = logging.getLogger(__name__)
 ONLINE = "online"
 OFFLINE = "offline"
 _KEEPALIVE_TIMEOUT = 141  # paho's reason code when no CONNACK (or PINGRESP) came within the keepalive
+TOPIC_KINDS = ("events", "change", "state", "status", "stats")
+
+
+def change_messages(event: dict[str, Any]) -> list[dict[str, Any]]:
+    """One `change` message per change of an event: its kind as `event_type` (the key Home Assistant's MQTT
+    event entity reads; the other keys become the event's attributes), the face's emotion, the previous one
+    (for `changed`), its confidence while it is in view, and when and on which frame it happened."""
+    confidence = {face["track_id"]: face.get("confidence") for face in event.get("faces", [])}
+    return [
+        {
+            "event_type": change["kind"],
+            "track_id": change["track_id"],
+            "emotion": change["emotion"],
+            "previous": change.get("previous"),
+            "confidence": confidence.get(change["track_id"]),
+            "timestamp": event["timestamp"],
+            "frame_index": event["frame_index"],
+        }
+        for change in event.get("changes", [])
+    ]
 
 
 def authenticated_client(cfg, client_id: str) -> mqtt.Client:
@@ -63,7 +86,7 @@ class MqttPublisher(Publisher):
         self.config = mqtt_config
         self.device_id = device_id
         base = device_topic_base(mqtt_config, device_id)
-        self.topics = {kind: f"{base}/{kind}" for kind in ("events", "state", "status", "stats")}
+        self.topics = {kind: f"{base}/{kind}" for kind in TOPIC_KINDS}
         self.client_id = mqtt_config.client_id or f"emotion-edge-{device_id}"
         self.address = f"{mqtt_config.host}:{mqtt_config.port}"
         # One lock orders everything that decides "publish now or buffer": the processing thread's
@@ -182,6 +205,8 @@ class MqttPublisher(Publisher):
         with self._lock:
             if self._connected and not self._buffer:
                 self._send(self.topics["events"], payload)
+                for change in change_messages(event):  # live only: see the module docstring
+                    self._client.publish(self.topics["change"], to_json(change), qos=self.config.qos)
                 return
             if self.config.buffer_size == 0:
                 self._dropped += 1
