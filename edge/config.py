@@ -149,9 +149,14 @@ class DetectorConfig:
     # against 94.6% at 0.6, with at most 0.01 false faces per frame on photo scenes (benchmarks/, README).
     min_confidence: float = _spec(0.5, float, lo=0.0, hi=1.0)
     blazeface_model: str | None = _spec(None, str, nullable=True)
-    # YuNet's score threshold. OpenCV Zoo's demo uses 0.9 for photos of large faces; small, grey and dim faces
-    # score lower (benchmarks/scene_accuracy.py --room, docs/detectors.md).
-    yunet_score_threshold: float = _spec(0.7, float, lo=0.05, hi=1.0)
+    # YuNet: a face scoring this in a full scan is accepted at once. Small faces score low at the frame's own
+    # size: those between yunet_candidate_threshold and this are looked at again on a crop enlarged around
+    # them, and accepted if they score yunet_crop_score_threshold there (also the score a tracked face needs
+    # in its crop between full scans). Candidate at or above the score threshold = no second look. Chosen on
+    # the room-camera scenes' train half (benchmarks/scene_accuracy.py --room, docs/detectors.md).
+    yunet_score_threshold: float = _spec(0.8, float, lo=0.05, hi=1.0)
+    yunet_candidate_threshold: float = _spec(0.15, float, lo=0.01, hi=1.0)
+    yunet_crop_score_threshold: float = _spec(0.5, float, lo=0.05, hi=1.0)
     # Frames wider than this are shrunk to it before YuNet scans them: its cost grows with the pixel count
     # (a cap for slow Pis and large cameras; a face shrinks with the frame, so small ones are lost first).
     yunet_max_width: int = _spec(640, int, lo=64, hi=8192)

@@ -4,6 +4,7 @@ into 640x480 frames as a room camera sees a face a few metres away, in colour an
 from __future__ import annotations
 
 import math
+import re
 
 import cv2
 import numpy as np
@@ -106,7 +107,26 @@ def test_a_face_wider_than_the_cap_is_found_in_frame_pixels():
 def test_min_face_px_and_score_threshold_drop_what_they_should():
     frame, box, _ = small_face_frame(32, grey=False)
     assert make_detector(DetectorConfig(type="yunet", min_face_px=40)).detect(frame) == []
-    assert make_detector(DetectorConfig(type="yunet", yunet_score_threshold=0.999)).detect(frame) == []
+    one_look = {"yunet_score_threshold": 0.999, "yunet_candidate_threshold": 1.0}  # no second look
+    assert make_detector(DetectorConfig(type="yunet", **one_look)).detect(frame) == []
+
+
+@pytest.mark.parametrize(("face_px", "grey", "gain"), [(22, True, 1.0), (20, False, 0.5)])
+def test_a_small_face_scoring_low_in_the_scan_is_accepted_from_its_enlarged_crop(face_px, grey, gain):
+    """At the frame's own size this face scores under the score threshold (~0.25-0.75); enlarged twice in the
+    crop around it, it scores ~0.9: the second look accepts it, with the crop's (sharper) eyes."""
+    frame, box, eyes = small_face_frame(face_px, grey)
+    frame = (frame * gain).astype(np.uint8)  # 0.5: a dim room
+    settings = {"min_face_px": 12}  # YuNet's box of a 20 px face is 17 px wide
+    one_look = make_detector(DetectorConfig(type="yunet", yunet_candidate_threshold=1.0, **settings))
+    assert matched(one_look.detect(frame), [box], threshold=0.3) == 0
+    detector = make_detector(DetectorConfig(type="yunet", **settings))
+    found = detector.detect(frame)
+    assert matched(found, [box], threshold=0.3) == 1, found
+    face = max(found, key=lambda d: iou(d.box, box))
+    assert face.score >= detector.crop_score_threshold and eye_error(face.eyes, eyes) < 0.3
+    second_looks = (detector.scanned_px - 640 * 480) / yunet_module.ROI_SIDE**2
+    assert second_looks == int(second_looks) and 1 <= second_looks <= yunet_module.MAX_SECOND_LOOKS
 
 
 def _shifted(frame, box, dx):
@@ -204,12 +224,20 @@ def test_the_shipped_weights_are_the_ones_the_readme_names():
         ),
         ("detector:\n  yunet_max_width: wide\n", "detector.yunet_max_width: must be an integer"),
         ("detector:\n  yunet_model: 7\n", "detector.yunet_model: must be a non-empty string"),
+        (
+            "detector:\n  yunet_candidate_threshold: 0\n",
+            "detector.yunet_candidate_threshold: must be a number in 0.01..1.0, got 0",
+        ),
+        (
+            "detector:\n  yunet_crop_score_threshold: [0.5]\n",
+            "detector.yunet_crop_score_threshold: must be a number in 0.05..1.0, got [0.5]",
+        ),
     ],
 )
 def test_bad_yunet_settings_are_named(tmp_path, text, message):
     path = tmp_path / "config.yaml"
     path.write_text(text)
-    with pytest.raises(ConfigError, match="^" + message.replace(".", r"\.").replace("(", r"\(")):
+    with pytest.raises(ConfigError, match="^" + re.escape(message)):
         load_config(path, environ={})
 
 

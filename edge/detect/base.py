@@ -75,7 +75,10 @@ def _with_type(cfg, kind: str):
 # Why `auto` is YuNet: on room-camera scenes (benchmarks/scene_accuracy.py --room, docs/detectors.md) it finds
 # the small and grey faces that BlazeFace full range loses in its 192 px input, and on the photo dev set's
 # close-ups it does as well (benchmarks/photo_accuracy.py).
-AUTO_REASON = "chosen by auto: it finds small (from ~24 px), distant and grey faces (docs/detectors.md)"
+AUTO_REASON = (
+    "chosen by auto: it finds small (from ~24 px), distant and grey faces at the frame's own resolution, which "
+    "BlazeFace full range misses (docs/detectors.md)"
+)
 AUTO_FALLBACK = "chosen by auto as a fallback: the YuNet weights are missing (reinstall the package)"
 
 
@@ -96,6 +99,8 @@ def make_detector(cfg) -> Detector:
         return YuNetDetector(
             getattr(cfg, "yunet_model", None),
             score_threshold=cfg.yunet_score_threshold,
+            candidate_threshold=cfg.yunet_candidate_threshold,
+            crop_score_threshold=cfg.yunet_crop_score_threshold,
             min_face_px=cfg.min_face_px,
             max_width=cfg.yunet_max_width,
         )

@@ -6,10 +6,16 @@ the whole frame to 192 px first, and such a face to ~9 px). It gives five landma
 and the two mouth corners; the eyes feed edge/align.py as BlazeFace's do. The weights ship in edge/models/
 (MIT; see its README), and OpenCV's DNN module runs them, so it needs nothing beyond opencv-python-headless.
 
+Its smallest stride is 8 px, so a face under ~40 px gets a low score at the frame's own size, while the same
+face enlarged twice scores high (scanning the whole frame enlarged costs four times as much). So a full scan
+takes two looks: faces scoring `score_threshold` or more are accepted at once, and the few scoring between
+`candidate_threshold` and that are looked at again on an enlarged crop around them, accepted when the crop
+scores `crop_score_threshold`; the crop's detection (sharper eyes) is the one kept. The crop is a fixed
+ROI_SIDE x ROI_SIDE input around the box, the face about half of it, on a second FaceDetectorYN kept at that
+size; between full scans each tracked face is re-found on the same crop, a few percent of a scan's pixels.
+
 The scan's cost grows with the pixel count: frames wider than `max_width` are shrunk to it first (a cap for
-slow Pis, and for cameras of more than 640x480). Between full scans, each tracked face is re-found on a
-square crop around its last box, resized so the face fills half of it: a fixed ROI_SIDE x ROI_SIDE input,
-a few percent of a full scan's pixels, on a second FaceDetectorYN kept at that size.
+slow Pis, and for cameras of more than 640x480).
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ TOP_K = 5000  # candidates kept before NMS (OpenCV Zoo's default): only a bound,
 # (room for the face to move), resized to ROI_SIDE pixels so the face is about half of it, in YuNet's range.
 ROI_MARGIN = 0.5
 ROI_SIDE = 128
+# At most this many candidates of one scan get the second look (a busy texture can score many weak ones).
+MAX_SECOND_LOOKS = 8
 # FaceDetectorYN pads its input up to a multiple of the network's largest stride before running it.
 _PAD = 32
 
@@ -60,7 +68,16 @@ class YuNetDetector:
     roi_side = ROI_SIDE  # the input each tracked face is re-found on (edge/opcount.py counts it)
 
     # No defaults for the tunables: edge.config.DetectorConfig holds them, and make_detector passes every one.
-    def __init__(self, model_path, *, score_threshold: float, min_face_px: int, max_width: int):
+    def __init__(
+        self,
+        model_path,
+        *,
+        score_threshold: float,
+        candidate_threshold: float,
+        crop_score_threshold: float,
+        min_face_px: int,
+        max_width: int,
+    ):
         path = Path(model_path) if model_path else default_model_path()
         if path is None:
             raise DetectorError(
@@ -71,18 +88,19 @@ class YuNetDetector:
             raise DetectorError(f"YuNet model {path} does not exist")
         self.path = path
         self.score_threshold = float(score_threshold)
+        # A candidate threshold at or above the score threshold means no second look.
+        self.candidate_threshold = min(float(candidate_threshold), self.score_threshold)
+        self.crop_score_threshold = float(crop_score_threshold)
         self.min_face_px = int(min_face_px)
         self.max_width = int(max_width)
-        self._scan = self._create((320, 240))
+        self._scan = self._create((320, 240), self.candidate_threshold)
         self._scan_size = (320, 240)
-        self._roi = self._create((ROI_SIDE, ROI_SIDE))
+        self._roi = self._create((ROI_SIDE, ROI_SIDE), self.crop_score_threshold)
         self.scanned_px = 0  # pixels handed to the network so far: what the scans cost (tests, bench)
 
-    def _create(self, size: tuple[int, int]):
+    def _create(self, size: tuple[int, int], threshold: float):
         try:
-            return cv2.FaceDetectorYN.create(
-                os.fspath(self.path), "", size, self.score_threshold, NMS_IOU, TOP_K
-            )
+            return cv2.FaceDetectorYN.create(os.fspath(self.path), "", size, threshold, NMS_IOU, TOP_K)
         except cv2.error as exc:
             reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
             raise DetectorError(
@@ -111,6 +129,8 @@ class YuNetDetector:
         width, height = frame_size
         found = []
         for row in rows:
+            if not np.isfinite(row).all():  # a degenerate input (a frame 1 px high) can give inf
+                continue
             x, y, w, h = (float(v) / scale for v in row[:4])
             box = clamp_box(offset[0] + x, offset[1] + y, w, h, width, height)
             if min(box[2], box[3]) < max(1, self.min_face_px):
@@ -124,14 +144,32 @@ class YuNetDetector:
         height, width = frame.shape[:2]
         if height < 2 or width < 2:
             return []
-        image = as_bgr(frame)
         size = self.scan_size((width, height))
-        if size != (width, height):
-            image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        if min(size) * width / size[0] < self.min_face_px:  # too thin to hold a face of min_face_px
+            return []
+        image = as_bgr(frame)
+        scanned = image if size == (width, height) else cv2.resize(image, size, interpolation=cv2.INTER_AREA)
         if size != self._scan_size:
             self._scan.setInputSize(size)
             self._scan_size = size
-        return self._detections(self._run(self._scan, image), size[0] / width, (0, 0), (width, height))
+        found = self._detections(self._run(self._scan, scanned), size[0] / width, (0, 0), (width, height))
+        accepted = [d for d in found if d.score >= self.score_threshold]
+        candidates = sorted((d for d in found if d.score < self.score_threshold), key=lambda d: -d.score)
+        for candidate in candidates[:MAX_SECOND_LOOKS]:
+            face = self._refind(image, candidate.box)
+            if face is not None and all(iou(face.box, other.box) < 0.5 for other in accepted):
+                accepted.append(face)
+        return accepted
+
+    def _refind(self, image: np.ndarray, box) -> Detection | None:
+        """The face near `box` on the enlarged crop around it (the best overlapping one), or None."""
+        crop, scale, offset = _roi_crop(image, box)
+        if crop is None:
+            return None
+        frame_size = image.shape[1::-1]
+        candidates = self._detections(self._run(self._roi, crop), scale, offset, frame_size)
+        best = max(candidates, key=lambda d: iou(d.box, box), default=None)
+        return best if best is not None and iou(best.box, box) > 0 else None
 
     def detect_roi(self, frame: np.ndarray, boxes) -> list[Detection]:
         """Re-find each [x, y, w, h] box's face in a square crop around it: at most one detection per box.
@@ -151,13 +189,9 @@ class YuNetDetector:
         for box in boxes:
             if min(box[2], box[3]) < 1:
                 continue
-            crop, scale, offset = _roi_crop(image, box)
-            if crop is None:
-                continue
-            candidates = self._detections(self._run(self._roi, crop), scale, offset, (width, height))
-            best = max(candidates, key=lambda d: iou(d.box, box), default=None)
-            if best is not None and iou(best.box, box) > 0 and all(iou(best.box, o.box) < 0.5 for o in found):
-                found.append(best)
+            face = self._refind(image, box)
+            if face is not None and all(iou(face.box, other.box) < 0.5 for other in found):
+                found.append(face)
         return found
 
 
