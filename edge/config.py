@@ -155,7 +155,7 @@ class DetectorConfig:
     # in its crop between full scans). Candidate at or above the score threshold = no second look. Chosen on
     # the room-camera scenes' train half (benchmarks/scene_accuracy.py --room, docs/detectors.md).
     yunet_score_threshold: float = _spec(0.8, float, lo=0.05, hi=1.0)
-    yunet_candidate_threshold: float = _spec(0.15, float, lo=0.01, hi=1.0)
+    yunet_candidate_threshold: float = _spec(0.1, float, lo=0.01, hi=1.0)
     yunet_crop_score_threshold: float = _spec(0.5, float, lo=0.05, hi=1.0)
     # Frames wider than this are shrunk to it before YuNet scans them: its cost grows with the pixel count
     # (a cap for slow Pis and large cameras; a face shrinks with the frame, so small ones are lost first).

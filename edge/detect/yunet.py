@@ -155,9 +155,15 @@ class YuNetDetector:
         found = self._detections(self._run(self._scan, scanned), size[0] / width, (0, 0), (width, height))
         accepted = [d for d in found if d.score >= self.score_threshold]
         candidates = sorted((d for d in found if d.score < self.score_threshold), key=lambda d: -d.score)
-        for candidate in candidates[:MAX_SECOND_LOOKS]:
+        looks = 0
+        for candidate in candidates:
+            if looks == MAX_SECOND_LOOKS:
+                break
+            if any(_covered(candidate.box, other.box) for other in accepted):
+                continue  # a second, looser box around a face already found
+            looks += 1
             face = self._refind(image, candidate.box)
-            if face is not None and all(iou(face.box, other.box) < 0.5 for other in accepted):
+            if face is not None and not any(_covered(face.box, other.box) for other in accepted):
                 accepted.append(face)
         return accepted
 
@@ -193,6 +199,14 @@ class YuNetDetector:
             if face is not None and all(iou(face.box, other.box) < 0.5 for other in found):
                 found.append(face)
         return found
+
+
+def _covered(a, b) -> bool:
+    """Whether boxes a and b overlap by half of the smaller one: one face, boxed twice (NMS keeps a box
+    around the head and one around the face when their IoU is under NMS_IOU)."""
+    w = min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])
+    h = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
+    return w > 0 and h > 0 and w * h >= 0.5 * min(a[2] * a[3], b[2] * b[3])
 
 
 def _roi_crop(image: np.ndarray, box) -> tuple[np.ndarray | None, float, tuple[float, float]]:
