@@ -4,6 +4,9 @@ classify time, on real photographs (scikit-image astronaut, one and two faces).
     python benchmarks/edge_latency.py [--model edge/models/default.tflite] [--detector auto --detector haar]
                                       [--repeats 50] [--every-n N] [--no-roi-redetect]
 
+A --detector is `type[:key=value,...]` of detector settings, checked as the daemon's config is (as in
+scene_accuracy.py), e.g. `--detector auto:every_n_frames=6 --detector blazeface_full:every_n_frames=3`.
+
 Several --detector values are measured one after the other in one run (default: the default `auto`, then
 `blazeface_full` and `haar`), so their times can be compared as ratios on a shared, noisy machine: the full
 scan alone, and a whole frame at the cadence (wall time, and the process's CPU time, which other jobs on the
@@ -26,10 +29,13 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from scene_accuracy import parse_detector  # noqa: E402
 
 from edge.capture import Frame  # noqa: E402
 from edge.classify import EmotionClassifier  # noqa: E402
-from edge.config import DETECTOR_TYPES, Config  # noqa: E402
+from edge.config import Config  # noqa: E402
 from edge.detect import make_detector  # noqa: E402
 from edge.pipeline import FrameProcessor  # noqa: E402
 from edge.preprocess import faces_to_batch  # noqa: E402
@@ -58,11 +64,12 @@ def cpu_ms_per_call(fn, repeats: int) -> float:
     return (time.process_time() - start) * 1000 / repeats
 
 
-def measure(kind: str, args, classifier, model_name: str) -> dict:
+def measure(spec: str, args, classifier, model_name: str) -> dict:
     """Print one detector's per-frame figures; return the one-face frame's full-scan detect time and its
     per-frame mean (wall) and CPU time at the cadence."""
     config = Config()
-    config.detector = replace(config.detector, type=kind)
+    config.detector = parse_detector(spec)
+    kind = spec
     if args.every_n:
         config.detector = replace(config.detector, every_n_frames=args.every_n)
     if args.no_roi_redetect:
@@ -113,7 +120,7 @@ def measure(kind: str, args, classifier, model_name: str) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="a .tflite with its .json contract")
-    parser.add_argument("--detector", action="append", choices=DETECTOR_TYPES, help="repeat to compare")
+    parser.add_argument("--detector", action="append", help="type[:key=value,...]; repeat to compare")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=60)
     parser.add_argument(

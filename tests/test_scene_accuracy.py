@@ -145,7 +145,8 @@ def test_a_photos_face_is_where_two_detectors_agree_and_only_one_face_may_be_agr
 
 def test_room_scenes_are_repeatable_with_faces_of_the_asked_size_where_they_say():
     x, y, w, h = facesdata.ASTRONAUT_FACE
-    portrait = facesdata.astronaut_bgr()[y - 20 : y + h + 20, x - 20 : x + w + 20]  # a close-up, as the photos
+    # A close-up, as the dev photos are.
+    portrait = facesdata.astronaut_bgr()[y - 20 : y + h + 20, x - 20 : x + w + 20]
     box = (20, 20, w, h)
     grey = cv2.cvtColor(portrait, cv2.COLOR_BGR2GRAY)
     pool = ([portrait, grey], [tuple(map(float, box))] * 2, np.array([3, 4]), np.array([True, False]))
