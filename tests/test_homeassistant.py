@@ -347,8 +347,10 @@ def test_configs_come_back_after_a_broker_restart(mosquitto, discovering_publish
     mosquitto.start()
     assert wait_until(lambda: publisher.connected, timeout=30)
     with Subscriber(mosquitto, "homeassistant/#") as sub:
-        assert wait_until(lambda: len(_configs(sub)) >= len(expected)), sub.messages
-        assert sorted((t, p) for t, p, _ in _configs(sub)) == sorted(expected)
+        # By topic: a config still in flight when the broker went away is re-sent by paho (QoS 1) beside the
+        # connect hook's copy, and Home Assistant keeps the last one; every config must come back, unchanged.
+        assert wait_until(lambda: len({t for t, _, _ in _configs(sub)}) >= len(expected)), sub.messages
+        assert {t: p for t, p, _ in _configs(sub)} == dict(expected)
 
 
 def test_the_daemon_announces_itself_to_home_assistant(tmp_path, mosquitto, tiny_model_path):
