@@ -44,6 +44,7 @@ def write_run_artifacts(
     calibration: dict | None = None,
     extra_validation: dict | None = None,
     extra_skipped: int = 0,
+    notes: list[str] | tuple = (),
 ) -> dict:
     """`extra_validation` is {name: (true labels, predictions)} of further validation sets (--photos' held-out
     half): each is reported beside the primary split, which alone chose the model."""
@@ -71,6 +72,8 @@ def write_run_artifacts(
         }
         metrics["primary_validation"] = val_name
         metrics["skipped_files"] += extra_skipped
+    if notes:
+        metrics["data_notes"] = list(notes)
     if weight_average is not None:
         metrics["weight_average"] = weight_average
     if calibration is not None:
@@ -134,6 +137,7 @@ def _report_text(metrics: dict, dataset, config: dict) -> str:
         ),
         f"images:    {metrics['train_images']} train, {metrics['val_images']} validation "
         f"('{metrics['val_split']}'), {metrics['skipped_files']} files skipped (unreadable, or no face)",
+        *[f"labels:    {note}" for note in metrics.get("data_notes", [])],
         f"model:     {metrics['arch']}, {metrics['params']:,} parameters, {metrics['macs'] / 1e6:.1f}M MACs per face",
         f"training:  {metrics['epochs_run']} epochs"
         f"{' (stopped early)' if metrics['stopped_early'] else ''}, best epoch {metrics['best_epoch']}",
