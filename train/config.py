@@ -182,7 +182,9 @@ class TrainConfig:
         metavar="S",
         lo=0,
     )
-    degrade_jpeg: int = setting(30, "degradation: lowest JPEG quality", metavar="Q", lo=1, hi=95)
+    degrade_jpeg: int = setting(
+        30, "degradation: lowest JPEG quality (100 = no JPEG step)", metavar="Q", lo=1, hi=100
+    )
     degrade_gamma: float = setting(1.6, "degradation: gamma in [1/G, G]", metavar="G", lo=1)
     degrade_contrast: float = setting(
         0.5, "degradation: contrast scaled by [C, 1]", metavar="C", lo=0, hi=1, lo_open=True
@@ -210,6 +212,12 @@ class TrainConfig:
         metavar="W",
         lo=0,
         lo_open=True,
+    )
+    precision: str = setting(
+        "float32",
+        "Keras dtype policy for training: mixed_bfloat16 computes in bfloat16 with float32 weights "
+        "(benchmarks/train_step_speed.py measures whether it is faster on this CPU); convert writes float32",
+        choices=("float32", "mixed_bfloat16"),
     )
     teacher: str = setting(
         "",

@@ -35,7 +35,7 @@ class Degradations:
     min_face_px: int = 24  # the crop's side in frame pixels is drawn from [min_face_px, model size]
     max_blur_sigma: float = 1.2  # Gaussian sigma in model pixels
     max_noise_sigma: float = 6.0  # Gaussian sensor noise, grey levels at the face's own resolution
-    min_jpeg_quality: int = 30  # quality drawn from [min_jpeg_quality, 95]
+    min_jpeg_quality: int = 30  # quality drawn from [min_jpeg_quality, 95]; 100 = no JPEG step
     max_gamma: float = 1.6  # gamma drawn log-uniformly from [1 / max_gamma, max_gamma]
     min_contrast: float = 0.5  # contrast around the mean scaled by [min_contrast, 1] (flat IR-like images)
 
@@ -65,7 +65,7 @@ def _one(face: np.ndarray, u: np.ndarray, noise: np.ndarray, d: Degradations) ->
     if u[8] < EACH and d.max_noise_sigma > 0:
         small = small + noise[:side, :side] * (d.max_noise_sigma * u[9])
     small = np.clip(small, 0, 255)
-    if u[10] < EACH:
+    if u[10] < EACH and d.min_jpeg_quality < 100:
         quality = int(round(d.min_jpeg_quality + (95 - d.min_jpeg_quality) * u[11]))
         ok, encoded = cv2.imencode(".jpg", small.astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, quality])
         if ok:

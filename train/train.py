@@ -208,6 +208,13 @@ def load_teacher(config: TrainConfig, labels: list[str]):
     return teacher
 
 
+def set_precision(config: TrainConfig) -> None:
+    """--precision: the Keras dtype policy new layers get (a resumed model keeps the one saved with it)."""
+    import keras
+
+    keras.mixed_precision.set_global_policy(config.precision)
+
+
 def build_model(config: TrainConfig, num_classes: int):
     from train.model import make_model
 
@@ -482,6 +489,7 @@ def run(config: TrainConfig, resume=False, quiet=False, cache_dir=None, use_cach
     """
     run_dir = Path(config.out)
     data = load_data(config, cache_dir, use_cache)
+    set_precision(config)
     teacher = load_teacher(config, data.labels)
     # On --resume the checkpoint already holds the (trained-on) weights: --init is only for a fresh run.
     warm_model = None if resume else warm_start_model(config, data)
