@@ -2,7 +2,7 @@
 its retained MQTT messages (`forget`).
 
     emotion-edge [--config FILE] [--source SRC] [--model FILE] [--publish stdout|mqtt ...] [--mqtt-host H]
-                 [--mqtt-port P] [--device-id ID] [--policy every|change] [--detector auto|blazeface_full|blazeface|haar|lbp]
+                 [--mqtt-port P] [--device-id ID] [--policy every|change] [--detector auto|yunet|blazeface_full|blazeface|haar|lbp]
                  [--threads N] [--log-level L] [--preview [HOST:]PORT] [--check-config] [--print-config]
     emotion-edge bench --source SRC [--frames N] [--json OUT] ...
     emotion-edge forget [--config FILE] [--device-id ID] [--force]   (clear its retained MQTT messages)
@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mqtt-port", metavar="P")
     parser.add_argument("--device-id", metavar="ID", help="[a-z0-9_-], used in MQTT topics")
     parser.add_argument("--policy", metavar="every|change", help="publish every frame or only changes")
-    parser.add_argument("--detector", metavar="auto|blazeface_full|blazeface|haar|lbp")
+    parser.add_argument("--detector", metavar="auto|yunet|blazeface_full|blazeface|haar|lbp")
     parser.add_argument("--threads", metavar="N", help="TFLite interpreter threads")
     parser.add_argument("--log-level", metavar="L", help="DEBUG, INFO, WARNING, ERROR, CRITICAL")
     parser.add_argument(
@@ -132,7 +132,7 @@ def build_bench_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", metavar="OUT", help="also write the results as JSON to this file")
     parser.add_argument("--config", metavar="FILE", help="YAML config for the detector/model settings")
     parser.add_argument("--model", metavar="FILE")
-    parser.add_argument("--detector", metavar="auto|blazeface_full|blazeface|haar|lbp")
+    parser.add_argument("--detector", metavar="auto|yunet|blazeface_full|blazeface|haar|lbp")
     parser.add_argument("--threads", metavar="N")
     parser.add_argument("--log-level", metavar="L", default="WARNING")
     return parser

@@ -117,14 +117,16 @@ class ModelConfig:
     threads: int = _spec(2, int, lo=1, hi=64)
 
 
-DETECTOR_TYPES = ("auto", "blazeface_full", "blazeface", "haar", "lbp")
+DETECTOR_TYPES = ("auto", "yunet", "blazeface_full", "blazeface", "haar", "lbp")
 
 
 @dataclass
 class DetectorConfig:
-    # auto = blazeface_full when its weights (shipped in edge/models/) are there, else haar with a warning.
-    # blazeface_full: MediaPipe's full-range CNN with eye landmarks (faces aligned from the eyes); blazeface: its
-    # short-range sibling (faces within ~2 m); haar/lbp: OpenCV cascades (box only).
+    # auto = yunet when its weights (shipped in edge/models/) are there, else blazeface_full, else haar, with a
+    # warning. yunet: OpenCV Zoo's YuNet CNN on OpenCV's DNN, the frame scanned at its own resolution, with eye
+    # landmarks (faces aligned from the eyes); blazeface_full: MediaPipe's full-range CNN on a 192x192 copy of
+    # the frame, with eyes; blazeface: its short-range sibling (faces within ~2 m); haar/lbp: OpenCV cascades
+    # (box only).
     type: str = _spec("auto", str, choices=DETECTOR_TYPES)
     # A full Haar scan of a 640x480 frame costs ~15 ms on one core of the x86 dev VM (several times that on a
     # Pi), classifying a tracked face 1-2 ms: detecting every 3rd frame and following boxes in between keeps a
@@ -134,7 +136,9 @@ class DetectorConfig:
     # face with Haar; BlazeFace just scans the frame): boxes follow the face and a face that left is missed.
     # false = reuse the last boxes unchanged (cheapest, but stale).
     roi_redetect: bool = _spec(True, bool)
-    min_face_px: int = _spec(48, int, lo=8, hi=4096)
+    # Detections narrower than this (frame pixels) are dropped. A face 2-3 m from a 640x480 camera is ~40 px
+    # wide and YuNet finds faces from ~20 px; Haar's smallest window at detect_width 320 is 48 px anyway.
+    min_face_px: int = _spec(20, int, lo=8, hi=4096)
     detect_width: int = _spec(320, int, lo=32, hi=8192)
     # 1.2 between cascade scales halves the scan of 1.1 for a ~1-3 px wobble in the box.
     scale_factor: float = _spec(1.2, float, lo=1.01, hi=2.0)
@@ -145,6 +149,13 @@ class DetectorConfig:
     # against 94.6% at 0.6, with at most 0.01 false faces per frame on photo scenes (benchmarks/, README).
     min_confidence: float = _spec(0.5, float, lo=0.0, hi=1.0)
     blazeface_model: str | None = _spec(None, str, nullable=True)
+    # YuNet's score threshold. OpenCV Zoo's demo uses 0.9 for photos of large faces; small, grey and dim faces
+    # score lower (benchmarks/scene_accuracy.py --room, docs/detectors.md).
+    yunet_score_threshold: float = _spec(0.7, float, lo=0.05, hi=1.0)
+    # Frames wider than this are shrunk to it before YuNet scans them: its cost grows with the pixel count
+    # (a cap for slow Pis and large cameras; a face shrinks with the frame, so small ones are lost first).
+    yunet_max_width: int = _spec(640, int, lo=64, hi=8192)
+    yunet_model: str | None = _spec(None, str, nullable=True)  # None = the shipped edge/models/ weights
 
 
 @dataclass
@@ -579,8 +590,10 @@ def check_files(config: Config) -> None:
             if value is not None and not os.path.isfile(value):
                 raise ConfigError(f"mqtt.tls.{key}: file {value} does not exist")
         _check_tls_loadable(tls)
-    if config.detector.blazeface_model is not None and not os.path.isfile(config.detector.blazeface_model):
-        raise ConfigError(f"detector.blazeface_model: file {config.detector.blazeface_model} does not exist")
+    for key in ("blazeface_model", "yunet_model"):
+        value = getattr(config.detector, key)
+        if value is not None and not os.path.isfile(value):
+            raise ConfigError(f"detector.{key}: file {value} does not exist")
     if config.debug.snapshot_dir:
         problem = check_snapshot_dir(config.debug.snapshot_dir)
         if problem:

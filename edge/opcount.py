@@ -3,7 +3,10 @@
 A TFLite graph's multiply-accumulates come from its tensors' shapes: CONV_2D costs output elements x kernel
 height x width x input channels, DEPTHWISE_CONV_2D output elements x kernel height x width, FULLY_CONNECTED
 output elements x input features. Every other op (pooling, add, softmax, quantize...) is counted as one op
-per output element: small next to the MACs, and not multiply-accumulates. An OpenCV cascade has no MACs: its
+per output element: small next to the MACs, and not multiply-accumulates. An ONNX model run by OpenCV's DNN
+(YuNet) is counted the same way from the layers OpenCV builds: a convolution's weights are [out channels, in
+channels / groups, kh, kw], so each output element costs in/groups x kh x kw MACs (a depthwise 3x3 costs 9),
+at the output shapes OpenCV infers for the input size. An OpenCV cascade has no MACs: its
 cost is the number of windows it evaluates (each runs at least its first stage, most are rejected there),
 estimated here from OpenCV's own scan (a window step of 2 pixels until the image is shrunk 2x, then 1).
 """
@@ -46,6 +49,29 @@ def _macs_per_output(name: str, weights: tuple) -> int:
     return int(weights[-1])  # FULLY_CONNECTED: [units, in_features]
 
 
+def dnn_work(model_path, width: int, height: int) -> dict:
+    """{"macs", "macs_by_op", "other_ops"} for one forward pass of an ONNX model in OpenCV's DNN at width x height.
+
+    OpenCV's own `Net.getFLOPS` counts a depthwise convolution as a full one (4.4 GFLOPs for YuNet at 640x480
+    against the 258M MACs its layers do), so the count is made here from each layer's weight and output shapes.
+    """
+    import cv2
+
+    net = cv2.dnn.readNetFromONNX(str(model_path))
+    ids, _, outputs = net.getLayersShapes((1, 3, int(height), int(width)))
+    by_op: dict[str, int] = {}
+    other = 0
+    for layer_id, shapes in zip(ids, outputs, strict=True):
+        layer = net.getLayer(int(np.ravel(layer_id)[0]))
+        out_elems = sum(int(np.prod(shape)) for shape in shapes)
+        if layer.type in ("Convolution", "InnerProduct") and layer.blobs:
+            weights = layer.blobs[0].shape  # [out, in / groups, kh, kw] or [units, in_features]
+            by_op[layer.type] = by_op.get(layer.type, 0) + out_elems * int(np.prod(weights[1:]))
+        else:
+            other += out_elems
+    return {"macs": sum(by_op.values()), "macs_by_op": by_op, "other_ops": other}
+
+
 def cascade_windows(
     width: int, height: int, window: tuple[int, int], scale_factor: float, min_side: int, max_side: int = 0
 ) -> int:
@@ -66,7 +92,14 @@ def cascade_windows(
 
 
 def detector_work(detector, frame_size) -> dict:
-    """What one full scan of a frame_size = [width, height] frame costs the detector."""
+    """What one full scan of a frame_size = [width, height] frame costs the detector (and, for YuNet, what
+    re-finding one tracked face between scans costs)."""
+    roi_side = getattr(detector, "roi_side", None)
+    if roi_side is not None and frame_size:  # YuNet: an ONNX model at the size it is handed
+        width, height = detector.network_size(detector.scan_size(frame_size))
+        scan = dnn_work(detector.path, width, height)
+        roi = dict(dnn_work(detector.path, roi_side, roi_side), side=roi_side)
+        return dict(scan, scan_size=[width, height], roi=roi, unit="MACs per full scan")
     interpreter = getattr(detector, "interpreter", None)
     if interpreter is not None:
         return dict(tflite_work(interpreter), unit="MACs per detect call")
@@ -87,7 +120,14 @@ def format_work(work: dict) -> str:
         return f"{entry['macs'] / 1e6:.1f}M MACs + {entry['other_ops'] / 1e6:.2f}M other ops"
 
     detect = work["detect"]
-    if "macs" in detect:
+    if "roi" in detect:
+        size = "x".join(map(str, detect["scan_size"]))
+        side = "x".join(map(str, [detect["roi"].get("side", "?")] * 2))
+        detect_text = (
+            f"{macs(detect)} per full scan of {size}; {macs(detect['roi'])} per tracked face between scans "
+            f"({side} crop)"
+        )
+    elif "macs" in detect:
         detect_text = f"{macs(detect)} per call"
     elif "windows" in detect:
         size = "x".join(map(str, detect["scan_size"]))

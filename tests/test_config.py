@@ -68,7 +68,7 @@ def test_env_nested_list_bool_and_verbatim_strings():
         ("tracking:\n  smoothing: 1.5\n", "tracking.smoothing: must be a number in 0.0..0.99, got 1.5"),
         (
             "detector:\n  type: yolo\n",
-            "detector.type: must be one of auto, blazeface_full, blazeface, haar, lbp, got 'yolo'",
+            "detector.type: must be one of auto, yunet, blazeface_full, blazeface, haar, lbp, got 'yolo'",
         ),
         ("publish:\n  outputs: [stdout, kafka]\n", "publish.outputs: must be a list drawn from"),
         ("mqtt:\n  tls:\n    enabled: yes please\n", "mqtt.tls.enabled: must be true or false"),

@@ -58,7 +58,7 @@ def test_sigterm_publishes_offline_and_exits_0(mosquitto, camera, tiny_model_pat
             assert state["face_count"] == 1 and state["dominant_emotion"] in state["scores"]
             stats = json.loads(sub.wait_topic(f"{BASE}/stats", timeout=15)[1])
             assert stats["processed_fps"] >= 0 and stats["latency_ms"]["total"]["p50"] is not None
-            assert stats["interpreter"] and stats["detector"] == "blazeface_full"
+            assert stats["interpreter"] and stats["detector"] == "yunet"  # auto's choice
 
             signalled = time.monotonic()
             daemon.proc.send_signal(signal.SIGTERM)

@@ -42,3 +42,17 @@ def test_format_names_the_units():
     classify = {"macs": 84_272_448, "other_ops": 14_030, "macs_by_op": {}}
     text = format_work({"classify": classify, "detect": {"windows": 68_591, "scan_size": [320, 240]}})
     assert "classify 84.3M MACs" in text and "~68,591 cascade windows" in text and "estimate" in text
+
+
+def test_yunet_macs_from_opencvs_layers_scale_with_the_pixels_and_count_depthwise_as_such():
+    from edge.opcount import dnn_work
+
+    yunet = Path(__file__).resolve().parents[1] / "edge" / "models" / "face_detection_yunet_2023mar.onnx"
+    small, large = dnn_work(yunet, 320, 320), dnn_work(yunet, 640, 640)
+    # A fully convolutional net whose strides all divide both sizes: four times the pixels, four times the work.
+    assert large["macs"] == 4 * small["macs"] and set(large["macs_by_op"]) == {"Convolution"}
+    # By hand for 320x320: the stem is a 3x3 stride-2 convolution, 3 -> 16 channels, onto 160x160 (27 MACs per
+    # output element); if the many depthwise 3x3 layers were counted as full convolutions (OpenCV's own
+    # getFLOPS does), the total would be several times larger than the ~258M at 640x480 its authors quote.
+    assert small["macs"] > 160 * 160 * 16 * 27
+    assert 250e6 < dnn_work(yunet, 640, 480)["macs"] < 265e6
