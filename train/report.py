@@ -153,10 +153,28 @@ def _report_text(metrics: dict, dataset, config: dict) -> str:
         *[
             format_report(source, title=f"further validation ('{name}'), not used to choose the model")
             for name, source in metrics.get("validation_sources", {}).items()
-            if name != metrics["val_split"]
+            if name != metrics["val_split"] and "@" not in name
         ],
+        *_small_face_lines(metrics),
     ]
     return "\n".join(lines)
+
+
+def _small_face_lines(metrics: dict) -> list[str]:
+    """One line per small-face validation ('test@32px': the validation faces as a 32 px face gives them)."""
+    sources = metrics.get("validation_sources", {})
+    full = metrics["validation"]
+    lines = [
+        f"{name:<28} accuracy {s['accuracy']:.3f} ({(s['accuracy'] - full['accuracy']) * 100:+.1f} points), "
+        f"macro-F1 {s['macro_f1']:.3f}, neutral recall {s['per_class'].get('neutral', {}).get('recall', 0):.3f}"
+        for name, s in sources.items()
+        if "@" in name
+    ]
+    return (
+        ["small faces (sampled down, upscaled as the daemon does), not used to choose the model", *lines]
+        if lines
+        else []
+    )
 
 
 def describe_average(average: dict) -> str:
