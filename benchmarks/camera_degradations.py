@@ -6,16 +6,18 @@ Two measurements, each printed with the range it sets:
    model get. Whole photos of the dev set (a face with hair and background) are pasted into 640x480 frames at
    several sizes, the frame goes through `make_detector` (the daemon's default), and for each found face the
    crop's side in frame pixels is what the eye framing of the model contract cuts (eye distance / framing
-   eye_distance). The smallest crop side the detector finds in at least half the frames is the lower end of
-   the small-face range (`--degrade-face-px`); above the model's 48 px a crop is sampled down and is clean.
+   eye_distance). The smallest crop side the detector finds in at least a quarter of the frames is the lower
+   end of the small-face range (`--degrade-face-px`); above the model's 48 px a crop is sampled down and is
+   clean.
 2. **Image statistics** of crops: FER-2013 `train/` against the daemon's crops of the photo dev set's train
    half (train/photos.py): sharpness (variance of the Laplacian over the crop's variance, so contrast does not
    count), noise (Immerkaer's estimate of a Gaussian sigma), brightness (mean) and contrast (standard
    deviation), their 5th/50th/95th percentiles, and the JPEG quality of the photo files (from their
    quantisation tables). Each range is the one that takes FER's median crop to the photo crops' 5th or 95th
    percentile: the blur sigma that brings FER's median sharpness down to the photos' 5th percentile, the
-   noise sigma of the photos' 95th, the gamma that moves FER's median brightness to the photos' 5th/95th,
-   the contrast factor that takes FER's median contrast to the photos' 5th.
+   noise that added to FER's median reaches the photos' 95th (none if FER is the noisier), the gamma that
+   moves FER's median brightness to the photos' 5th/95th, the contrast factor that takes FER's median
+   contrast to the photos' 5th, and the photo files' 5th-percentile JPEG quality.
 
 No room-camera recordings are in the data; a user with some can point --frames at a folder of frames, whose
 faces (found by the detector, cut as the daemon cuts them) are measured the same way. Night-time infrared
@@ -47,6 +49,7 @@ from edge.detect import largest, make_detector  # noqa: E402
 from edge.preprocess import faces_to_batch, to_gray  # noqa: E402
 
 FRAME = (480, 640)
+FOUND_AT_ALL = 0.25  # a size the detector finds one time in four still reaches the model often
 PASTE_PX = (32, 40, 48, 56, 64, 80, 96, 128, 160)  # side of the pasted photo; its face is about 60% of it
 FER = REPO.parent / "shared" / "data" / "fer2013"
 PHOTOS = REPO.parent / "shared" / "data" / "photos"
@@ -197,13 +200,18 @@ def main(argv=None) -> int:
     target = measured.get("frames", measured["photo_crops"])
     qualities = [q for q in (jpeg_quality(p) for p in sample) if q is not None]
     fer50 = measured["fer_train"]
-    smallest = next((row for row in sizes if row["found"] >= 0.5 and row["crop_side_px_median"]), None)
+    smallest = next(
+        (row for row in sizes if row["found"] >= FOUND_AT_ALL and row["crop_side_px_median"]), None
+    )
     gamma_lo = math.log(target["mean"]["p5"] / 255) / math.log(fer50["mean"]["p50"] / 255)
     gamma_hi = math.log(target["mean"]["p95"] / 255) / math.log(fer50["mean"]["p50"] / 255)
     ranges = {
         "degrade_face_px": int(round(smallest["crop_side_px_median"])) if smallest else None,
         "degrade_blur": blur_for(fer, target["sharpness"]["p5"]),
-        "degrade_noise": round(target["noise"]["p95"], 1),
+        # Noise to add on top of FER's own: none where FER's crops are already noisier than the target's.
+        "degrade_noise": round(
+            math.sqrt(max(0.0, target["noise"]["p95"] ** 2 - fer50["noise"]["p50"] ** 2)), 1
+        ),
         "degrade_jpeg": int(np.percentile(qualities, 5)) if qualities else None,
         "degrade_gamma": round(max(gamma_lo, 1 / gamma_hi, 1 / gamma_lo, gamma_hi), 2),
         "degrade_contrast": round(min(1.0, target["std"]["p5"] / fer50["std"]["p50"]), 2),

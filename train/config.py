@@ -171,23 +171,23 @@ class TrainConfig:
         off="off",
     )
     degrade_face_px: int = setting(
-        24, "degradation: smallest face, in frame pixels of the crop's side", metavar="PX", lo=8
+        37, "degradation: smallest face, in frame pixels of the crop's side", metavar="PX", lo=8
     )
     degrade_blur: float = setting(
-        1.2, "degradation: largest Gaussian blur sigma, model pixels", metavar="S", lo=0
+        0.85, "degradation: largest Gaussian blur sigma, model pixels", metavar="S", lo=0
     )
     degrade_noise: float = setting(
-        6.0,
+        0.0,
         "degradation: largest sensor noise sigma, grey levels at the face's resolution",
         metavar="S",
         lo=0,
     )
     degrade_jpeg: int = setting(
-        30, "degradation: lowest JPEG quality (100 = no JPEG step)", metavar="Q", lo=1, hi=100
+        95, "degradation: lowest JPEG quality (100 = no JPEG step)", metavar="Q", lo=1, hi=100
     )
-    degrade_gamma: float = setting(1.6, "degradation: gamma in [1/G, G]", metavar="G", lo=1)
+    degrade_gamma: float = setting(1.71, "degradation: gamma in [1/G, G]", metavar="G", lo=1)
     degrade_contrast: float = setting(
-        0.5, "degradation: contrast scaled by [C, 1]", metavar="C", lo=0, hi=1, lo_open=True
+        0.42, "degradation: contrast scaled by [C, 1]", metavar="C", lo=0, hi=1, lo_open=True
     )
     soft_labels: str = setting(
         "",

@@ -31,13 +31,14 @@ EACH = 0.5  # probability of each step within a degraded crop, so the steps also
 class Degradations:
     """The ranges of each step; probability 0 (the default) turns the whole thing off."""
 
+    # Defaults: what benchmarks/camera_degradations.py measured (MODEL_CARD.md); --degrade-* set them.
     probability: float = 0.0  # share of training crops degraded
-    min_face_px: int = 24  # the crop's side in frame pixels is drawn from [min_face_px, model size]
-    max_blur_sigma: float = 1.2  # Gaussian sigma in model pixels
-    max_noise_sigma: float = 6.0  # Gaussian sensor noise, grey levels at the face's own resolution
-    min_jpeg_quality: int = 30  # quality drawn from [min_jpeg_quality, 95]; 100 = no JPEG step
-    max_gamma: float = 1.6  # gamma drawn log-uniformly from [1 / max_gamma, max_gamma]
-    min_contrast: float = 0.5  # contrast around the mean scaled by [min_contrast, 1] (flat IR-like images)
+    min_face_px: int = 37  # the crop's side in frame pixels is drawn from [min_face_px, model size]
+    max_blur_sigma: float = 0.85  # Gaussian sigma in model pixels
+    max_noise_sigma: float = 0.0  # Gaussian sensor noise, grey levels at the face's own resolution
+    min_jpeg_quality: int = 95  # quality drawn from [min_jpeg_quality, 95]; 100 = no JPEG step
+    max_gamma: float = 1.71  # gamma drawn log-uniformly from [1 / max_gamma, max_gamma]
+    min_contrast: float = 0.42  # contrast around the mean scaled by [min_contrast, 1] (flat IR-like images)
 
     @property
     def active(self) -> bool:
