@@ -21,7 +21,7 @@ COLUMNS = (
     "maj F1",
     "maj neutral R",
     "24/32/40 px (orig)",
-    "32 px gap",
+    "32 px gap orig / maj",
     "photos e2e",
     "photos F1",
     "photos neutral R",
@@ -46,9 +46,12 @@ def row(folder: Path) -> list[str]:
     small = result.get("small_faces", {})
     sizes = [small[s]["original"]["accuracy"] for s in ("24", "32", "40") if s in small]
     cells.append(" / ".join(f"{a:.1%}" for a in sizes))
-    cells.append(
-        f"{(small['32']['original']['accuracy'] - result['accuracy']) * 100:+.1f}" if "32" in small else ""
-    )
+    gaps = []
+    if "32" in small:
+        gaps.append(f"{(small['32']['original']['accuracy'] - result['accuracy']) * 100:+.1f}")
+        if majority and "majority" in small["32"]:
+            gaps.append(f"{(small['32']['majority']['accuracy'] - majority['accuracy']) * 100:+.1f}")
+    cells.append(" / ".join(gaps))
     photos = folder / "photos-held-out.json"
     if photos.is_file():
         best = json.loads(photos.read_text())["results"][0]
