@@ -25,7 +25,8 @@ def cell_crops(images, labels, settings, per_cell: int = PER_CELL, seed: int = 0
 
     rng = np.random.default_rng(seed)
     chosen = np.sort(rng.choice(len(images), min(per_cell, len(images)), replace=False))
-    cell = replace(settings, batch_size=len(chosen), mixup=0.0, teacher=None, initial_epoch=0)
+    # Its own seed per cell: with one seed every cell would draw the same augmentations column by column.
+    cell = replace(settings, batch_size=len(chosen), mixup=0.0, teacher=None, initial_epoch=0, seed=seed)
     batch = NumpyTrainBatches(images[chosen], labels[chosen], cell, workers=1)[0][0]
     return batch[..., 0]
 
@@ -44,7 +45,8 @@ def write_training_picture(path, data, settings, seed: int = 0, per_cell: int = 
         for c in range(len(labels)):
             members = np.flatnonzero(targets == c)
             if len(members):
-                cells[name, c] = cell_crops(images[members], targets[members], settings, per_cell, seed + c)
+                cell_seed = seed + 100 * len(cells) + c
+                cells[name, c] = cell_crops(images[members], targets[members], settings, per_cell, cell_seed)
     share = None
     if data.train_targets is not None:
         mass = np.asarray(data.train_targets).sum(axis=0)
