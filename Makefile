@@ -26,10 +26,10 @@ V3_RUN ?= $(RUNS)/v3
 V2_COMMIT = dd01756
 V2_SHA256 = e033ed17e22d6d15b65e963760c55ba605a8e46d8388c8398f741873b336200b
 V2_MODEL = $(RUNS)/v2-default/default.tflite
-V3_RECIPE = --arch vgg --init $(V2_MODEL) --photos $(V3_PHOTOS) --soft-labels $(FERPLUS) --soft-label-mix 0.7 \
-	--epochs 30 --lr 3e-4 --warmup-epochs 0 --batch-size 64 --weight-decay 0.05 --dropout 0.4 \
-	--label-smoothing 0.1 --class-weight-power 0.5 --random-erasing 0.25 --augment-zoom 0.17 --patience 0 \
-	--average-last 8 --seed 1337 --quiet
+V3_RECIPE = --arch vgg --init $(V2_MODEL) --photos $(V3_PHOTOS) --photo-weight 3 --soft-labels $(FERPLUS) \
+	--soft-label-mix 0.7 --degrade 0.5 --precision mixed_bfloat16 --epochs 30 --lr 3e-4 --warmup-epochs 0 \
+	--batch-size 64 --weight-decay 0.05 --dropout 0.4 --label-smoothing 0.1 --class-weight-power 0.5 \
+	--random-erasing 0.25 --augment-zoom 0.17 --patience 0 --average-last 8 --seed 1337 --quiet
 
 # The previous default model's recipe (v2: MODEL_CARD.md, "Model v2"): `make model-v2`.
 # Three runs of one recipe: two teachers (60 and 30 epochs), then the shipped student distilled from both,
