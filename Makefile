@@ -38,7 +38,7 @@ MODEL_RUN ?= $(RUNS)/student60
 RECIPE = --arch vgg --batch-size 64 --lr 2e-3 --weight-decay 0.05 --dropout 0.4 --label-smoothing 0.1 \
 	--class-weight-power 0.5 --random-erasing 0.25 --patience 0 --seed 1337 --quiet
 DISTILL = --teacher $(RUNS)/vgg60,$(RUNS)/vgg30 --distill-alpha 0.6 --distill-temperature 2 --average-last 10
-# Model v2 (MODEL_CARD.md, "Model v2 plan"): `make model PHOTOS=../shared/data/photos RUNS=runs-v2` trains every
+# Model v2 (MODEL_CARD.md, "Model v2 plan"): `make model-v2 PHOTOS=../shared/data/photos RUNS=runs-v2` trains every
 # run on FER-2013 plus the photos' person-disjoint train half, cut by the daemon's detector and framing, with
 # the zoom range widened to the measured framing noise; empty (the default) reproduces the shipped model.
 PHOTOS ?=
