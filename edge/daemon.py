@@ -35,7 +35,8 @@ from edge import notify
 from edge.config import Config, check_files
 from edge.emit import CAMERA_AWAY_S, Emitter, Every
 from edge.loop import FrameLoop
-from edge.stats import StatsCollector, format_stats
+from edge.publish.base import PublishError
+from edge.stats import StatsCollector, delivery_figures, format_stats
 
 __all__ = ["CAMERA_AWAY_S", "EXIT_UNDELIVERED", "Daemon", "FatalError", "load_components", "run"]
 
@@ -154,7 +155,7 @@ class Daemon:
     def run(self) -> int:
         from edge.capture import CaptureThread
         from edge.pipeline import FrameProcessor
-        from edge.publish import PublishError, make_publishers
+        from edge.publish import make_publishers
 
         classifier, detector, description = load_components(self.config)
         log.info(description)
@@ -165,7 +166,8 @@ class Daemon:
         source_id = source.source_id if source is not None else self.config.source.uri
         try:
             if self.publishers is None:  # the MQTT one comes with Home Assistant discovery (when enabled)
-                self.publishers = make_publishers(self.config, self.stop_event, classifier.labels)
+                finite = source is not None and not source.live  # every event of a file matters: wait for stdout
+                self.publishers = make_publishers(self.config, self.stop_event, classifier.labels, finite=finite)
             for publisher in self.publishers:
                 publisher.start()
         except PublishError as exc:
@@ -266,7 +268,8 @@ class Daemon:
 
     def _emit_stats(self, capture) -> None:
         reconnects = sum(p.reconnects for p in self.publishers)
-        snapshot = self._stats.snapshot(capture.captured, capture.dropped, reconnects, *self._describe)
+        outputs = delivery_figures(self.publishers, self.events_published)
+        snapshot = self._stats.snapshot(capture.captured, capture.dropped, reconnects, *self._describe, outputs)
         log.info(format_stats(snapshot))
         for publisher in self.publishers:
             publisher.publish_stats(snapshot)
@@ -281,12 +284,18 @@ class Daemon:
             self.preview.close()
         # A signal must be answered within 2 s (systemd's stop); a finished file may take longer to deliver.
         deadline = time.monotonic() + (SHUTDOWN_BUDGET_S if signalled else FINITE_FLUSH_S)
+        failed = None  # an output that could not be written (stdout on a full disk): every other one still closes
         for publisher in self.publishers:
-            publisher.close(timeout=max(0.1, deadline - time.monotonic()))
+            try:
+                publisher.close(timeout=max(0.1, deadline - time.monotonic()))
+            except PublishError as exc:
+                failed = failed or exc
         join = getattr(capture, "join", None)
         if join is not None:
             join(timeout=0.3)
         log.info("stopped after %d events", self.events_published)
+        if failed is not None:
+            raise failed
         if not signalled:  # a finished file or folder: say whether its events reached every output
             self._check_delivery()
 
@@ -312,8 +321,8 @@ def install_signal_handlers(stop_event: threading.Event) -> None:
     Only valid in the main thread."""
 
     def handler(signum, _frame):
+        stop_event.set()  # first: nothing that could block (a log line to a stalled stderr) may come before it
         log.info("%s received, stopping", signal.Signals(signum).name)
-        stop_event.set()
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
