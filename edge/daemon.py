@@ -35,6 +35,7 @@ from edge import notify
 from edge.config import Config, check_files
 from edge.emit import CAMERA_AWAY_S, Emitter, Every
 from edge.loop import FrameLoop
+from edge.model_contract import path_problem
 from edge.publish.base import PublishError
 from edge.stats import StatsCollector, delivery_figures, format_stats
 
@@ -65,8 +66,9 @@ def default_model_path() -> Path:
 def resolve_model_path(config: Config) -> Path:
     if config.model.path:
         path = Path(config.model.path)
-        if not path.is_file():  # say this before the contract loader complains about the missing .json
-            raise FatalError(f"model.path: model file {path} does not exist")
+        problem = path_problem(path)  # said before the contract loader complains about the missing .json
+        if problem:
+            raise FatalError(f"model.path: model file {problem}")
         return path
     path = default_model_path()
     if not path.is_file():
@@ -166,8 +168,12 @@ class Daemon:
         source_id = source.source_id if source is not None else self.config.source.uri
         try:
             if self.publishers is None:  # the MQTT one comes with Home Assistant discovery (when enabled)
-                finite = source is not None and not source.live  # every event of a file matters: wait for stdout
-                self.publishers = make_publishers(self.config, self.stop_event, classifier.labels, finite=finite)
+                finite = (
+                    source is not None and not source.live
+                )  # every event of a file matters: wait for stdout
+                self.publishers = make_publishers(
+                    self.config, self.stop_event, classifier.labels, finite=finite
+                )
             for publisher in self.publishers:
                 publisher.start()
         except PublishError as exc:
@@ -269,7 +275,9 @@ class Daemon:
     def _emit_stats(self, capture) -> None:
         reconnects = sum(p.reconnects for p in self.publishers)
         outputs = delivery_figures(self.publishers, self.events_published)
-        snapshot = self._stats.snapshot(capture.captured, capture.dropped, reconnects, *self._describe, outputs)
+        snapshot = self._stats.snapshot(
+            capture.captured, capture.dropped, reconnects, *self._describe, outputs
+        )
         log.info(format_stats(snapshot))
         for publisher in self.publishers:
             publisher.publish_stats(snapshot)
@@ -284,7 +292,9 @@ class Daemon:
             self.preview.close()
         # A signal must be answered within 2 s (systemd's stop); a finished file may take longer to deliver.
         deadline = time.monotonic() + (SHUTDOWN_BUDGET_S if signalled else FINITE_FLUSH_S)
-        failed = None  # an output that could not be written (stdout on a full disk): every other one still closes
+        failed = (
+            None  # an output that could not be written (stdout on a full disk): every other one still closes
+        )
         for publisher in self.publishers:
             try:
                 publisher.close(timeout=max(0.1, deadline - time.monotonic()))

@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.daemonproc import DaemonProcess, MjpegServer, daemon_args, daemon_env, live_frame, write_config
 from tests.mosquitto import Subscriber, wait_until
 
@@ -145,3 +147,304 @@ def test_a_stderr_nobody_reads_does_not_freeze_the_loop_or_sigterm(mosquitto, ti
                 proc.kill()
                 proc.wait()
             os.close(read_end)
+
+
+# --- 4 and 12: paths that cannot be opened are one `error:` line naming the key and the reason -----------
+
+
+LONG_NAME = "/tmp/" + "n" * 300 + ".tflite"  # one part over NAME_MAX (255): stat() fails with ENAMETOOLONG
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", LONG_NAME], "model.path: model file /tmp/nnn"),
+        (["--model", "/etc/passwd/m.tflite"], "a part of the path is a file, not a folder"),
+        (["--model", "/tmp"], "model.path: model file /tmp is a folder, not a file"),
+        (["--source", "/tmp/" + "s" * 300], "source /tmp/sss"),
+        (["--source", "/etc/passwd/x.avi"], "a part of the path is a file, not a folder"),
+    ],
+)
+def test_paths_that_cannot_be_opened_are_one_error_line(tmp_path, args, message):
+    result = _cli("--config", str(write_config(tmp_path)), "--check-config" if "--model" in args else "--publish",
+                  *(["stdout"] if "--source" in args else []), *args)  # fmt: skip
+    assert_one_error(result, message)
+
+
+@pytest.mark.parametrize("key", ["preview.token_file", "debug.snapshot_dir", "mqtt.tls.ca_certs"])
+def test_setting_paths_that_cannot_be_opened_are_one_error_line(tmp_path, key):
+    long_path = "/tmp/" + "t" * 300
+    text = {
+        "preview.token_file": f"preview:\n  enabled: true\n  token_file: {long_path}\n",
+        "debug.snapshot_dir": f"debug:\n  snapshot_dir: {long_path}/snaps\n",
+        "mqtt.tls.ca_certs": f"mqtt:\n  tls:\n    enabled: true\n    ca_certs: {long_path}\n",
+    }[key]
+    result = _cli("--config", str(write_config(tmp_path, text)), "--check-config")
+    assert_one_error(result, f"{key}: ")
+    assert "File name too long" in result.stderr
+    # The wrong kind of thing: a folder for a file, a file for a folder.
+    wrong = str(write_config(tmp_path, name="a-file")) if key == "debug.snapshot_dir" else str(tmp_path)
+    result = _cli("--config", str(write_config(tmp_path, text.replace(long_path + "/snaps", wrong)
+                                               .replace(long_path, wrong))), "--check-config")  # fmt: skip
+    assert_one_error(result, f"{key}: ")
+    assert "does not exist" not in result.stderr  # the old message for a folder
+    assert "is a folder, not a file" in result.stderr or "exists and is not a folder" in result.stderr
+
+
+def test_a_path_the_service_user_may_not_enter_says_so(tmp_path):
+    """As ProtectHome=yes does for /home under systemd: here a folder only root may enter, and the daemon run
+    as `nobody` (the tests run as root, for whom permissions never fail)."""
+    import tempfile
+
+    if os.getuid() != 0:
+        pytest.skip("needs root to start the daemon as another user")
+    shared = Path(tempfile.mkdtemp(prefix="emotion-edge-nobody-"))
+    try:
+        shared.chmod(0o755)
+        (shared / "c.yaml").write_text("stats:\n  interval_s: 0\n")
+        (shared / "c.yaml").chmod(0o644)
+        private = shared / "private"
+        private.mkdir(mode=0o700)
+        result = _cli("--config", str(shared / "c.yaml"), "--check-config", "--model", str(private / "m.tflite"),
+                      preexec_fn=lambda: (os.setgid(65534), os.setuid(65534)),
+                      env={"HOME": "/nonexistent"})  # fmt: skip
+        assert_one_error(
+            result, f"model.path: model file {private}/m.tflite cannot be reached: permission denied"
+        )
+    finally:
+        import shutil
+
+        shutil.rmtree(shared)
+
+
+def test_a_fifo_as_config_or_source_is_refused_in_seconds_not_waited_for(tmp_path):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    started = time.monotonic()
+    assert_one_error(_cli("--config", str(fifo), "--print-config"), "is a pipe or device that did not finish")
+    assert time.monotonic() - started < 20
+    result = _cli("--config", str(write_config(tmp_path)), "--source", str(fifo), "--publish", "stdout")
+    assert_one_error(result, "not a regular file")
+    # A pipe with a writer (`--config <(cat file)`) still works.
+    result = subprocess.run(["bash", "-c", f"{sys.executable} -m edge.cli --config <(printf 'device_id: piped\\n')"
+                             " --print-config"], capture_output=True, text=True, cwd=REPO, env=daemon_env(),
+                            timeout=60)  # fmt: skip
+    assert result.returncode == 0 and "device_id: piped" in result.stdout, result.stderr
+
+
+# --- 5: a YAML alias bomb is refused before it is expanded ------------------------------------------------
+
+# 9 levels of 9 aliases: ~370 bytes that stand for 9**9 (387 million) values.
+ALIAS_BOMB = "".join(f"{x}: &{x} [{', '.join([f'*{p}'] * 9) if p else ', '.join(['lol'] * 9)}]\n"
+                     for p, x in zip(["", *"abcdefgh"], "abcdefghi", strict=True))  # fmt: skip
+
+
+def _bounded(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """The CLI under a 1.5 GB address-space cap: today's expansion of the bomb dies there instead of eating
+    the machine's memory."""
+    import resource
+
+    def cap():
+        resource.setrlimit(resource.RLIMIT_AS, (1536 << 20, 1536 << 20))
+
+    return _cli(*args, env=env, preexec_fn=cap, timeout=120)
+
+
+def test_a_yaml_alias_bomb_in_the_config_file_is_refused_before_it_is_expanded(tmp_path):
+    assert 300 < len(ALIAS_BOMB) < 400
+    path = write_config(tmp_path, ALIAS_BOMB + "mqtt:\n  port: *i\n")
+    result = _bounded("--config", str(path), "--check-config")
+    assert_one_error(result, "is not a config: it stands for more than 10000 values once its aliases are expanded")
+    (tmp_path / "loop.yaml").write_text("mqtt: &m\n  tls: *m\n")
+    assert_one_error(
+        _bounded("--config", str(tmp_path / "loop.yaml"), "--check-config"), "refers to the value"
+    )
+
+
+def test_a_yaml_alias_bomb_in_a_variable_is_refused_before_it_is_expanded(tmp_path):
+    flow = "[" + ", ".join(line.split(": ", 1)[1] for line in ALIAS_BOMB.splitlines()) + "]"
+    result = _bounded("--config", str(write_config(tmp_path)), "--check-config",
+                      env={"EMOTION_EDGE_MQTT__PORT": flow})  # fmt: skip
+    assert_one_error(result, "mqtt.port: must be an integer in 1..65535, got '[&a [lol")
+    assert "(from EMOTION_EDGE_MQTT__PORT)" in result.stderr
+
+
+def test_a_large_list_in_an_error_is_shown_in_part_without_building_its_whole_repr():
+    import tracemalloc
+
+    from edge.config import ConfigError, load_config
+
+    shared = [list(range(1000))] * 3000  # what aliases make: one list, referred to 3000 times
+    tracemalloc.start()
+    try:
+        with pytest.raises(ConfigError) as info:
+            load_config(environ={}, overrides={"mqtt": {"port": shared}})
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(str(info.value)) < 300 and "[[0, 1, 2, 3, 4, 5, ...]" in str(info.value)
+    assert peak < 2 << 20, f"{peak / 2**20:.0f} MB to word one error"  # its full repr is 14 MB
+
+
+# --- 6 and 12: MQTT names that pass the check but fail at the broker ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--mqtt-host", "mqtt://broker"], "mqtt.host: is a URL; give the host name alone"),
+        (
+            ["--mqtt-host", "broker.lan:1884"],
+            "mqtt.host: names a port; give the host name alone (broker.lan)",
+        ),
+        (["--mqtt-host", "fd00::1::x"], "mqtt.host: is neither a host name nor an IP address"),
+    ],
+)
+def test_mqtt_host_as_a_url_or_with_a_port_is_refused(tmp_path, flags, message):
+    assert_one_error(_cli("--config", str(write_config(tmp_path)), "--check-config", "--publish", "mqtt", *flags),
+                     message)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("topic_prefix", "e" * 65530), ("discovery.prefix", "h" * 65530), ("topic_prefix", "a/" * 200 + "x")],
+)
+def test_topic_prefixes_the_broker_would_refuse_fail_check_config(tmp_path, key, value):
+    variable = "EMOTION_EDGE_MQTT__" + key.upper().replace(".", "__")
+    result = _cli("--config", str(write_config(tmp_path)), "--check-config", "--publish", "mqtt",
+                  env={variable: value})  # fmt: skip
+    assert_one_error(result, f"mqtt.{key}: must be a topic prefix of at most 1024 bytes and 64 levels")
+
+
+def test_ordinary_hosts_and_prefixes_still_pass():
+    from edge.config import load_config
+
+    for host in ("broker.lan", "192.168.1.5", "fd00::1", "localhost"):
+        assert load_config(environ={}, overrides={"mqtt": {"host": host}}).mqtt.host == host
+    config = load_config(environ={}, overrides={"mqtt": {"topic_prefix": "home/" * 20 + "emotion"}})
+    assert config.mqtt.topic_prefix.endswith("/emotion")
+
+
+# --- 7: a source folder removed mid-run ends with exit 1 and one reason, not 0 and a skip per file ----------
+
+
+def test_a_folder_removed_mid_run_is_an_error_not_a_skip_per_file(tmp_path, tiny_model_path):
+    import shutil
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    face = REPO / "edge" / "samples" / "astronaut_640x480.jpg"
+    for i in range(3000):  # hard links: 3000 photos, one file's worth of disk
+        os.link(face, folder / f"{i:05d}.jpg")
+    args = daemon_args(write_config(tmp_path), tiny_model_path, str(folder), "--policy", "every")
+    daemon = DaemonProcess(args, tmp_path)
+    try:
+        assert wait_until(lambda: daemon.stdout.count("\n") >= 3, timeout=90), daemon.stderr[-3000:]
+        shutil.rmtree(folder)
+        assert daemon.proc.wait(timeout=60) == 1, daemon.stderr[-3000:]
+    finally:
+        daemon.stop()
+    events = daemon.stdout.count("\n")
+    assert 3 <= events < 3000
+    assert "the folder was removed or became unreadable after" in daemon.stderr, daemon.stderr[-3000:]
+    assert daemon.stderr.count("skipping ") <= 10 and "Traceback" not in daemon.stderr
+
+
+# --- 8: image limits hold whatever a file is called; every image in a folder is used or counted ----------
+
+
+def test_an_image_under_a_video_name_is_checked_as_an_image(tmp_path):
+    from tests.test_imagefile import png_claiming
+
+    disguised = tmp_path / "capture.dat"
+    disguised.write_bytes(png_claiming(12000, 12000))  # FFmpeg would decode it as a one-frame video
+    result = _cli("--config", str(write_config(tmp_path)), "--source", str(disguised), "--publish", "stdout")
+    assert_one_error(
+        result,
+        f"source {disguised}: not used: 12000x12000 pixels (144.0 Mpx), more than source.max_image_mpx",
+    )
+
+
+def test_jfif_gif_and_unnamed_images_in_a_folder_are_used(tmp_path, tiny_model_path):
+    import cv2
+
+    from tests.facesdata import one_face_frame
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    face, _ = one_face_frame()
+    (folder / "a.jpg").write_bytes(cv2.imencode(".jpg", face)[1].tobytes())
+    (folder / "b.jfif").write_bytes(cv2.imencode(".jpg", face)[1].tobytes())
+    (folder / "c.gif").write_bytes(cv2.imencode(".gif", face)[1].tobytes())
+    (folder / "d_no_extension").write_bytes(cv2.imencode(".png", face)[1].tobytes())
+    (folder / "notes.txt").write_text("not an image\n")
+    args = daemon_args(write_config(tmp_path), tiny_model_path, str(folder), "--policy", "every")
+    result = subprocess.run(args, capture_output=True, text=True, cwd=REPO, env=daemon_env(), timeout=90)
+    assert result.returncode == 0, result.stderr[-3000:]
+    files = [json.loads(line)["file"] for line in result.stdout.splitlines()]
+    assert files == ["a.jpg", "b.jfif", "c.gif", "d_no_extension"]
+    assert "1 files are not images and are left out (notes.txt)" in result.stderr
+
+
+def test_a_folder_where_nothing_decodes_is_an_error_not_zero_events(tmp_path, tiny_model_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("a.jpg", "b.png"):
+        (folder / name).write_bytes(b"\xff\xd8 this is not really a jpeg")
+    args = daemon_args(write_config(tmp_path), tiny_model_path, str(folder), "--policy", "every")
+    result = subprocess.run(args, capture_output=True, text=True, cwd=REPO, env=daemon_env(), timeout=90)
+    assert result.returncode == 1 and result.stdout == "", result.stderr[-3000:]
+    assert (
+        "no image could be used (skipped 2 of 2 images" in result.stderr and "Traceback" not in result.stderr
+    )
+
+
+def test_video_frames_over_the_pixel_limit_are_refused_before_decoding(tmp_path):
+    from tests.facesdata import write_face_video
+
+    video = write_face_video(tmp_path / "clip.avi", n_frames=3)  # 640x480: 0.31 Mpx
+    config = write_config(tmp_path, "stats:\n  interval_s: 0\nsource:\n  max_image_mpx: 0.1\n")
+    result = _cli("--config", str(config), "--source", str(video), "--publish", "stdout")
+    assert_one_error(
+        result, "announces frames of 640x480 pixels (0.3 Mpx), more than source.max_image_mpx (0.1)"
+    )
+
+
+def test_a_live_stream_sending_frames_over_the_limit_is_refused_and_retried(tmp_path, tiny_model_path):
+    config = write_config(tmp_path, "stats:\n  interval_s: 0\nsource:\n  max_image_mpx: 0.05\n"
+                                    "  reopen_backoff_max_s: 1\n")  # fmt: skip
+    with MjpegServer(live_frame(), fps=10) as camera:  # 320x240: 0.077 Mpx
+        daemon = DaemonProcess(daemon_args(config, tiny_model_path, camera.url), tmp_path)
+        try:
+            daemon.wait_stderr("more than source.max_image_mpx (0.05)", timeout=60)
+            time.sleep(3)
+            assert daemon.proc.poll() is None  # a live source is retried, never given up
+            daemon.proc.send_signal(signal.SIGTERM)
+            assert daemon.proc.wait(timeout=10) == 0
+        finally:
+            daemon.stop()
+    assert daemon.stdout == "" and "Traceback" not in daemon.stderr
+
+
+# --- 10: damaged videos end with a reason, text is not a video --------------------------------------------
+
+
+def test_a_truncated_video_is_reported_with_what_was_read(tmp_path, tiny_model_path):
+    from tests.facesdata import write_face_video
+
+    video = write_face_video(tmp_path / "clip.avi", n_frames=20)
+    data = video.read_bytes()
+    video.write_bytes(data[: len(data) * 55 // 100])
+    args = daemon_args(write_config(tmp_path), tiny_model_path, str(video), "--policy", "every")
+    result = subprocess.run(args, capture_output=True, text=True, cwd=REPO, env=daemon_env(), timeout=90)
+    assert result.returncode == 1, result.stderr[-3000:]
+    events = result.stdout.splitlines()
+    assert f"the video ended after {len(events)} of the 20 frames its header announces" in result.stderr
+    assert 5 <= len(events) < 20 and "Traceback" not in result.stderr
+
+
+def test_a_text_file_is_not_played_as_a_video_of_its_text(tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("hello, this is not a video\n" * 200)  # FFmpeg's tty demuxer renders it: 28 frames
+    result = _cli("--config", str(write_config(tmp_path)), "--source", str(text), "--publish", "stdout")
+    assert_one_error(result, "it is a text file, not a video or an image")
