@@ -31,7 +31,7 @@ import threading
 import time
 from pathlib import Path
 
-from edge import notify
+from edge import logs, notify
 from edge.config import Config, check_files
 from edge.emit import CAMERA_AWAY_S, Emitter, Every
 from edge.loop import FrameLoop
@@ -274,7 +274,12 @@ class Daemon:
 
     def _emit_stats(self, capture) -> None:
         reconnects = sum(p.reconnects for p in self.publishers)
-        outputs = delivery_figures(self.publishers, self.events_published)
+        outputs = delivery_figures(
+            self.publishers,
+            self.events_published,
+            source_failures=getattr(capture, "failures", 0),  # camera or stream failures, each reopened
+            log_lines_dropped=logs.dropped_lines(),  # lines a blocked stderr (journald) could not take
+        )
         snapshot = self._stats.snapshot(
             capture.captured, capture.dropped, reconnects, *self._describe, outputs
         )

@@ -254,7 +254,9 @@ def test_a_yaml_alias_bomb_in_the_config_file_is_refused_before_it_is_expanded(t
     assert 300 < len(ALIAS_BOMB) < 400
     path = write_config(tmp_path, ALIAS_BOMB + "mqtt:\n  port: *i\n")
     result = _bounded("--config", str(path), "--check-config")
-    assert_one_error(result, "is not a config: it stands for more than 10000 values once its aliases are expanded")
+    assert_one_error(
+        result, "is not a config: it stands for more than 10000 values once its aliases are expanded"
+    )
     (tmp_path / "loop.yaml").write_text("mqtt: &m\n  tls: *m\n")
     assert_one_error(
         _bounded("--config", str(tmp_path / "loop.yaml"), "--check-config"), "refers to the value"
@@ -448,3 +450,78 @@ def test_a_text_file_is_not_played_as_a_video_of_its_text(tmp_path):
     text.write_text("hello, this is not a video\n" * 200)  # FFmpeg's tty demuxer renders it: 28 frames
     result = _cli("--config", str(write_config(tmp_path)), "--source", str(text), "--publish", "stdout")
     assert_one_error(result, "it is a text file, not a video or an image")
+
+
+# --- 9: a camera that fails right after every open is neither reopened nor logged twice a second ----------
+
+
+class _OneFrameCamera:
+    """Opens, gives one frame, then fails: a camera with a bad cable or a stream that drops every client."""
+
+    live = True
+    source_id = "flaky-camera"
+
+    def __init__(self):
+        self.reads = 0
+
+    def read(self):
+        import numpy as np
+
+        from edge.capture import Frame, SourceError
+
+        self.reads += 1
+        if self.reads > 1:
+            raise SourceError("flaky-camera: stopped delivering frames")
+        return Frame(np.zeros((4, 4), np.uint8), 0, time.time())
+
+    def close(self):
+        pass
+
+
+def test_a_camera_failing_after_every_open_backs_off_and_logs_once_per_episode(caplog):
+    import logging
+    import threading
+
+    from edge.capture import CaptureThread
+
+    opens = []
+
+    def factory():
+        opens.append(time.monotonic())
+        return _OneFrameCamera()
+
+    stop = threading.Event()
+    with caplog.at_level(logging.INFO, logger="edge.capture.thread"):
+        capture = CaptureThread(factory, stop, reopen_backoff=(0.05, 0.4)).start()
+        deadline = time.monotonic() + 4.0
+        while time.monotonic() < deadline:
+            capture.get(timeout=0.1)
+        stop.set()
+        capture.join(2)
+    # The backoff grows to its 0.4 s cap and stays there (one good frame is not "back"): ~12 opens in 4 s,
+    # where resetting it on every frame reopened every 0.05 s (~70 opens).
+    assert 5 <= len(opens) <= 16, len(opens)
+    gaps = [b - a for a, b in zip(opens, opens[1:], strict=False)]
+    assert min(gaps[3:]) >= 0.35, gaps
+    lines = [r for r in caplog.records if r.levelno >= logging.INFO]
+    assert len(lines) <= 3, [r.getMessage() for r in lines]
+    assert "further failures are summed up every 10 min" in lines[0].getMessage()
+    assert capture.failures == len(opens) or capture.failures == len(opens) - 1
+
+
+def test_a_camera_that_stays_back_resets_the_backoff_and_says_so(caplog, monkeypatch):
+    import logging
+    import threading
+
+    from edge.capture import CaptureThread, thread
+    from tests.test_capture import FakeCamera
+
+    monkeypatch.setattr(thread, "STABLE_S", 0.3)
+    cameras = iter([FakeCamera(fail_after=2), FakeCamera(fail_after=2), FakeCamera(delay=0.01)])
+    stop = threading.Event()
+    with caplog.at_level(logging.INFO, logger="edge.capture.thread"):
+        capture = CaptureThread(lambda: next(cameras), stop, reopen_backoff=(0.05, 0.4)).start()
+        assert wait_until(lambda: "is back: delivering for" in caplog.text, timeout=10), caplog.text
+        stop.set()
+        capture.join(2)
+    assert "after 2 failures" in caplog.text and capture._delay == 0.05
