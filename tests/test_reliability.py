@@ -5,6 +5,7 @@ localhost) or the real module."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -525,3 +526,145 @@ def test_a_camera_that_stays_back_resets_the_backoff_and_says_so(caplog, monkeyp
         stop.set()
         capture.join(2)
     assert "after 2 failures" in caplog.text and capture._delay == 0.05
+
+
+# --- 3: the preview cannot be exhausted before authentication -------------------------------------------
+
+PREVIEW_TOKEN = "correct-horse-battery"
+
+
+@pytest.fixture
+def preview(tmp_path):
+    """The preview server with a token (max_clients 2), in this process."""
+    import socket as socketlib
+
+    from edge.config import Config, PreviewConfig
+    from edge.preview.server import start_preview
+
+    with socketlib.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    (tmp_path / "token").write_text(PREVIEW_TOKEN)
+    config = Config()
+    config.preview = PreviewConfig(enabled=True, port=port, token_file=str(tmp_path / "token"), max_clients=2)
+    server = start_preview(config, "cam", ["a", "b"], publishers=[])
+    try:
+        yield server, port
+    finally:
+        server.close()
+
+
+def _raw(port: int, data: bytes, wait: float = 5.0, source: str = "127.0.0.1") -> bytes:
+    import socket as socketlib
+
+    with socketlib.create_connection(("127.0.0.1", port), timeout=wait, source_address=(source, 0)) as sock:
+        with contextlib.suppress(OSError):  # the server may answer and close before all of it is sent
+            sock.sendall(data)
+        answer = b""
+        with contextlib.suppress(OSError):
+            while chunk := sock.recv(65536):
+                answer += chunk
+        return answer
+
+
+def _get(port: int, token: str | None = None, source: str = "127.0.0.1") -> bytes:
+    auth = f"Authorization: Bearer {token}\r\n" if token else ""
+    return _raw(port, f"GET /api/status HTTP/1.1\r\nHost: pi\r\n{auth}\r\n".encode(), source=source)
+
+
+def test_preview_request_heads_are_bounded_in_size_before_the_token_is_checked(preview):
+    _, port = preview
+    # 40 lines of 2 KB: well inside http.server's own limits (100 lines of 64 KB: 6.5 MB a connection).
+    big = b"GET / HTTP/1.1\r\nHost: pi\r\n" + b"".join(
+        b"X-Pad-%d: %s\r\n" % (i, b"a" * 2000) for i in range(40)
+    )
+    assert _raw(port, big + b"\r\n").startswith(b"HTTP/1.0 431 ")
+    assert _get(port, PREVIEW_TOKEN).startswith(b"HTTP/1.0 200 ")  # an ordinary request still works
+
+
+def test_preview_request_heads_must_arrive_in_time_slowloris(preview, monkeypatch):
+    import socket as socketlib
+
+    from edge.preview import server as preview_server
+
+    monkeypatch.setattr(preview_server, "HEAD_TIMEOUT_S", 1.0)
+    _, port = preview
+    with socketlib.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        started = time.monotonic()
+        answer = b""
+        for byte in b"GET / HTTP/1.1\r\nHost: pi\r\nX-Slow: " + b"a" * 100:  # one byte every 0.2 s
+            try:
+                sock.sendall(bytes([byte]))
+            except OSError:
+                break
+            time.sleep(0.2)
+            if time.monotonic() - started > 5:
+                break
+        with contextlib.suppress(OSError):
+            answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.0 408 "), answer[:100]
+    assert time.monotonic() - started < 4
+
+
+def test_preview_connections_are_capped_before_anything_is_read(preview):
+    import socket as socketlib
+    import threading
+
+    server, port = preview
+    before = threading.active_count()
+    idle = []
+    try:
+        for _ in range(60):  # connect and say nothing, as 189 stalled clients did
+            idle.append(socketlib.create_connection(("127.0.0.1", port), timeout=5))
+        assert wait_until(lambda: server._httpd.open_connections >= 18, timeout=10)
+        time.sleep(0.5)
+        assert threading.active_count() - before <= 2 + 16 + 1, threading.active_count() - before
+        assert server._httpd.open_connections == 18  # max_clients 2 + SPARE_CONNECTIONS 16
+        turned_away = idle[-1].recv(100)
+        assert turned_away.startswith(b"HTTP/1.0 503 "), turned_away
+    finally:
+        for sock in idle:
+            sock.close()
+    assert wait_until(lambda: server._httpd.open_connections == 0, timeout=15)
+    assert _get(port, PREVIEW_TOKEN).startswith(b"HTTP/1.0 200 ")
+
+
+def test_preview_memory_stays_bounded_under_header_floods(preview):
+    import socket as socketlib
+    import threading
+
+    from edge.stats import rss_mb
+
+    _, port = preview
+    before = rss_mb()
+    flood = b"GET / HTTP/1.1\r\nHost: pi\r\n" + b"".join(
+        b"X-Pad-%d: %s\r\n" % (i, b"a" * 60000) for i in range(99)
+    )
+    peaks = []
+
+    def client():
+        with (
+            contextlib.suppress(OSError),
+            socketlib.create_connection(("127.0.0.1", port), timeout=5) as sock,
+        ):
+            sock.sendall(flood)  # ~6 MB each; http.server alone kept all of it per connection
+            time.sleep(1.0)
+            peaks.append(rss_mb())
+
+    threads = [threading.Thread(target=client) for _ in range(40)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert max(peaks, default=before) - before < 60, (before, max(peaks))
+
+
+def test_wrong_tokens_are_throttled_per_address(preview):
+    _, port = preview
+    for _ in range(30):
+        assert _get(port, "wrong-token-0000").startswith(b"HTTP/1.0 401 ")
+    blocked = _get(port, PREVIEW_TOKEN)  # not even the right one is compared now
+    assert blocked.startswith(b"HTTP/1.0 429 ") and b"Retry-After: " in blocked
+    assert _get(port, PREVIEW_TOKEN, source="127.0.0.2").startswith(b"HTTP/1.0 200 ")  # another address
+    for _ in range(40):  # no header at all is the browser's first request (the challenge), not a guess
+        assert _get(port, source="127.0.0.3").startswith(b"HTTP/1.0 401 ")
