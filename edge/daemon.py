@@ -100,13 +100,20 @@ def load_components(config: Config):
         detector = make_detector(config.detector)
     except DetectorError as exc:
         raise FatalError(str(exc)) from None
+    if not classifier.checked:
+        log.warning(
+            "model %s: its contract carries no sha256 (written before models were checked), so a damaged "
+            "file is not detected; convert it again (emotion-convert) to add one",
+            model_path,
+        )
     if classifier.contract.face_framing and getattr(detector, "landmarks", False):
         cut = "faces aligned and framed from the eyes"
     else:
         cut = f"faces cut by the box + {classifier.contract.crop_margin:g} margin"
     description = (
         f"classifier: {model_path.name} via {classifier.backend}, {config.model.threads} threads; "
-        f"detector: {describe(detector)}; {cut}"
+        f"detector: {describe(detector)}; {cut}; "
+        f"model file {'matches its sha256' if classifier.checked else 'not checked (no sha256 in its contract)'}"
     )
     return classifier, detector, description
 

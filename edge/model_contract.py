@@ -8,12 +8,14 @@ labels are never mapped by position between stages.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import stat
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,9 @@ class ModelContract:
     # eyes; None (contracts written before it existed) = the box + crop_margin for every detector.
     framing: dict[str, Any] | None = None
     arch: str = ""
+    # The model file's SHA-256 (hex), written by save_contract: a damaged or swapped copy (400 flipped bytes
+    # still load and give plausible scores) is refused. None (contracts written before it): not checked.
+    sha256: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # provenance, metrics: informational only
 
     @property
@@ -68,6 +73,12 @@ class ModelContract:
                 Framing.from_dict(self.framing, f"{source}: 'framing'")
             except ValueError as exc:
                 raise ContractError(str(exc)) from None
+        if self.sha256 is not None and not (
+            isinstance(self.sha256, str) and re.fullmatch(r"[0-9a-f]{64}", self.sha256)
+        ):
+            raise ContractError(
+                f"{source}: 'sha256' must be 64 lower-case hex digits, got {self.sha256!r:.80}"
+            )
         return self
 
     @property
@@ -76,7 +87,10 @@ class ModelContract:
         return None if self.framing is None else Framing.from_dict(self.framing)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": FORMAT, **asdict(self)}
+        data = {"format": FORMAT, **asdict(self)}
+        if data["sha256"] is None:  # as contracts without a checksum always looked
+            del data["sha256"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "model contract") -> ModelContract:
@@ -84,7 +98,17 @@ class ModelContract:
             raise ContractError(f"{source}: expected a JSON object")
         if data.get("format") != FORMAT:
             raise ContractError(f"{source}: format is {data.get('format')!r}, expected {FORMAT!r}")
-        known = {"labels", "input_height", "input_width", "color", "crop_margin", "framing", "arch", "extra"}
+        known = {
+            "labels",
+            "input_height",
+            "input_width",
+            "color",
+            "crop_margin",
+            "framing",
+            "arch",
+            "sha256",
+            "extra",
+        }
         unknown = sorted(set(data) - known - {"format"})
         if unknown:
             raise ContractError(f"{source}: unknown key(s) {unknown}")
@@ -241,7 +265,37 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
         raise
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_model_file(model_path: str | os.PathLike, contract: ModelContract) -> bool:
+    """Compare the model file with the checksum its contract carries: True when it matches, False when the
+    contract carries none (nothing is checked), ContractError when it differs."""
+    if contract.sha256 is None:
+        return False
+    try:
+        actual = file_sha256(model_path)
+    except OSError as exc:
+        raise ContractError(f"cannot read {model_path}: {exc.strerror or exc}") from None
+    if actual != contract.sha256:
+        raise ContractError(
+            f"{model_path} does not match its contract {sidecar_path(model_path)}: its sha256 is {actual[:16]}..., "
+            f"the contract says {contract.sha256[:16]}...; the model file is damaged or not the one the contract "
+            "was written for: copy the model and its .json again"
+        )
+    return True
+
+
 def save_contract(model_path: str | os.PathLike, contract: ModelContract) -> Path:
+    """Write the contract beside the model, with the model file's sha256 when the file is there (a contract
+    written before its model carries none)."""
     path = sidecar_path(model_path)
+    digest = file_sha256(model_path) if os.path.isfile(model_path) else None
+    contract = replace(contract, sha256=digest)
     write_text_atomic(path, json.dumps(contract.validate(str(path)).to_dict(), indent=2) + "\n")
     return path

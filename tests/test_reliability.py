@@ -668,3 +668,62 @@ def test_wrong_tokens_are_throttled_per_address(preview):
     assert _get(port, PREVIEW_TOKEN, source="127.0.0.2").startswith(b"HTTP/1.0 200 ")  # another address
     for _ in range(40):  # no header at all is the browser's first request (the challenge), not a guess
         assert _get(port, source="127.0.0.3").startswith(b"HTTP/1.0 401 ")
+
+
+# --- 11: a model's integrity is checked against its contract ----------------------------------------------
+
+
+def _model_copy(tmp_path: Path, keep_sha256: bool = True) -> Path:
+    source = REPO / "edge" / "models" / "default.tflite"
+    (tmp_path / "m.tflite").write_bytes(source.read_bytes())
+    contract = json.loads(source.with_suffix(".json").read_text())
+    if not keep_sha256:
+        contract.pop("sha256")
+    (tmp_path / "m.json").write_text(json.dumps(contract))
+    return tmp_path / "m.tflite"
+
+
+def test_the_shipped_models_carry_the_checksum_of_their_file():
+    from edge.model_contract import file_sha256, load_contract
+
+    for model in (REPO / "edge" / "models" / "default.tflite", REPO / "tests" / "data" / "tiny.tflite"):
+        assert load_contract(model).sha256 == file_sha256(model)
+
+
+def test_a_corrupted_model_is_refused_not_loaded(tmp_path):
+    import random
+
+    model = _model_copy(tmp_path)
+    data = bytearray(model.read_bytes())
+    rng = random.Random(30)
+    for at in rng.sample(range(4096, len(data)), 400):  # weights, past the header: it still loads
+        data[at] ^= 0xFF
+    model.write_bytes(bytes(data))
+    result = _cli("--config", str(write_config(tmp_path)), "--check-config", "--model", str(model))
+    assert_one_error(result, f"error: {model} does not match its contract {tmp_path / 'm.json'}")
+    assert "damaged or not the one the contract was written for" in result.stderr
+
+
+def test_a_contract_without_a_checksum_still_loads_and_says_nothing_is_checked(tmp_path):
+    model = _model_copy(tmp_path, keep_sha256=False)
+    result = _cli("--config", str(write_config(tmp_path)), "--check-config", "--model", str(model))
+    assert result.returncode == 0, result.stderr
+    assert "its contract carries no sha256" in result.stderr
+    assert "model file not checked (no sha256 in its contract)" in result.stderr
+    shipped = _cli("--config", str(write_config(tmp_path)), "--check-config")
+    assert shipped.returncode == 0 and "model file matches its sha256" in shipped.stderr, shipped.stderr
+
+
+def test_save_contract_writes_the_model_files_checksum(tmp_path):
+    from edge.model_contract import ContractError, ModelContract, file_sha256, load_contract, save_contract
+
+    model = tmp_path / "x.tflite"
+    save_contract(model, ModelContract(labels=["a", "b"]))  # before the model exists: none to write
+    assert load_contract(model).sha256 is None and "sha256" not in (tmp_path / "x.json").read_text()
+    model.write_bytes(b"model bytes")
+    save_contract(model, ModelContract(labels=["a", "b"], sha256="0" * 64))  # a stale one is replaced
+    assert load_contract(model).sha256 == file_sha256(model)
+    (tmp_path / "x.json").write_text(json.dumps({"format": "emotion-edge-model/1", "labels": ["a", "b"],
+                                                 "sha256": "not-hex"}))  # fmt: skip
+    with pytest.raises(ContractError, match="'sha256' must be 64 lower-case hex digits"):
+        load_contract(model)
