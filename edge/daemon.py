@@ -45,6 +45,7 @@ log = logging.getLogger("edge.daemon")
 
 SHUTDOWN_BUDGET_S = 1.5  # what publishers may spend on close(); the rest of the 2 s goes to the threads
 FINITE_FLUSH_S = 5.0  # after a finished file/folder: time to connect and deliver the last events
+OUTPUT_CHECK_S = 1.0  # how often the loop asks the outputs whether they are still alive
 
 
 # A finite run whose events did not all reach an output (MQTT never connected, or events left undelivered).
@@ -241,6 +242,7 @@ class Daemon:
         self._stats = StatsCollector(clock=self.clock)
         self._stats_due = Every(self.config.stats.interval_s, now)
         self._watchdog = Every(notify.watchdog_interval(), now)
+        self._outputs_due = Every(OUTPUT_CHECK_S, now)
         self._describe = (detector_name, backend)
         self._loop(FrameLoop(capture, processor, self.emitter, self.clock), waiting)
 
@@ -267,6 +269,20 @@ class Daemon:
                 self.emitter.no_frame(frames.now)
             if self._stats_due.due(frames.now):  # stats keep coming while a camera is away
                 self._emit_stats(capture)
+            if self._outputs_due.due(frames.now) and self._output_broken():
+                break
+
+    def _output_broken(self) -> bool:
+        """An output that can never deliver again ends the run with exit 1: systemd restarts the service,
+        where carrying on would publish nothing for good."""
+        for publisher in self.publishers:
+            problem = getattr(publisher, "broken", lambda: None)()
+            if problem:
+                log.error("%s; stopping with exit code 1 (the service is restarted)", problem)
+                self.exit_code = 1
+                self.stop_event.set()  # a stop, as on SIGTERM: the same shutdown budget
+                return True
+        return False
 
     def _ping_watchdog(self, now: float) -> None:
         if self._watchdog.due(now):

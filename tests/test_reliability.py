@@ -727,3 +727,58 @@ def test_save_contract_writes_the_model_files_checksum(tmp_path):
                                                  "sha256": "not-hex"}))  # fmt: skip
     with pytest.raises(ContractError, match="'sha256' must be 64 lower-case hex digits"):
         load_contract(model)
+
+
+# --- 6, defence in depth: an MQTT network thread that died ends the run instead of leaving MQTT silent ------
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the thread we kill
+def test_a_dead_mqtt_network_thread_is_detected(mosquitto):
+    from edge.config import MqttConfig
+    from edge.publish.mqtt import MqttPublisher
+
+    publisher = MqttPublisher(MqttConfig(host=mosquitto.host, port=mosquitto.port, keepalive=5), "t")
+    publisher.start()
+    try:
+        assert wait_until(lambda: publisher.connected, timeout=15)
+        assert publisher.broken() is None
+
+        def boom(*args):
+            raise RuntimeError("a bug inside paho's thread")
+
+        publisher._client.on_disconnect = boom  # paho lets a callback's exception end its thread
+        mosquitto.stop()
+        assert wait_until(lambda: publisher.broken() is not None, timeout=15)
+        assert "the network thread for 127.0.0.1" in publisher.broken()
+    finally:
+        publisher.close(timeout=0.5)
+        mosquitto.start()
+
+
+def test_the_daemon_stops_with_exit_1_when_an_output_is_broken():
+    from edge.config import Config
+    from edge.daemon import Daemon
+    from edge.pipeline import FrameProcessor
+    from tests.test_daemon_loop import (
+        Clock,
+        RecordingPublisher,
+        SceneClassifier,
+        SceneDetector,
+        ScriptedCamera,
+    )
+
+    class BreakingPublisher(RecordingPublisher):
+        def broken(self):
+            return "test output: gone for good" if len(self.of("event")) >= 20 else None
+
+    clock = Clock()
+    camera = ScriptedCamera(clock, [[((40, 30, 50, 50), [0.1, 0.8, 0.1])]] * 200)
+    config = Config()
+    config.publish.policy = "every"
+    config.stats.interval_s = 0
+    publisher = BreakingPublisher(clock)
+    daemon = Daemon(config, publishers=[publisher], clock=clock)
+    processor = FrameProcessor(config, SceneClassifier(camera), SceneDetector(camera), "scripted", clock)
+    daemon.serve(camera, processor, "scene", "scene")
+    assert daemon.exit_code == 1 and daemon.stop_event.is_set()
+    assert 20 <= len(publisher.of("event")) < 40  # stopped within a second of loop time, not after 200 frames

@@ -87,6 +87,7 @@ class MqttPublisher(Publisher):
         self._dropped = 0
         self._outage_drops = 0  # lost in this outage: the first is said at once, the total on reconnect
         self._left_at_close = 0  # events still buffered when close() gave up: never delivered
+        self._network_thread: threading.Thread | None = None
         self.published_events = 0
         self._client = self._make_client()
 
@@ -113,6 +114,7 @@ class MqttPublisher(Publisher):
         except (OSError, ValueError) as exc:
             raise PublishError(f"mqtt: cannot connect to {self.address}: {exc}") from None
         self._client.loop_start()
+        self._network_thread = getattr(self._client, "_thread", None)  # paho forgets it when it ends
         log.info("MQTT publisher for %s connecting to %s as %s", self.device_id, self.address, self.client_id)
 
     # --- hooks for other modules (Home Assistant discovery) --------------------------------------------------
@@ -169,6 +171,14 @@ class MqttPublisher(Publisher):
     @property
     def buffered_events(self) -> int:
         return len(self._buffer)
+
+    def broken(self) -> str | None:
+        # paho's network thread ends only on loop_stop(); anything else (an exception inside it) would leave
+        # the daemon running with MQTT silent for good and `online` still retained.
+        thread = self._network_thread
+        if thread is not None and not thread.is_alive() and not self._closing:
+            return f"MQTT: the network thread for {self.address} has stopped; nothing can be published"
+        return None
 
     def delivery_failure(self) -> str | None:
         if not self._ever_connected:
