@@ -193,29 +193,36 @@ def test_setting_paths_that_cannot_be_opened_are_one_error_line(tmp_path, key):
 
 
 def test_a_path_the_service_user_may_not_enter_says_so(tmp_path):
-    """As ProtectHome=yes does for /home under systemd: here a folder only root may enter, and the daemon run
-    as `nobody` (the tests run as root, for whom permissions never fail)."""
-    import tempfile
+    """As ProtectHome=yes does for /home under systemd: a folder nobody may enter. The tests run as root, for
+    whom permissions never fail, so the daemon runs without the capabilities that let root through."""
+    import shutil
 
-    if os.getuid() != 0:
-        pytest.skip("needs root to start the daemon as another user")
-    shared = Path(tempfile.mkdtemp(prefix="emotion-edge-nobody-"))
-    try:
-        shared.chmod(0o755)
-        (shared / "c.yaml").write_text("stats:\n  interval_s: 0\n")
-        (shared / "c.yaml").chmod(0o644)
-        private = shared / "private"
-        private.mkdir(mode=0o700)
-        result = _cli("--config", str(shared / "c.yaml"), "--check-config", "--model", str(private / "m.tflite"),
-                      preexec_fn=lambda: (os.setgid(65534), os.setuid(65534)),
-                      env={"HOME": "/nonexistent"})  # fmt: skip
-        assert_one_error(
-            result, f"model.path: model file {private}/m.tflite cannot be reached: permission denied"
-        )
-    finally:
-        import shutil
+    if os.getuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv (util-linux) to drop CAP_DAC_OVERRIDE")
+    private = tmp_path / "private"
+    private.mkdir(mode=0o000)
+    command = [
+        "setpriv",
+        "--bounding-set",
+        "-dac_override,-dac_read_search",
+        sys.executable,
+        "-m",
+        "edge.cli",
+        "--config",
+        str(write_config(tmp_path)),
+        "--check-config",
+        "--model",
+        str(private / "m.tflite"),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=daemon_env(), timeout=60)
+    private.chmod(0o700)
+    assert_one_error(
+        result, f"model.path: model file {private}/m.tflite cannot be reached: permission denied"
+    )
+    home = Path("/home") / ("no-such-user-" + "x" * 8) / "m.tflite"
+    from edge.model_contract import path_problem
 
-        shutil.rmtree(shared)
+    assert path_problem(home).endswith("does not exist")  # the hint is only for permission denied
 
 
 def test_a_fifo_as_config_or_source_is_refused_in_seconds_not_waited_for(tmp_path):
