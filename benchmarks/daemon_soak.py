@@ -151,11 +151,21 @@ def log_counts(stderr: str) -> dict:
 
 
 def journal(stderr: str) -> dict:
+    """Lines by level of the daemon's own log, and `native`: what libraries (TFLite, OpenCV, FFmpeg) wrote
+    to stderr themselves."""
+    import re
+
     lines = [line for line in stderr.splitlines() if line.strip()]
-    levels = {}
-    for level in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
-        levels[level] = sum(f" {level} " in line for line in lines)
-    return {"lines": len(lines), "by_level": levels}
+    ours = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} ([A-Z]+) ")
+    levels = dict.fromkeys(("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"), 0)
+    native = []
+    for line in lines:
+        match = ours.match(line)
+        if match and match.group(1) in levels:
+            levels[match.group(1)] += 1
+        else:
+            native.append(line)
+    return {"lines": len(lines), "by_level": levels, "native": len(native), "native_first": native[:5]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -349,7 +359,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{key:<8} min {min(values)}, max {max(values)}, last {values[-1]}")
     print(f"CPU      {summary['cpu_percent']}% of one core on average")
     print(f"journal: {lines['lines']} lines ({round(per_hour)} per hour; {lines['by_level']['WARNING']} WARNING, "
-          f"{lines['by_level']['INFO']} INFO), {flaky_lines} of them during the flaky camera")  # fmt: skip
+          f"{lines['by_level']['INFO']} INFO, {lines['native']} from libraries), {flaky_lines} of them during the "
+          "flaky camera")  # fmt: skip
     if options.json:
         Path(options.json).write_text(
             json.dumps({"summary": summary, "samples": samples, "outages": outages}, indent=1) + "\n"

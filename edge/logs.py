@@ -15,6 +15,7 @@ import contextlib
 import io
 import logging
 import os
+import sys
 import threading
 import time
 from typing import TextIO
@@ -126,6 +127,20 @@ def _writer(stream: TextIO):
 _current: StderrSink | None = None
 
 
+def quiet_native_libraries(level: str) -> None:
+    """OpenCV and FFmpeg write to stderr themselves, past this sink: a line per failed open of a stream that
+    is down ("Connection refused", "can't be used to capture by name"), thousands a day while a camera is
+    away. Unless the log level is DEBUG they keep quiet but for fatal errors; the daemon says what failed, once
+    per episode. Set before OpenCV first opens a stream (an environment variable given to the daemon wins)."""
+    if level == "DEBUG":
+        return
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "8")  # AV_LOG_FATAL
+    cv2 = sys.modules.get("cv2")
+    if cv2 is not None and os.environ["OPENCV_LOG_LEVEL"] == "ERROR":
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
+
 def install(stream: TextIO, level: str) -> StderrSink:
     """Make a new sink on `stream` the root logger's only handler (replacing the previous one)."""
     global _current
@@ -139,6 +154,7 @@ def install(stream: TextIO, level: str) -> StderrSink:
     sink.setFormatter(logging.Formatter(FORMAT))
     root.addHandler(sink)
     root.setLevel(getattr(logging, level))
+    quiet_native_libraries(level)
     if _current is None:
         atexit.register(drain)
     _current = sink

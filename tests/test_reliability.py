@@ -49,6 +49,7 @@ def _count(sub: Subscriber, topic: str, payload: bytes) -> int:
 # --- 1: events dropped by the MQTT outage buffer are counted, said once per outage, and in `stats` --------
 
 
+@pytest.mark.backoff  # two broker outages and paho's reconnects: ~15 s
 def test_outage_buffer_overflow_is_counted_in_stats_and_said_once_per_outage(
     mosquitto, tiny_model_path, tmp_path
 ):
@@ -789,3 +790,31 @@ def test_the_daemon_stops_with_exit_1_when_an_output_is_broken():
     daemon.serve(camera, processor, "scene", "scene")
     assert daemon.exit_code == 1 and daemon.stop_event.is_set()
     assert 20 <= len(publisher.of("event")) < 40  # stopped within a second of loop time, not after 200 frames
+
+
+def test_opencv_and_ffmpeg_do_not_write_a_line_per_retry(tmp_path, tiny_model_path):
+    """A stream that is down: FFmpeg and OpenCV wrote two lines of their own per failed open, past the log's
+    once-per-episode rule (a camera away for a day: thousands). At DEBUG they still speak."""
+    import socket as socketlib
+
+    with socketlib.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{probe.getsockname()[1]}/stream.mjpg"  # nothing listens there
+    config = write_config(tmp_path, "stats:\n  interval_s: 0\nsource:\n  reopen_backoff_max_s: 0.5\n")
+    for level, quiet in (("INFO", True), ("DEBUG", False)):
+        daemon = DaemonProcess(daemon_args(config, tiny_model_path, url, "--log-level", level), tmp_path)
+        try:
+            daemon.wait_stderr("retrying with backoff", timeout=60)  # up, and the stream is away
+            time.sleep(3)  # six more retries at 0.5 s
+            daemon.proc.send_signal(signal.SIGTERM)
+            assert daemon.proc.wait(timeout=10) == 0
+        finally:
+            daemon.stop()
+        native = [
+            line for line in daemon.stderr.splitlines() if line.startswith(("[tcp @", "[ WARN", "[http @"))
+        ]
+        if quiet:
+            assert native == [], native[:5]
+            assert daemon.stderr.count("WARNING edge.capture.thread") == 1, daemon.stderr[-2000:]
+        else:
+            assert native, daemon.stderr[-2000:]

@@ -36,8 +36,8 @@ IMAGE_EXTENSIONS = frozenset(
 )
 # Files whose content is an image but which FFmpeg plays as a video: a raw MJPEG stream is JPEGs end to end.
 MJPEG_EXTENSIONS = frozenset({".mjpg", ".mjpeg"})
-# Text FFmpeg reads as media on purpose: an RTP session description, an HLS playlist.
-_MEDIA_TEXT = (b"v=0", b"#EXTM3U")
+# Text FFmpeg reads as media on purpose: an RTP session description, an HLS playlist, raw YUV4MPEG frames.
+_MEDIA_TEXT = (b"v=0", b"#EXTM3U", b"YUV4MPEG2")
 _URL = re.compile(r"^(rtsp|rtsps|rtmp|http|https)://", re.IGNORECASE)
 _PICAMERA = re.compile(r"^picamera2(?::(\d+))?$")
 # Network streams: give up on a dead connection instead of blocking the capture thread for FFmpeg's 30 s.
