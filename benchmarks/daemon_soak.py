@@ -88,6 +88,7 @@ class EventClock:
         import paho.mqtt.client as mqtt
 
         self.times: list[float] = []
+        self.made: list[float] = []  # the events' own timestamps (UNIX time), in arrival order
         self.indexes: set[tuple[str, int]] = set()
         self.messages = 0
         self.last_stats: dict | None = None
@@ -109,6 +110,7 @@ class EventClock:
                 self.last_stats = payload
                 return
             self.times.append(time.monotonic())
+            self.made.append(_unix_time(payload["timestamp"]))
             self.indexes.add(
                 (payload["timestamp"], int(payload["frame_index"]))
             )  # an index restarts per open
@@ -125,9 +127,12 @@ class EventClock:
         self._client.disconnect()
         self._client.loop_stop()
 
-    def first_after(self, moment: float) -> float | None:
+    def first_after(self, moment: float, made_after: float) -> float | None:
+        """When the first event made after `made_after` (UNIX time) arrived after `moment` (monotonic): not
+        one of the events the broker kept for this session from before an outage, replayed on reconnect."""
         with self._lock:
-            return next((t for t in self.times if t > moment), None)
+            return next((t for t, m in zip(self.times, self.made, strict=True) if t > moment and m > made_after),
+                        None)  # fmt: skip
 
     def settle(self, quiet_s: float = 3.0, timeout: float = 60.0) -> None:
         """Wait until no event has arrived for `quiet_s` (the queued ones have all come in)."""
@@ -138,6 +143,12 @@ class EventClock:
             if time.monotonic() - last >= quiet_s:
                 return
             time.sleep(0.2)
+
+
+def _unix_time(timestamp: str) -> float:
+    from datetime import datetime, timezone
+
+    return datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc).timestamp()
 
 
 def log_counts(stderr: str) -> dict:
@@ -234,21 +245,24 @@ def main(argv: list[str] | None = None) -> int:
                     if sample:
                         samples.append({"t": now - started, **sample})
                     next_sample += options.sample
+                # Recovery is the first event made after a broker went down (the buffered ones flushed on
+                # reconnect count), or after a camera came back, to arrive once it is back.
                 if long_at is not None and now >= long_at:
+                    down = time.time()
                     broker.stop()
                     time.sleep(options.long_outage)
                     broker.start()
                     outages.append({"kind": "broker", "long": True, "t": time.monotonic() - started,
-                                    "back": time.monotonic()})  # fmt: skip
+                                    "back": time.monotonic(), "made_after": down})  # fmt: skip
                     long_at = None
                     next_broker = time.monotonic() + options.broker_every
                 elif now >= next_broker:
+                    down = time.time()
                     broker.stop()
                     time.sleep(options.outage)
                     broker.start()
-                    outages.append(
-                        {"kind": "broker", "t": time.monotonic() - started, "back": time.monotonic()}
-                    )
+                    outages.append({"kind": "broker", "t": time.monotonic() - started, "back": time.monotonic(),
+                                    "made_after": down})  # fmt: skip
                     next_broker += options.broker_every
                 if flaky_at is not None and now >= flaky_at:
                     before = daemon.stderr.count("\n")
@@ -260,16 +274,15 @@ def main(argv: list[str] | None = None) -> int:
                     camera = MjpegServer(frame, fps=options.fps, port=camera_port).__enter__()
                     flaky_lines = daemon.stderr.count("\n") - before
                     outages.append({"kind": "camera", "flaky": True, "t": time.monotonic() - started,
-                                    "back": time.monotonic()})  # fmt: skip
+                                    "back": time.monotonic(), "made_after": time.time()})  # fmt: skip
                     flaky_at = None
                     next_camera = time.monotonic() + options.camera_every
                 elif now >= next_camera:
                     camera.close()
                     time.sleep(options.outage)
                     camera = MjpegServer(frame, fps=options.fps, port=camera_port).__enter__()
-                    outages.append(
-                        {"kind": "camera", "t": time.monotonic() - started, "back": time.monotonic()}
-                    )
+                    outages.append({"kind": "camera", "t": time.monotonic() - started, "back": time.monotonic(),
+                                    "made_after": time.time()})  # fmt: skip
                     next_camera += options.camera_every
                 time.sleep(0.05)
             ran_s = time.monotonic() - started
@@ -277,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
             exit_code = daemon.proc.wait(timeout=30)
             clock.settle()
             for outage in outages:
-                seen = clock.first_after(outage.pop("back"))
+                seen = clock.first_after(outage.pop("back"), outage.pop("made_after"))
                 outage["recovered_s"] = None if seen is None else seen - (started + outage["t"])
             delivered, messages, last_stats = len(clock.indexes), clock.messages, clock.last_stats
             on_broker = set(clock.indexes)
