@@ -18,6 +18,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import TextIO
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -29,7 +30,7 @@ class StderrSink(logging.Handler):
 
     def __init__(self, stream: TextIO, queue_lines: int = QUEUE_LINES):
         super().__init__()
-        self._write = _writer(stream)
+        self._write = stream_writer(stream)
         self._size = queue_lines
         self._queue: collections.deque[str] = collections.deque()
         self._cond = threading.Condition()
@@ -99,9 +100,10 @@ class StderrSink(logging.Handler):
         super().close()
 
 
-def _writer(stream: TextIO):
-    """Through the file descriptor where there is one: a thread blocked inside sys.stderr's own buffer would
-    hold its lock, and the interpreter's flush of it at exit would then wait for good."""
+def stream_writer(stream: TextIO) -> Callable[[str], None]:
+    """A function that writes text to `stream` from a writer thread: through the file descriptor where there
+    is one, since a thread blocked inside sys.stdout's or sys.stderr's own buffer would hold its lock, and
+    the interpreter's flush of it at exit would then wait for good (or abort)."""
     try:
         fd = stream.fileno()
     except (AttributeError, OSError, ValueError, io.UnsupportedOperation):

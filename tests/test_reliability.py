@@ -84,23 +84,49 @@ def test_outage_buffer_overflow_is_counted_in_stats_and_said_once_per_outage(
 # --- 2: a stdout nobody reads stalls neither MQTT nor SIGTERM ----------------------------------------------
 
 
+@contextlib.contextmanager
+def _daemon_writing_to_an_unread_pipe(args: list[str], stream: str, tmp_path: Path):
+    """The daemon with its `stream` ("stdout" or "stderr") a pipe nobody reads, shrunk to 4 KB (F_SETPIPE_SZ):
+    a write to it blocks once it holds 4 KB, as `| sleep 600` after 64 KB. The other stream goes to a file."""
+    import fcntl
+
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, 1031, 4096)
+    other = tmp_path / ("stderr" if stream == "stdout" else "stdout")
+    with open(other, "wb") as file:
+        streams = (
+            {"stdout": write_end, "stderr": file}
+            if stream == "stdout"
+            else {"stdout": file, "stderr": write_end}
+        )
+        proc = subprocess.Popen(args, cwd=REPO, env=daemon_env(), **streams)
+    os.close(write_end)
+    try:
+        yield proc, other
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(read_end)
+
+
+def _sigterm_is_answered(proc, sub: Subscriber, within_s: float) -> None:
+    signalled = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == 0
+    assert time.monotonic() - signalled < within_s
+    sub.wait_topic(f"{BASE}/status", b"offline", timeout=5)
+
+
 def test_a_stdout_reader_that_stops_reading_does_not_freeze_mqtt_or_sigterm(
     mosquitto, tiny_model_path, tmp_path
 ):
-    import fcntl
-
     config = _mqtt_config(tmp_path, mosquitto, "stats:\n  interval_s: 1\n")
-    read_end, write_end = os.pipe()
-    fcntl.fcntl(write_end, 1031, 4096)  # F_SETPIPE_SZ: full after a dozen events, as `| sleep 600` after ~150
-    stderr_path = tmp_path / "stderr"
     with MjpegServer(live_frame(), fps=15) as camera, Subscriber(mosquitto, f"{BASE}/#") as sub:
         args = daemon_args(
             config, tiny_model_path, camera.url, "--publish", "stdout,mqtt", "--policy", "every"
         )
-        with open(stderr_path, "wb") as err:
-            proc = subprocess.Popen(args, stdout=write_end, stderr=err, cwd=REPO, env=daemon_env())
-        os.close(write_end)
-        try:
+        with _daemon_writing_to_an_unread_pipe(args, "stdout", tmp_path) as (proc, stderr_path):
             # The pipe holds a dozen events; past them a write to it blocks until someone reads.
             assert wait_until(lambda: sub.count(f"{BASE}/events") > 40, timeout=90), (
                 "MQTT stopped with stdout"
@@ -108,16 +134,7 @@ def test_a_stdout_reader_that_stops_reading_does_not_freeze_mqtt_or_sigterm(
             stalled_at = sub.count(f"{BASE}/events")
             time.sleep(2)
             assert sub.count(f"{BASE}/events") > stalled_at + 10, "MQTT stopped with stdout"
-            signalled = time.monotonic()
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(timeout=10) == 0
-            assert time.monotonic() - signalled < 3.0
-            sub.wait_topic(f"{BASE}/status", b"offline", timeout=5)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            os.close(read_end)
+            _sigterm_is_answered(proc, sub, within_s=3.0)
     log = stderr_path.read_text()
     assert "Traceback" not in log and "SIGTERM received" in log, log[-3000:]
     assert "events were not written (its reader stopped reading)" in log, log[-3000:]
@@ -125,30 +142,14 @@ def test_a_stdout_reader_that_stops_reading_does_not_freeze_mqtt_or_sigterm(
 
 def test_a_stderr_nobody_reads_does_not_freeze_the_loop_or_sigterm(mosquitto, tiny_model_path, tmp_path):
     """Logging is an output too: under systemd a journald that stalls, at a terminal a `2>&1 | less`."""
-    import fcntl
-
     config = _mqtt_config(tmp_path, mosquitto, "stats:\n  interval_s: 0.05\n")  # a stats line every frame
-    read_end, write_end = os.pipe()
-    fcntl.fcntl(write_end, 1031, 4096)  # F_SETPIPE_SZ: full within a second of stats lines
     with MjpegServer(live_frame(), fps=15) as camera, Subscriber(mosquitto, f"{BASE}/#") as sub:
         args = daemon_args(config, tiny_model_path, camera.url, "--publish", "mqtt", "--policy", "every")
-        with open(tmp_path / "stdout", "wb") as out:
-            proc = subprocess.Popen(args, stdout=out, stderr=write_end, cwd=REPO, env=daemon_env())
-        os.close(write_end)
-        try:
+        with _daemon_writing_to_an_unread_pipe(args, "stderr", tmp_path) as (proc, _):
             assert wait_until(lambda: sub.count(f"{BASE}/events") > 60, timeout=90), (
                 "the loop stopped with stderr"
             )
-            signalled = time.monotonic()
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(timeout=10) == 0
-            assert time.monotonic() - signalled < 4.0
-            sub.wait_topic(f"{BASE}/status", b"offline", timeout=5)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            os.close(read_end)
+            _sigterm_is_answered(proc, sub, within_s=4.0)
 
 
 # --- 4 and 12: paths that cannot be opened are one `error:` line naming the key and the reason -----------

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import io
 import logging
 import os
 import sys
@@ -25,6 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from edge.logs import stream_writer
 from edge.publish.base import Publisher, PublishError, to_json
 
 log = logging.getLogger(__name__)
@@ -86,34 +86,9 @@ class StdoutPublisher(Publisher):
     def _start_writer(self) -> None:
         if self._thread is not None:
             return
-        write = self._stream_writer(self.stream)
+        write = stream_writer(self.stream)  # through the fd: see edge/logs.py
         self._thread = threading.Thread(target=self._run, args=(write,), name="stdout", daemon=True)
         self._thread.start()
-
-    @staticmethod
-    def _stream_writer(stream: TextIO) -> Callable[[str], None]:
-        """Write through the file descriptor where there is one: a thread blocked inside sys.stdout's own
-        buffer would hold its lock, and the interpreter's flush of it at exit would then wait for good."""
-        try:
-            fd = stream.fileno()
-        except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
-            fd = None
-        if fd is None:
-
-            def write_stream(text: str) -> None:
-                stream.write(text)
-                stream.flush()
-
-            return write_stream
-        with contextlib.suppress(OSError, ValueError):
-            stream.flush()
-
-        def write_fd(text: str) -> None:
-            data = memoryview(text.encode("utf-8"))
-            while data:
-                data = data[os.write(fd, data) :]
-
-        return write_fd
 
     # --- the processing loop's side: never blocks (a finite run waits in slices) -------------------------
 
@@ -229,6 +204,8 @@ class StdoutPublisher(Publisher):
                 self._cond.wait(min(remaining, _WAIT_SLICE_S))
             left = 0 if self._broken else len(self._queue) + self._writing
             self._left_at_close += left
+        if self._thread is not None and not left:  # done (or gone): let it say so before close() returns
+            self._thread.join(max(0.0, deadline - time.monotonic()))
         if left:
             log.warning(
                 "stdout: %d events were not written (its reader stopped reading)", self._left_at_close
