@@ -172,7 +172,9 @@ def _load_checked_inputs(keras_path: Path, data: str, cache_dir: str | None):
 
 def _embed_contract(tflite: bytes, contract: ModelContract) -> bytes:
     try:
-        payload = json.dumps(contract.validate("converted model contract").to_dict(), sort_keys=True).encode()
+        # No sha256 here: the Keras model's would be wrong, and the file's own cannot be inside the file.
+        payload = json.dumps(replace(contract, sha256=None).validate("converted model contract").to_dict(),
+                             sort_keys=True).encode()  # fmt: skip
         return embed_metadata(tflite, METADATA_NAME, payload)
     except Exception as exc:  # the embedded copy is a convenience; the sidecar is what the daemon reads
         warn(f"could not embed the contract into the .tflite metadata ({exc}); the sidecar JSON still has it")

@@ -14,7 +14,6 @@ Errors print `error: ...` on stderr and exit 2, without a traceback.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 from edge.config import ConfigError, load_config
@@ -94,12 +93,22 @@ def overrides_from_args(args: argparse.Namespace) -> dict:
 
 
 def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        stream=sys.stderr,  # stdout carries events only
-        level=getattr(logging, level),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        force=True,
-    )
+    from edge import logs
+
+    logs.install(sys.stderr, level)  # stdout carries events only; stderr is written without ever blocking
+
+
+def drain_logs() -> None:
+    """Write out the queued log lines (waiting at most 1 s) before something is printed after them."""
+    from edge import logs
+
+    logs.drain(1.0)
+
+
+def say_error(exc: Exception) -> None:
+    """The one `error:` line, after the log lines queued before it."""
+    drain_logs()
+    print(f"error: {exc}", file=sys.stderr)
 
 
 def print_out(text: str) -> None:
@@ -174,7 +183,7 @@ def _bench(argv: list[str]) -> int:
                 raise ConfigError(f"--json: cannot write {args.json}: {exc.strerror or exc}") from None
         return 0
     except (ConfigError, FatalError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        say_error(exc)
         return 2
 
 
@@ -224,13 +233,14 @@ def _forget(argv: list[str]) -> int:
             return 0
         result = forget(config, timeout=args.timeout, force=args.force)
     except (ConfigError, ForgetError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        say_error(exc)
         return 2
     try:
         print_out("".join(topic + "\n" for topic in result.cleared))
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        say_error(exc)
         return 2
+    drain_logs()
     print(
         f"cleared {len(result.cleared)} retained messages of device {config.device_id} on {result.address}",
         file=sys.stderr,
@@ -256,14 +266,17 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.check_config:
             _, _, description = load_components(config)
+            drain_logs()
             print(f"config OK: {description}; outputs: {', '.join(config.publish.outputs)}", file=sys.stderr)
             return 0
         return run(config)
     except (ConfigError, FatalError, PublishError) as exc:  # PublishError: stdout failed mid-run
-        print(f"error: {exc}", file=sys.stderr)
+        say_error(exc)
         return 2
     except KeyboardInterrupt:
         return 0
+    finally:
+        drain_logs()
 
 
 if __name__ == "__main__":

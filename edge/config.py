@@ -13,8 +13,10 @@ Environment: `EMOTION_EDGE_<SECTION>__<KEY>` (nested sections add another `__`),
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
+import reprlib
 import socket
 import ssl
 from dataclasses import dataclass, field
@@ -23,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from edge.model_contract import not_utf8_hint, read_text_limited
+from edge.model_contract import not_utf8_hint, path_problem, read_text_limited
 
 DEFAULT_CONFIG_PATH = "/etc/emotion-edge/config.yaml"
 ENV_PREFIX = "EMOTION_EDGE_"
@@ -40,12 +42,27 @@ class ConfigError(ValueError):
     """Invalid configuration; the message names the dotted key and the source of the bad value."""
 
 
+# Every topic is a prefix plus a few levels. MQTT caps a topic at 65,535 bytes (a longer will topic breaks the
+# CONNECT packet inside paho's thread, which then dies) and Mosquitto refuses more than 200 levels (the
+# client is disconnected, reconnects, and is disconnected again, for good); these caps stay far inside both.
+MAX_PREFIX_BYTES = 1024
+MAX_PREFIX_LEVELS = 64
+
+
 def _topic_prefix_problem(value: str) -> str | None:
     """A topic prefix: no MQTT wildcards, no control characters (a NUL makes the broker drop the client), no
     leading `$` (brokers reserve `$SYS/...`: clients may not publish there) and no leading or trailing slash."""
     if re.search(r"[#+]", value) or value.startswith(("/", "$")) or value.endswith("/"):
         return "must be a topic prefix without # or +, not starting with / or $ and not ending with /"
-    return _text_problem(value)
+    problem = _text_problem(value)
+    if problem:
+        return problem
+    if len(value.encode("utf-8")) > MAX_PREFIX_BYTES or value.count("/") >= MAX_PREFIX_LEVELS:
+        return (
+            f"must be a topic prefix of at most {MAX_PREFIX_BYTES} bytes and {MAX_PREFIX_LEVELS} levels "
+            f"(brokers refuse longer topics), got {len(value.encode('utf-8'))} bytes, {value.count('/') + 1} levels"
+        )
+    return None
 
 
 def _utf8_problem(value: str) -> str | None:
@@ -69,8 +86,19 @@ def _host_problem(host: str) -> str | None:
     """A name the resolver accepts: paho resolves it in its network thread, which dies (for good) on an IDNA
     error, so a label over 63 characters or a non-ASCII name that cannot be encoded must be refused here."""
     problem = _text_problem(host)
-    if problem or ":" in host:  # an IPv6 address literal is not a DNS name
+    if problem:
         return problem
+    if "://" in host:
+        return "is a URL; give the host name alone (e.g. broker.lan), the port in mqtt.port, TLS in mqtt.tls"
+    if ":" in host:  # an IPv6 address literal is not a DNS name
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            name, _, port = host.rpartition(":")
+            if port.isdigit() and ":" not in name:
+                return f"names a port; give the host name alone ({name}) and the port in mqtt.port ({port})"
+            return "is neither a host name nor an IP address"
+        return None
     try:
         encoded = host.encode("idna")
     except UnicodeError:
@@ -387,11 +415,21 @@ def _as_string(value: Any, rule: dict) -> str:
 _NORMALISERS = {bool: _as_bool, int: _as_number, float: _as_number, list: _as_list, str: _as_string}
 
 
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxother = 3, 6, 6, 80, 80
+
+
+def _shown(value: Any) -> str:
+    """The value as the message shows it. A list or mapping is shown in part: its full repr could be far
+    larger than the file it came from (YAML aliases repeat one value many times)."""
+    return _REPR.repr(value) if isinstance(value, (list, dict, tuple, set)) else repr(value)
+
+
 def _check_value(dotted: str, value: Any, rule: dict, origin: str) -> Any:
     """Return the normalised value or raise ConfigError naming the key, the rule and the value."""
 
     # An error goes to the journal: never echo a secret (`password: 123456` in YAML is an int, not a string).
-    given = f"a {type(value).__name__} (value hidden)" if dotted in SECRET_KEYS else repr(value)
+    given = f"a {type(value).__name__} (value hidden)" if dotted in SECRET_KEYS else _shown(value)
     if len(given) > 100:  # one readable line, whatever was pasted into the variable
         given = f"{given[:80]}... ({len(given)} characters)"
     if value is None and rule["nullable"]:
@@ -471,6 +509,8 @@ def read_yaml_file(path: str | os.PathLike, explicit: bool) -> dict[str, Any]:
         data = _load_yaml(text)
     except RecursionError:
         raise ConfigError(f"config file {path} is not a config: nested too deeply") from None
+    except YamlTooLarge as exc:
+        raise ConfigError(f"config file {path} is not a config: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -482,9 +522,45 @@ def read_yaml_file(path: str | os.PathLike, explicit: bool) -> dict[str, Any]:
     return validate_layer(data, f" (in {path})")
 
 
+# A config has a few dozen values. YAML aliases (`*name`) repeat a value without copying it, so 370 bytes of
+# aliases of aliases stand for a billion values: harmless until something walks or prints them all. The
+# document is refused before it is built when its values, every alias counted in full, exceed this.
+MAX_YAML_VALUES = 10_000
+
+
+class YamlTooLarge(yaml.YAMLError):
+    """A YAML document whose aliases expand past MAX_YAML_VALUES, or refer to themselves."""
+
+
+def _expanded_values(node, memo: dict[int, int], open_nodes: set[int]) -> int:
+    """How many values `node` stands for once every alias in it is counted in full (linear in the nodes)."""
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    if key in open_nodes:
+        raise YamlTooLarge("an alias refers to the value it is part of")
+    open_nodes.add(key)
+    total = 1
+    if isinstance(node, yaml.SequenceNode):
+        total += sum(_expanded_values(child, memo, open_nodes) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        total += sum(_expanded_values(k, memo, open_nodes) + _expanded_values(v, memo, open_nodes)
+                     for k, v in node.value)  # fmt: skip
+    open_nodes.discard(key)
+    memo[key] = total
+    if total > MAX_YAML_VALUES:
+        raise YamlTooLarge(f"it stands for more than {MAX_YAML_VALUES} values once its aliases are expanded")
+    return total
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
     """SafeLoader that refuses a key given twice in one mapping: YAML keeps the last silently, so a second
-    `mqtt:` section further down would quietly undo the first."""
+    `mqtt:` section further down would quietly undo the first. It also refuses a document whose aliases
+    expand past MAX_YAML_VALUES, before building it."""
+
+    def construct_document(self, node):
+        _expanded_values(node, {}, set())
+        return super().construct_document(node)
 
     def construct_mapping(self, node, deep=False):
         seen = set()
@@ -538,7 +614,7 @@ def env_layer(environ: dict[str, str]) -> dict[str, Any]:
             value = raw
         else:
             try:
-                value = yaml.safe_load(raw) if raw.strip() else None
+                value = _load_yaml(raw) if raw.strip() else None
             except (yaml.YAMLError, RecursionError):  # not a scalar: the validator names the variable
                 value = raw
         node = layer
@@ -612,13 +688,15 @@ def check_files(config: Config) -> None:
     if tls.enabled:
         for key in ("ca_certs", "certfile", "keyfile"):
             value = getattr(tls, key)
-            if value is not None and not os.path.isfile(value):
-                raise ConfigError(f"mqtt.tls.{key}: file {value} does not exist")
+            problem = path_problem(value) if value is not None else None
+            if problem:
+                raise ConfigError(f"mqtt.tls.{key}: file {problem}")
         _check_tls_loadable(tls)
     for key in ("blazeface_model", "yunet_model"):
         value = getattr(config.detector, key)
-        if value is not None and not os.path.isfile(value):
-            raise ConfigError(f"detector.{key}: file {value} does not exist")
+        problem = path_problem(value) if value is not None else None
+        if problem:
+            raise ConfigError(f"detector.{key}: file {problem}")
     if config.debug.snapshot_dir:
         problem = check_snapshot_dir(config.debug.snapshot_dir)
         if problem:
@@ -632,13 +710,17 @@ def check_files(config: Config) -> None:
 def check_snapshot_dir(directory: str) -> str | None:
     """Why `directory` cannot hold snapshots, or None when it can (it may be created on first use)."""
     path = Path(directory)
-    if path.exists() and not path.is_dir():
-        return f"{directory} exists and is not a folder"
     existing = path
-    while not existing.exists():  # the nearest ancestor that exists is where the folder would be made
+    problem = path_problem(existing, "folder")
+    if problem is not None and problem.endswith("is not a folder"):
+        return f"{directory} exists and is not a folder"
+    while (
+        problem is not None and "does not exist" in problem
+    ):  # the nearest ancestor is where it would be made
         existing = existing.parent
-    if not existing.is_dir():
-        return f"{existing} is not a folder"
+        problem = path_problem(existing, "folder")
+    if problem is not None:
+        return problem
     if not os.access(existing, os.W_OK | os.X_OK):
         return f"{existing} is not writable by this user (under systemd use /var/lib/emotion-edge/...)"
     return None

@@ -152,12 +152,16 @@ def test_check_config_exit_codes(tiny_model_path, tmp_path):
 def test_missing_camera_at_start_is_retried_not_fatal(tiny_model_path, tmp_path):
     """A USB camera named by its stable /dev/v4l/by-id path may enumerate after the service starts."""
     camera = "/dev/v4l/by-id/usb-Not_Plugged_In-video-index0"
-    args = daemon_args(write_config(tmp_path), tiny_model_path, camera, "--publish", "stdout")
+    args = daemon_args(
+        write_config(tmp_path), tiny_model_path, camera, "--publish", "stdout", "--log-level", "DEBUG"
+    )
     daemon = DaemonProcess(args, tmp_path)
     try:
         daemon.wait_stderr("retrying with backoff", timeout=60)
-        # Each failed open logs "...; retrying in N s": wait for a reopen attempt after the first failure.
+        # Each failed open logs "...; retrying in N s" (after the first only at DEBUG: a day away is not
+        # thousands of journal lines): wait for a reopen attempt after the first failure.
         assert wait_until(lambda: daemon.stderr.count("; retrying in") >= 2, timeout=30), daemon.stderr
+        assert daemon.stderr.count("WARNING edge.capture.thread") == 1, daemon.stderr
         assert daemon.proc.poll() is None, daemon.stderr
         daemon.proc.send_signal(signal.SIGTERM)
         assert daemon.proc.wait(timeout=10) == 0

@@ -108,7 +108,9 @@ class MqttPublisher(Publisher):
         self._subscriptions: dict[str, Callable[[str, bytes], None]] = {}
         self._reconnects = 0
         self._dropped = 0
+        self._outage_drops = 0  # lost in this outage: the first is said at once, the total on reconnect
         self._left_at_close = 0  # events still buffered when close() gave up: never delivered
+        self._network_thread: threading.Thread | None = None
         self.published_events = 0
         self._client = self._make_client()
 
@@ -135,6 +137,7 @@ class MqttPublisher(Publisher):
         except (OSError, ValueError) as exc:
             raise PublishError(f"mqtt: cannot connect to {self.address}: {exc}") from None
         self._client.loop_start()
+        self._network_thread = getattr(self._client, "_thread", None)  # paho forgets it when it ends
         log.info("MQTT publisher for %s connecting to %s as %s", self.device_id, self.address, self.client_id)
 
     # --- hooks for other modules (Home Assistant discovery) --------------------------------------------------
@@ -192,6 +195,14 @@ class MqttPublisher(Publisher):
     def buffered_events(self) -> int:
         return len(self._buffer)
 
+    def broken(self) -> str | None:
+        # paho's network thread ends only on loop_stop(); anything else (an exception inside it) would leave
+        # the daemon running with MQTT silent for good and `online` still retained.
+        thread = self._network_thread
+        if thread is not None and not thread.is_alive() and not self._closing:
+            return f"MQTT: the network thread for {self.address} has stopped; nothing can be published"
+        return None
+
     def delivery_failure(self) -> str | None:
         if not self._ever_connected:
             return f"never connected to the broker {self.address}"
@@ -209,12 +220,22 @@ class MqttPublisher(Publisher):
                     self._client.publish(self.topics["change"], to_json(change), qos=self.config.qos)
                 return
             if self.config.buffer_size == 0:
-                self._dropped += 1
+                self._drop("mqtt.buffer_size is 0")
                 return
             if len(self._buffer) >= self.config.buffer_size:
                 self._buffer.popleft()  # the oldest is the least useful
-                self._dropped += 1
+                self._drop(f"the outage buffer is full ({self.config.buffer_size} events, mqtt.buffer_size)")
             self._buffer.append(payload)
+
+    def _drop(self, why: str) -> None:
+        """Count one lost event; the first of an outage is said at once, the total when the broker is back."""
+        self._dropped += 1
+        self._outage_drops += 1
+        if self._outage_drops == 1:
+            log.warning(
+                "MQTT: %s; dropping the oldest events until %s is back (counted in stats events_dropped)",
+                why, self.address,
+            )  # fmt: skip
 
     def publish_state(self, state: dict[str, Any]) -> None:
         payload = to_json(state)
@@ -231,7 +252,7 @@ class MqttPublisher(Publisher):
     def _send(self, topic: str, payload: str) -> None:
         info = self._client.publish(topic, payload, qos=self.config.qos, retain=False)
         if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:  # paho's bounded queue is full (a long half-open link)
-            self._dropped += 1
+            self._drop("paho's send queue is full (the link is stalled)")
             return
         self.published_events += 1
 
@@ -258,6 +279,12 @@ class MqttPublisher(Publisher):
                 log.info("MQTT reconnected to %s (%d buffered events)", self.address, len(self._buffer))
             else:
                 log.info("MQTT connected to %s", self.address)
+            if self._outage_drops:
+                log.warning(
+                    "MQTT: %d events were dropped while %s was away (%d dropped since start)",
+                    self._outage_drops, self.address, self._dropped,
+                )  # fmt: skip
+                self._outage_drops = 0
             self._ever_connected = True
             self._reported.clear()
             self._refused = False
