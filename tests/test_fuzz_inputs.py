@@ -23,7 +23,7 @@ def test_fuzzed_inputs_end_in_exit_0_or_2_with_one_error_line(tmp_path):
     out = tmp_path / "fuzz.json"
     result = subprocess.run(
         [sys.executable, "-m", "tests.fuzzinputs", "--seed", "21", "--seconds", "20", "--json", str(out)],
-        capture_output=True, text=True, cwd=REPO, env=daemon_env(), timeout=120,
+        capture_output=True, text=True, errors="replace", cwd=REPO, env=daemon_env(), timeout=120,
     )  # fmt: skip
     summary = json.loads(out.read_text())
     print({k: v for k, v in summary.items() if k != "failures"})
