@@ -140,7 +140,12 @@ def quiet_native_libraries(level: str) -> None:
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "8")  # AV_LOG_FATAL
     cv2 = sys.modules.get("cv2")
     if cv2 is not None and os.environ["OPENCV_LOG_LEVEL"] == "ERROR":
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+        # Newer wheels have cv2.utils.logging and no cv2.setLogLevel; older ones (4.10, which Bookworm's
+        # numpy<2 pin installs) the other way round. 2 is OpenCV's LOG_LEVEL_ERROR in both.
+        logging_module = getattr(getattr(cv2, "utils", None), "logging", None)
+        set_level = getattr(logging_module, "setLogLevel", None) or getattr(cv2, "setLogLevel", None)
+        if set_level is not None:
+            set_level(2)
 
 
 def install(stream: TextIO, level: str) -> StderrSink:

@@ -819,3 +819,26 @@ def test_opencv_and_ffmpeg_do_not_write_a_line_per_retry(tmp_path, tiny_model_pa
             assert daemon.stderr.count("WARNING edge.capture.thread") == 1, daemon.stderr[-2000:]
         else:
             assert native, daemon.stderr[-2000:]
+
+
+@pytest.mark.parametrize("shape", ["cv2.utils.logging (4.11 on)", "cv2.setLogLevel (4.10, Bookworm's pin)"])
+def test_opencv_is_quieted_through_whichever_logging_api_its_wheel_has(monkeypatch, shape):
+    """Bookworm's install pins opencv-python-headless<4.11, whose cv2 has setLogLevel and no utils.logging; newer
+    wheels the other way round. Either way the daemon starts and OpenCV's level is ERROR (2)."""
+    import types
+
+    from edge import logs
+
+    levels = []
+    fake = types.ModuleType("cv2")
+    if shape.startswith("cv2.utils"):
+        fake.utils = types.SimpleNamespace(logging=types.SimpleNamespace(setLogLevel=levels.append))
+    else:
+        fake.utils = types.SimpleNamespace()
+        fake.setLogLevel = levels.append
+    monkeypatch.setitem(sys.modules, "cv2", fake)
+    monkeypatch.delenv("OPENCV_LOG_LEVEL", raising=False)
+    monkeypatch.delenv("OPENCV_FFMPEG_LOGLEVEL", raising=False)
+    logs.quiet_native_libraries("INFO")
+    assert levels == [2]
+    assert os.environ["OPENCV_LOG_LEVEL"] == "ERROR" and os.environ["OPENCV_FFMPEG_LOGLEVEL"] == "8"
