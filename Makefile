@@ -18,7 +18,7 @@ EDGE_VENV ?= .venv-edge
 JAX_VENV ?= .venv-jax
 FER ?= ../shared/data/fer2013
 
-# The shipped default model, v3 (MODEL_CARD.md, "Model v3"). Chosen on FER test/ (FER+ majority and original
+# The shipped default model, v3 (MODEL_CARD.md; how it was decided: docs/model/history.md). Chosen on FER test/ (FER+ majority and original
 # labels) and the photos' held-out half, never on held-back data.
 RUNS ?= runs
 FERPLUS ?= ../shared/data/ferplus
@@ -34,14 +34,14 @@ V3_RECIPE = --arch vgg --init $(V2_MODEL) --photos $(V3_PHOTOS) --photo-weight 3
 	--batch-size 64 --weight-decay 0.05 --dropout 0.4 --label-smoothing 0.1 --class-weight-power 0.5 \
 	--random-erasing 0.25 --augment-zoom 0.17 --patience 0 --average-last 8 --seed 1337 --quiet
 
-# The previous default model's recipe (v2: MODEL_CARD.md, "Model v2"): `make model-v2`.
+# The previous default model's recipe (v2: docs/model/history.md, "Model v2"): `make model-v2`.
 # Three runs of one recipe: two teachers (60 and 30 epochs), then the shipped student distilled from both,
 # whose last 10 epochs' weights are averaged (kept unless its best epoch validates clearly better).
 MODEL_RUN ?= $(RUNS)/student60
 RECIPE = --arch vgg --batch-size 64 --lr 2e-3 --weight-decay 0.05 --dropout 0.4 --label-smoothing 0.1 \
 	--class-weight-power 0.5 --random-erasing 0.25 --patience 0 --seed 1337 --quiet
 DISTILL = --teacher $(RUNS)/vgg60,$(RUNS)/vgg30 --distill-alpha 0.6 --distill-temperature 2 --average-last 10
-# Model v2 (MODEL_CARD.md, "Model v2 plan"): `make model-v2 PHOTOS=../shared/data/photos RUNS=runs-v2` trains every
+# Model v2 (docs/model/history.md, "Model v2 plan"): `make model-v2 PHOTOS=../shared/data/photos RUNS=runs-v2` trains every
 # run on FER-2013 plus the photos' person-disjoint train half, cut by the daemon's detector and framing, with
 # the zoom range widened to the measured framing noise; empty (the default) reproduces the shipped model.
 PHOTOS ?=

@@ -7,11 +7,11 @@ rotated so the eyes are level, then placed and sized from the eye centre and the
     in the model-input crop (W x H): eye centre at (W / 2, eye_y * H), eye distance = eye_distance * W
 
 The two numbers live in the model contract (`framing`), so training, conversion, evaluation and the daemon cut
-faces alike. FER-2013's 48x48 crops put the eye centre at (0.50, 0.40) with the eyes 0.36 of the side apart
-(medians over 1,483 training faces, benchmarks/fer_framing.py; p10-p90: eye_y 0.30-0.45, distance 0.26-0.44).
-On real photos the FER-trained classifier does better with a looser, lower cut than that median: swept on the
-photo dev set (benchmarks/photo_accuracy.py, README), eye_distance 0.31-0.33 with eye_y 0.46-0.49 led, and
-DEFAULT_FRAMING sits in the middle of that plateau rather than on its single best cell.
+faces alike. FER-2013's own crops sit tighter and higher (benchmarks/fer_framing.py measures them), but on real
+photos the FER-trained classifier did better with a looser, lower cut: DEFAULT_FRAMING is the middle of the
+plateau a sweep over the photo dev set found (benchmarks/photo_accuracy.py --framing), not its single best
+cell, so it does not fit that one set's noise. The measurements: docs/benchmarks.md, "Measurements behind code
+defaults".
 """
 
 from __future__ import annotations

@@ -156,9 +156,9 @@ class DetectorConfig:
     # the frame, with eyes; blazeface: its short-range sibling (faces within ~2 m); haar/lbp: OpenCV cascades
     # (box only).
     type: str = _spec("auto", str, choices=DETECTOR_TYPES)
-    # A full Haar scan of a 640x480 frame costs ~15 ms on one core of the x86 dev VM (several times that on a
-    # Pi), classifying a tracked face 1-2 ms: detecting every 3rd frame and following boxes in between keeps a
-    # live camera near its frame rate. Photos are always detected (each is independent).
+    # A full scan costs several times what classifying a tracked face does (docs/benchmarks.md): detecting every
+    # 3rd frame and following boxes in between keeps a live camera near its frame rate. Photos are always
+    # detected (each is independent).
     every_n_frames: int = _spec(3, int, lo=1, hi=1000)
     # Between full scans, look for each tracked face only in a small crop around its last box (a few ms per
     # face with Haar; BlazeFace just scans the frame): boxes follow the face and a face that left is missed.
@@ -170,11 +170,11 @@ class DetectorConfig:
     detect_width: int = _spec(320, int, lo=32, hi=8192)
     # 1.2 between cascade scales halves the scan of 1.1 for a ~1-3 px wobble in the box.
     scale_factor: float = _spec(1.2, float, lo=1.01, hi=2.0)
-    # OpenCV's own default. It finds 6-8 more faces in 100 than 5 did (FER-2013 test faces pasted into frames,
-    # benchmarks/scene_accuracy.py) in the same scan time, with at most 0.01 false faces per frame there.
+    # OpenCV's own default. It found more faces than 5 in the same scan time without more false faces
+    # (benchmarks/scene_accuracy.py; figures in docs/benchmarks.md).
     min_neighbors: int = _spec(3, int, lo=0, hi=100)
-    # BlazeFace's score threshold (MediaPipe's own default). On the photo dev set 0.5 finds 99.1% of the faces
-    # against 94.6% at 0.6, with at most 0.01 false faces per frame on photo scenes (benchmarks/, README).
+    # BlazeFace's score threshold (MediaPipe's own default). On the photo dev set it found clearly more faces
+    # than 0.6 without more false faces on photo scenes (benchmarks/photo_accuracy.py; docs/benchmarks.md).
     min_confidence: float = _spec(0.5, float, lo=0.0, hi=1.0)
     blazeface_model: str | None = _spec(None, str, nullable=True)
     # YuNet: a face scoring this in a full scan is accepted at once. Small faces score low at the frame's own

@@ -3,9 +3,9 @@
 The daemon publishes each face's probabilities, and users put thresholds on them (a Home Assistant automation
 "if happy > 0.8"), so a model's confidence should match how often it is right. Distillation makes it too low:
 the student learns the teachers' probabilities softened by the distillation temperature and reproduces them,
-so on FER-2013 it said 53% on average where it was right 68% of the time. One scalar T, fitted on validation
-by log-likelihood, fixes that without touching which class wins: softmax(z / T) has the same argmax as
-softmax(z). It is folded into the last Dense layer (weights and bias divided by T), so the model keeps the
+so its mean confidence falls well below its accuracy (the v2 student's figures: docs/model/history.md). One
+scalar T, fitted on validation by log-likelihood, fixes that without touching which class wins: softmax(z / T)
+has the same argmax as softmax(z). It is folded into the last Dense layer (weights and bias divided by T), so the model keeps the
 same layers and converts to int8 as before.
 """
 

@@ -147,7 +147,7 @@ class TrainConfig:
     dropout: float = setting(0.3, "dropout before the classifier", metavar="P", lo=0, hi=1, hi_open=True)
     augment: bool = setting(True, "turn off flip/rotation/shift/zoom/brightness", flag="--no-augment")
     # The geometric augmentation's ranges. The daemon's crop of one face moves by a few percent between views
-    # (benchmarks/framing_noise.py, MODEL_CARD.md): these defaults cover that, and FER-2013's own spread.
+    # (benchmarks/framing_noise.py, docs/model/history.md): these defaults cover that, and FER-2013's own spread.
     augment_degrees: float = setting(
         10.0, "augmentation: rotation range, +- degrees", metavar="DEG", lo=0, hi=45
     )

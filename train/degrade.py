@@ -10,7 +10,7 @@ out of focus, noisy, JPEG- or video-compressed, under a tone curve, and at night
 
 Each degraded crop gets each step with probability EACH, at a strength drawn uniformly from its range (face
 size log-uniform, gamma log-uniform). The ranges are training settings (--degrade-*) and their defaults come
-from benchmarks/camera_degradations.py, which measures them (MODEL_CARD.md). This one numpy/OpenCV function
+from benchmarks/camera_degradations.py, which measures them (docs/model/history.md). This one numpy/OpenCV function
 serves both input pipelines: train/pipeline_numpy.py calls it directly and train/pipeline_tf.py through
 tf.numpy_function (a batch of 64 crops costs a few milliseconds, against ~0.6 s for the training step), so
 the two cannot drift apart.
@@ -31,7 +31,7 @@ EACH = 0.5  # probability of each step within a degraded crop, so the steps also
 class Degradations:
     """The ranges of each step; probability 0 (the default) turns the whole thing off."""
 
-    # Defaults: what benchmarks/camera_degradations.py measured (MODEL_CARD.md); --degrade-* set them.
+    # Defaults: what benchmarks/camera_degradations.py measured (docs/model/history.md); --degrade-* set them.
     probability: float = 0.0  # share of training crops degraded
     min_face_px: int = 37  # the crop's side in frame pixels is drawn from [min_face_px, model size]
     max_blur_sigma: float = 0.85  # Gaussian sigma in model pixels

@@ -64,7 +64,7 @@ def build_cnn(input_shape, num_classes, width: float = 1.0, dropout: float = 0.3
 def build_vgg(input_shape, num_classes, width: float = 1.0, dropout: float = 0.4) -> keras.Model:
     """Deeper VGG-style net for the shipped model: seven 3x3 convs, 32-64-64-128-128-192-192 channels.
 
-    About 0.83M parameters (~0.85 MB as int8) and ~84M MACs per face (~0.6 ms int8 on one x86 core). Depth
+    About 0.83M parameters (~0.85 MB as int8) and ~84M MACs per face (latency: MODEL_CARD.md). Depth
     at 24x24 and 12x12 is where FER's expression cues (brow, mouth corners) live, so the budget goes there;
     the 48x48 stage is a single narrow conv and a stride-2 conv, as in `cnn`.
     """

@@ -25,7 +25,7 @@ class AugmentStrengths:
     the same."""
 
     # The geometric ranges are training settings (--augment-degrees/-shift/-zoom, train/config.py), whose
-    # defaults are these; benchmarks/framing_noise.py measures how much the daemon's own crops move (MODEL_CARD).
+    # defaults are these; benchmarks/framing_noise.py measures how much the daemon's own crops move (docs/model/history.md).
     max_degrees: float = 10.0  # rotation about the centre, +-degrees
     max_shift: float = 0.08  # translation, +- fraction of the side
     max_zoom: float = 0.1  # scale in [1 - zoom, 1 + zoom]

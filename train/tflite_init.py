@@ -15,7 +15,7 @@ kernel scale). Dequantized, they are the float network up to the converter's two
 Convs and dense layers are matched in graph order, which is the Keras model's layer order for this project's
 sequential architectures; every shape must agree, else the file is refused as another network. What the
 recovery costs is the int8 rounding of the weights (per channel, about 1/254 of each channel's largest
-weight); the recovered float model is checked against the .tflite on real faces (MODEL_CARD.md).
+weight); the recovered float model is checked against the .tflite on real faces (docs/model/history.md, "The warm start").
 """
 
 from __future__ import annotations

@@ -112,9 +112,9 @@ def weighted_nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float = _
 
 
 def _shrink(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Area-averaged downscale to (width, height), fast: OpenCV's area resize by a non-integer factor takes
-    ~1 ms for 640x480 -> 192x144 here, a fifth of the detector's time; bilinear to twice the size and then an
-    exact 2x area step takes ~0.2 ms and differs by under half a grey level on average."""
+    """Area-averaged downscale to (width, height), fast: OpenCV's area resize by a non-integer factor is slow
+    next to the detector itself; bilinear to twice the size and then an exact 2x area step costs a fraction of
+    it and differs by under half a grey level on average (figures: docs/benchmarks.md)."""
     width, height = size
     if image.shape[1] > 2 * width and image.shape[0] > 2 * height:
         image = cv2.resize(image, (2 * width, 2 * height), interpolation=cv2.INTER_LINEAR)
@@ -235,7 +235,7 @@ class FullRangeDetector:
     most of the photo dev set's), which is the short-range model's home ground. So when the
     full-range model finds no face, the short-range one (a quarter of its cost) looks for a close one. A frame
     with a far face and a face too close for the full model at once would miss the close face until the far
-    one leaves; running both on every scan would cost ~25% more on every frame for that rare case.
+    one leaves; running both on every scan would cost more on every frame for that rare case.
     Between full scans, each tracked face is re-found by the short-range model on a crop twice its size,
     where the face fills half the crop as that model expects: ~1/4 of a full scan per face.
     """

@@ -30,7 +30,7 @@ ROI_MARGIN = 0.5
 # enough that the few scales between the minimum window and the crop size cost little.
 ROI_FACE_WINDOWS = 2.0
 # Between two frames a face barely changes size: scanning only 0.7x..1.5x its last size skips most of the
-# cascade's work (the smallest windows are the most numerous), about 5 -> 3 ms per face here.
+# cascade's work (the smallest windows are the most numerous; docs/benchmarks.md has the figure).
 ROI_SIZE_RANGE = (0.7, 1.5)
 # A frame (or tracked-face crop) whose grey levels span less than this is stretched to the full range first.
 LOW_CONTRAST = 128
