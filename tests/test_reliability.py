@@ -837,8 +837,9 @@ def test_opencv_is_quieted_through_whichever_logging_api_its_wheel_has(monkeypat
         fake.utils = types.SimpleNamespace()
         fake.setLogLevel = levels.append
     monkeypatch.setitem(sys.modules, "cv2", fake)
-    monkeypatch.delenv("OPENCV_LOG_LEVEL", raising=False)
-    monkeypatch.delenv("OPENCV_FFMPEG_LOGLEVEL", raising=False)
+    for name in ("OPENCV_LOG_LEVEL", "OPENCV_FFMPEG_LOGLEVEL"):
+        monkeypatch.setenv(name, "unset")  # recorded, so what the call sets is undone after the test
+        monkeypatch.delenv(name)
     logs.quiet_native_libraries("INFO")
     assert levels == [2]
     assert os.environ["OPENCV_LOG_LEVEL"] == "ERROR" and os.environ["OPENCV_FFMPEG_LOGLEVEL"] == "8"
