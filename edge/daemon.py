@@ -35,6 +35,7 @@ from edge import notify
 from edge.config import Config, check_files
 from edge.emit import CAMERA_AWAY_S, Emitter, Every
 from edge.loop import FrameLoop
+from edge.notices import read_notices, status_suffix
 from edge.stats import StatsCollector, format_stats
 
 __all__ = ["CAMERA_AWAY_S", "EXIT_UNDELIVERED", "Daemon", "FatalError", "load_components", "run"]
@@ -49,7 +50,7 @@ FINITE_FLUSH_S = 5.0  # after a finished file/folder: time to connect and delive
 EXIT_UNDELIVERED = 3
 
 # Host names a fresh image gets on every device: as the default device_id they would collide on the broker.
-SHARED_HOSTNAMES = frozenset({"raspberrypi", "localhost", "debian", "ubuntu", "dietpi"})
+SHARED_HOSTNAMES = frozenset({"raspberrypi", "localhost", "debian", "ubuntu", "dietpi", "emotion-edge"})
 
 
 class FatalError(RuntimeError):
@@ -158,6 +159,9 @@ class Daemon:
 
         classifier, detector, description = load_components(self.config)
         log.info(description)
+        notices = read_notices()  # the image's settings step: values it could not apply
+        for notice in notices:
+            log.warning("settings: %s", notice)
         source = self._open_first_source()
         if self.stop_event.is_set():  # stopped while opening: nothing was started or announced yet
             log.info("stopped before the source was open")
@@ -185,9 +189,9 @@ class Daemon:
         # watchdog covers a hang), while withholding READY would end in systemd's start timeout and a
         # restart loop that flaps `online`/`offline` in Home Assistant.
         if source is not None:
-            notify.ready(f"processing {source_id}; {description}")
+            notify.ready(f"processing {source_id}; {description}{status_suffix(notices)}")
         else:
-            notify.ready(f"waiting for {source_id} (retrying); {description}")
+            notify.ready(f"waiting for {source_id} (retrying); {description}{status_suffix(notices)}")
         try:
             self.serve(capture, processor, detector.name, classifier.backend, waiting=source is None)
         finally:
@@ -236,7 +240,9 @@ class Daemon:
             step = frames.next(timeout=0.25)
             if step is not None:
                 if waiting:  # the camera that was away at start has delivered its first frame
-                    notify.status(f"processing {processor_source(frames.processor)}")
+                    notify.status(
+                        f"processing {processor_source(frames.processor)}{status_suffix(read_notices())}"
+                    )
                     waiting = False
                 self._stats.record(step.timings, len(step.result.faces))
                 if self.preview is not None:  # hands over references only; drawing happens in its own thread
