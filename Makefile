@@ -6,6 +6,11 @@
 #               Keras, JAX and torch made unimportable, as on the Pi (tests that need them skip)
 #   make pi-check RELEASE=bookworm|trixie   (as root) the README's Pi install in an emulated Debian arm64
 #               root, its events compared with x86's; not part of `make test` (minutes of emulation)
+#   make image  (as root) a flashable SD-card image (build/image/*.img.xz): Debian trixie arm64 with the
+#               service installed by systemd/install.sh, for a Pi 3/4/400/Zero 2 W with a USB webcam
+#               (docs/image.md); minutes to an hour, not part of `make test`
+#   make boot-check  boots that image under qemu-system-aarch64 with systemd as PID 1 and checks the
+#               settings file, READY, the watchdog, the last will and clean shutdown on a host Mosquitto
 #   make model  reproduces the shipped default model from FER-2013 (resumable; see MODEL_CARD.md);
 #               PHOTOS=DIR RUNS=runs-v2 adds the photo source (Model v2)
 PYTHON ?= python3
@@ -34,7 +39,7 @@ train = if [ -f $(1)/metrics.json ]; then echo "$(1): finished"; else \
 	if [ -f $(1)/checkpoints/state.json ]; then resume=--resume; else resume=; fi; \
 	$(VENV)/bin/emotion-train --data $(FER) $(PHOTO_FLAGS) --out $(1) $(2) $$resume; fi
 
-.PHONY: run test test-fast lint model clean pi-check
+.PHONY: run test test-fast lint model clean pi-check image boot-check
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -74,6 +79,16 @@ RELEASE ?= bookworm
 PI_X86_PYTHON ?= $(EDGE_VENV)/bin/python
 pi-check: $(if $(filter $(EDGE_VENV)/bin/python,$(PI_X86_PYTHON)),$(EDGE_VENV)/.installed)
 	tools/pi-check.sh --release $(RELEASE) --x86-python $(PI_X86_PYTHON)
+
+# The image's build reads the settings step's defaults with this interpreter (PyYAML from the base install).
+IMAGE_X86_PYTHON ?= $(EDGE_VENV)/bin/python
+image: $(if $(filter $(EDGE_VENV)/bin/python,$(IMAGE_X86_PYTHON)),$(EDGE_VENV)/.installed)
+	tools/image.sh --x86-python $(IMAGE_X86_PYTHON)
+
+# The host side (Mosquitto, the camera stream, the MQTT subscriber) runs in the base install's venv.
+IMAGE ?= build/image/emotion-edge-trixie-arm64.img.xz
+boot-check: $(EDGE_VENV)/.installed
+	$(EDGE_VENV)/bin/python tools/boot_check.py --image $(IMAGE)
 
 # Resumable: rerunning `make model` after an interruption continues each run from its last finished epoch.
 model: $(VENV)/.installed

@@ -61,12 +61,13 @@ def write_settings(root: Path, data: bytes | str) -> Path:
 
 
 def apply(root: Path) -> subprocess.CompletedProcess:
-    """The step as systemd runs it (a process; the exit status counts), into the temporary root."""
+    """The step as systemd runs it (a process, the unit's umask 077; the exit status counts), into the root."""
     env = dict(os.environ, PYTHONPATH=str(REPO))
     env.pop("JOURNAL_STREAM", None)
     return subprocess.run(
-        [sys.executable, str(SCRIPT), "--root", str(root)], capture_output=True, text=True, env=env
-    )
+        [sys.executable, str(SCRIPT), "--root", str(root)],
+        capture_output=True, text=True, env=env, preexec_fn=lambda: os.umask(0o077),
+    )  # fmt: skip
 
 
 def config_of(root: Path):
@@ -154,6 +155,8 @@ def test_each_bad_value_is_named_with_its_line_and_not_applied(root, line, messa
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert any(message in n for n in notices(root)), notices(root)
+    notice = root / "run/emotion-edge-settings/notices"  # the daemon reads it as its own user
+    assert (notice.stat().st_mode & 0o777, notice.parent.stat().st_mode & 0o777) == (0o644, 0o755)
     assert f"warning: emotion-edge.txt {message}" in result.stderr
     # The rest of the file still applies; the bad value left the config as it was.
     after = (root / "etc/emotion-edge/config.yaml").read_text()

@@ -22,7 +22,7 @@ from tests.test_systemd_unit import parse_unit
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGE = REPO / "systemd" / "image"
-UNITS = ["emotion-edge-settings.service", "emotion-edge-growroot.service", "emotion-edge-ssh-keys.service"]
+UNITS = ["emotion-edge-settings.service", "emotion-edge-growroot.service"]
 
 needs_analyze = pytest.mark.skipif(
     shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed (CI installs systemd)"
@@ -92,15 +92,12 @@ def test_the_settings_step_runs_in_sysinit_before_whatever_reads_its_files():
     assert "network-online.target" in words(daemon["Unit"]["After"])
 
 
-def test_growroot_and_ssh_keys_run_before_what_needs_them():
+def test_growroot_runs_once_the_root_is_writable_and_before_the_local_file_systems():
     grow = unit("emotion-edge-growroot.service")
     assert grow["Unit"]["DefaultDependencies"] == ["no"]
     assert words(grow["Unit"]["After"]) == {"systemd-remount-fs.service"}  # / is writable, nothing else yet
     assert {"local-fs.target", "sysinit.target"} <= words(grow["Unit"]["Before"])
-    keys = unit("emotion-edge-ssh-keys.service")
-    assert {"ssh.service", "ssh.socket"} <= words(keys["Unit"]["Before"])
-    assert keys["Service"]["ExecStart"] == ["/usr/bin/ssh-keygen -A"]
-    assert words(keys["Install"]["WantedBy"]) == {"ssh.service", "ssh.socket"}
+    assert grow["Install"]["WantedBy"] == ["sysinit.target"]
 
 
 def test_paths_agree_between_the_units_the_script_the_daemon_and_the_image_build():

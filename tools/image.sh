@@ -13,8 +13,8 @@
 #             in --cache (default ~/.cache/emotion-edge/image), keyed by the package list: a change rebuilds
 #   install   a copy of it; `git clone` of HEAD into /usr/local/src/emotion-edge, then
 #             `systemd/install.sh --no-start` there (systemd is not PID 1 in a chroot: it enables, never starts)
-#   system    the image's own files (systemd/image/): the settings step, root growth, SSH host keys made on
-#             first boot, networkd + wpa_supplicant, mDNS, user `pi` with no password; the camera default
+#   system    the image's own files (systemd/image/): the settings step, root growth, networkd +
+#             wpa_supplicant, mDNS, user `pi` with no password, no SSH host keys; the camera default
 #             (/dev/video0) set by the settings step itself; host keys, machine-id, apt lists removed
 #   check     `emotion-edge --check-config` as the service user inside the image (emulated)
 #   disk      the raw image: MBR, FAT RASPIFIRM + ext4 RASPIROOT (tools/image_layout.py; no loop devices)
@@ -177,7 +177,6 @@ IMG=$REPO/systemd/image
 put() { install -D -m "$1" "$2" "$R$3"; }  # put MODE SOURCE TARGET
 put 0644 "$IMG/emotion-edge-settings.service" /etc/systemd/system/emotion-edge-settings.service
 put 0644 "$IMG/emotion-edge-growroot.service" /etc/systemd/system/emotion-edge-growroot.service
-put 0644 "$IMG/emotion-edge-ssh-keys.service" /etc/systemd/system/emotion-edge-ssh-keys.service
 put 0755 "$IMG/emotion_edge_settings.py" /usr/local/lib/emotion-edge/emotion_edge_settings.py
 put 0755 "$IMG/growroot" /usr/local/lib/emotion-edge/growroot
 # Every file under systemd/image/rootfs/ goes to the same path in the image (networkd, resolved, sshd, sudo,
@@ -192,7 +191,10 @@ mkdir -p "$R/etc/systemd/system/sys-subsystem-net-devices-wlan0.device.wants"
 ln -sf /usr/lib/systemd/system/wpa_supplicant@.service \
     "$R/etc/systemd/system/sys-subsystem-net-devices-wlan0.device.wants/wpa_supplicant@wlan0.service"
 in_stage "systemctl enable --quiet emotion-edge-settings.service emotion-edge-growroot.service \
-    emotion-edge-ssh-keys.service systemd-networkd.service systemd-resolved.service systemd-timesyncd.service"
+    systemd-networkd.service systemd-resolved.service systemd-timesyncd.service"
+# SSH host keys: none ship (removed below); openssh's own sshd-keygen.service makes them on the first boot.
+[ -L "$R/etc/systemd/system/ssh.service.wants/sshd-keygen.service" ] ||
+    fail_step "openssh-server's sshd-keygen.service is not enabled: nothing would make the host keys"
 # The one login: `pi`, no password (`*` is no valid password, and unlike `!` no lock either, so SSH keys
 # work), sudo without one (sudoers.d/010_pi-nopasswd), the journal readable (adm), the camera (video).
 in_stage "useradd --create-home --groups sudo,adm,video --shell /bin/bash pi && usermod -p '*' pi"
@@ -232,7 +234,7 @@ PYTHONPATH=$R$SRC "$X86_PYTHON" "$IMG/emotion_edge_settings.py" --root "$R" --fi
     >"$STAGE/defaults.log" 2>&1 || { cat "$STAGE/defaults.log" >&2; fail_step "the settings step refused the image's defaults"; }
 grep -q '^  uri: "/dev/video0"' "$R/etc/emotion-edge/config.yaml" || fail_step "config.yaml's source.uri is not /dev/video0"
 install -m 0644 "$IMG/emotion-edge.txt" "$R/boot/firmware/emotion-edge.txt"
-done_step "units enabled: settings, growroot, ssh-keys, networkd, resolved, timesyncd; user pi (no password); source /dev/video0"
+done_step "units enabled: settings, growroot, networkd, resolved, timesyncd; user pi (no password); source /dev/video0"
 
 # --- check ---------------------------------------------------------------------------------------------------
 begin check "--check-config as the service user (emulated)"
@@ -241,7 +243,8 @@ in_stage "sudo -u emotion-edge /opt/emotion-edge/venv/bin/emotion-edge --check-c
 done_step "$(tail -n 1 "$STAGE/check.txt" | cut -c1-110)"
 
 # What is made on first boot, or belongs to the build alone, leaves the image. The machine id: systemd makes
-# one at first boot (and treats that boot as the first); SSH host keys: emotion-edge-ssh-keys.service.
+# one at first boot and treats that boot as the first (ConditionFirstBoot=), which is when openssh's
+# sshd-keygen.service makes this Pi's own host keys.
 cleanup_mounts
 rm -f "$R"/etc/ssh/ssh_host_*_key "$R"/etc/ssh/ssh_host_*_key.pub "$R/etc/ssl/image-build-host-ca.crt"
 rm -f "$R/etc/machine-id" "$R/var/lib/dbus/machine-id" "$R/var/lib/systemd/random-seed"

@@ -640,6 +640,7 @@ def write_notices(root: Path, report: Report) -> None:
         path.unlink(missing_ok=True)
         return
     path.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o755)  # the daemon (its own user) reads it; the unit's umask is 077
     write_atomic(path, "".join(f"{m}\n" for m in report.problems + report.warnings).encode(), 0o644)
 
 
