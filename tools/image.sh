@@ -4,7 +4,7 @@
 # raspi images have them (salsa.debian.org/raspi-team/image-specs), and emotion-edge installed by the same
 # systemd/install.sh users run. Settings come from emotion-edge.txt on its FAT partition (docs/image.md).
 #
-#   sudo tools/image.sh [--out DIR] [--cache DIR] [--x86-python PY] [--rebuild]
+#   sudo tools/image.sh [--out DIR] [--cache DIR] [--x86-python PY] [--rebuild] [--skip-xz]
 #   make image                     (the same, with PY = the Makefile's base-install venv)
 #
 # Steps (one summary line each at the end):
@@ -20,7 +20,8 @@
 #   disk      the raw image: MBR, FAT RASPIFIRM + ext4 RASPIROOT (tools/image_layout.py; no loop devices)
 #   xz        the .img.xz users flash, and its .sha256
 #
-# Outputs: DIR/emotion-edge-trixie-arm64.img.xz (+ .sha256, and image.txt: this summary). Needs root
+# Outputs: DIR/emotion-edge-trixie-arm64.img.xz (+ .sha256, and image.txt: this summary); --skip-xz leaves
+# the raw .img there instead (quicker while iterating: `make boot-check IMAGE=build/image/....img`). Needs root
 # (mmdebstrap, chroot, mounts). Only HEAD is installed: commit first. Heavy steps run under nice -n 10.
 set -euo pipefail
 
@@ -33,6 +34,7 @@ OUT=$REPO/build/image
 CACHE=${IMAGE_CACHE:-${HOME:-/root}/.cache/emotion-edge/image}
 X86_PYTHON=""
 REBUILD=0
+SKIP_XZ=0
 XZ_THREADS=${XZ_THREADS:-2}  # the build machine is shared: more threads would take cores from others
 QEMU_CPU_MODEL=cortex-a72    # qemu's default `max` CPU gives wrong int8 results in XNNPACK (pi-check)
 
@@ -52,6 +54,12 @@ MMDEBSTRAP_OPTIONS=(
     --dpkgopt=path-exclude=/usr/share/man/* --dpkgopt=path-exclude=/usr/share/info/*
     --dpkgopt=path-exclude=/usr/share/locale/* --dpkgopt=path-include=/usr/share/locale/locale.alias
 )
+# By label: the card may be mmcblk0 or mmcblk1, or a USB disk. The FAT partition is `nofail`: a Pi left alone
+# must boot, settings or not, rather than stop in an emergency shell nobody sees. Written before the kernel
+# package is installed (an essential hook), so its initramfs carries fsck for the root.
+FSTAB="LABEL=RASPIROOT / ext4 rw,noatime,errors=remount-ro 0 1
+LABEL=RASPIFIRM /boot/firmware vfat rw,noatime,umask=0022,nofail 0 2"
+MMDEBSTRAP_OPTIONS+=("--essential-hook=printf '%s\n' '$FSTAB' >\"\$1/etc/fstab\"")
 IMAGE_NAME=emotion-edge-$RELEASE-arm64
 SRC=/usr/local/src/emotion-edge  # the clone install.sh runs from, kept for `git pull` + install.sh
 
@@ -67,6 +75,7 @@ while [ $# -gt 0 ]; do
     --cache) [ $# -ge 2 ] || die "--cache needs a value"; CACHE=$2; shift 2 ;;
     --x86-python) [ $# -ge 2 ] || die "--x86-python needs a value"; X86_PYTHON=$2; shift 2 ;;
     --rebuild) REBUILD=1; shift ;;
+    --skip-xz) SKIP_XZ=1; shift ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown option '$1' (see --help)" ;;
     esac
@@ -200,8 +209,7 @@ in_stage "systemctl enable --quiet emotion-edge-settings.service emotion-edge-gr
 in_stage "useradd --create-home --groups sudo,adm,video --shell /bin/bash pi && usermod -p '*' pi"
 echo emotion-edge >"$R/etc/hostname"
 printf '127.0.0.1\tlocalhost\n127.0.1.1\temotion-edge\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' >"$R/etc/hosts"
-printf 'LABEL=RASPIROOT\t/\text4\trw,noatime,errors=remount-ro\t0\t1\nLABEL=RASPIFIRM\t/boot/firmware\tvfat\trw,noatime,umask=0022\t0\t2\n' \
-    >"$R/etc/fstab"
+printf '%s\n' "$FSTAB" >"$R/etc/fstab"
 # raspi-firmware writes config.txt and cmdline.txt from these at every kernel or firmware upgrade (and
 # copies the kernel, initrd and device trees to /boot/firmware). Root by label (the card may be mmcblk0
 # or mmcblk1, or a USB disk); no cma= (a Pi 4 may not boot with one, and a headless Pi with a USB webcam
@@ -238,7 +246,7 @@ done_step "units enabled: settings, growroot, networkd, resolved, timesyncd; use
 
 # --- check ---------------------------------------------------------------------------------------------------
 begin check "--check-config as the service user (emulated)"
-in_stage "sudo -u emotion-edge /opt/emotion-edge/venv/bin/emotion-edge --check-config --config /etc/emotion-edge/config.yaml" \
+in_stage "runuser -u emotion-edge -- /opt/emotion-edge/venv/bin/emotion-edge --check-config --config /etc/emotion-edge/config.yaml" \
     >"$STAGE/check.txt" 2>&1 || { cat "$STAGE/check.txt" >&2; fail_step "--check-config failed in the image"; }
 done_step "$(tail -n 1 "$STAGE/check.txt" | cut -c1-110)"
 
@@ -266,6 +274,11 @@ nice -n 10 python3 "$REPO/tools/image_layout.py" --firmware "$STAGE/firmware" --
 done_step "$(sed "s|$STAGE/||" "$STAGE/layout.txt")"
 
 # --- xz ------------------------------------------------------------------------------------------------------
+if [ "$SKIP_XZ" = 1 ]; then
+    mv "$STAGE/$IMAGE_NAME.img" "$OUT/$IMAGE_NAME.img"
+    echo "$COMMIT" >"$OUT/$IMAGE_NAME.commit"
+    exit 0
+fi
 begin xz "compress with xz -T$XZ_THREADS"
 nice -n 10 xz -T"$XZ_THREADS" -6 -c "$STAGE/$IMAGE_NAME.img" >"$OUT/$IMAGE_NAME.img.xz.partial"
 mv "$OUT/$IMAGE_NAME.img.xz.partial" "$OUT/$IMAGE_NAME.img.xz"
