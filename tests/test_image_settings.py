@@ -8,8 +8,10 @@ login user `pi`. `make boot-check` runs the same step at a real boot under syste
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import importlib.util
+import io
 import os
 import subprocess
 import sys
@@ -61,13 +63,33 @@ def write_settings(root: Path, data: bytes | str) -> Path:
 
 
 def apply(root: Path) -> subprocess.CompletedProcess:
-    """The step as systemd runs it (a process, the unit's umask 077; the exit status counts), into the root."""
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    env.pop("JOURNAL_STREAM", None)
-    return subprocess.run(
-        [sys.executable, str(SCRIPT), "--root", str(root)],
-        capture_output=True, text=True, env=env, preexec_fn=lambda: os.umask(0o077),
-    )  # fmt: skip
+    """The step's main() into the root, with the unit's umask 077: exit status, stdout, stderr. In-process
+    (the step is quick; a process a test would be most of the time); one test below runs it as a process."""
+    out, err = io.StringIO(), io.StringIO()
+    umask = os.umask(0o077)
+    journal = os.environ.pop("JOURNAL_STREAM", None)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = settings.main(["--root", str(root)])
+    finally:
+        os.umask(umask)
+        if journal is not None:
+            os.environ["JOURNAL_STREAM"] = journal
+    return subprocess.CompletedProcess([], code, out.getvalue(), err.getvalue())
+
+
+def test_as_a_process_it_exits_1_on_a_bad_value_with_no_traceback(root):
+    write_settings(root, "mqtt_port=abc\nmqtt_host=broker\nmqtt_username=u\n")
+    env = {k: v for k, v in os.environ.items() if k != "JOURNAL_STREAM"}
+    # -I as in the unit: edge comes from the venv's install, not from the current folder.
+    result = subprocess.run([sys.executable, "-I", str(SCRIPT), "--root", str(root)], capture_output=True,
+                            text=True, env=env, cwd=root)  # fmt: skip
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert (
+        "warning: emotion-edge.txt line 1: mqtt_port: must be an integer in 1..65535, got 'abc'"
+        in result.stderr
+    )
+    assert 'applied mqtt.host: "broker"' in result.stdout
 
 
 def config_of(root: Path):
