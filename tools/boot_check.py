@@ -334,7 +334,7 @@ def boot_check(image: Path, work: Path, steps: Steps, stack: contextlib.ExitStac
         if work.exists():
             shutil.rmtree(work)
         work.mkdir(parents=True)
-        commit_file = image.with_name(image.name.removesuffix(".img.xz") + ".commit")
+        commit_file = image.with_name(image.name.removesuffix(".xz").removesuffix(".img") + ".commit")
         if commit_file.exists():
             shutil.copy(commit_file, work / "image.commit")
         disk = work / "disk.img"
@@ -452,6 +452,9 @@ def boot_check(image: Path, work: Path, steps: Steps, stack: contextlib.ExitStac
         )
         check(fat_now.count("moved into place") == 2, "the passwords' lines do not say where they went")
         check(f"device_id={DEVICE_ID}\r\n" in fat_now, "the settings file lost its other lines or its CRLF")
+        check(
+            guest.raw("head -c 3 /boot/firmware/emotion-edge.txt") == b"\xef\xbb\xbf", "the file lost its BOM"
+        )
         journal = guest.out("journalctl -b -u emotion-edge-settings --no-pager -o cat")
         bad = [line for line in journal.splitlines() if "wifi_country" in line and "two-letter" in line]
         check(bool(bad), f"the bad wifi_country is not in the journal: {journal[-400:]}")
@@ -589,6 +592,10 @@ def boot_check(image: Path, work: Path, steps: Steps, stack: contextlib.ExitStac
         console_text = (work / "console.log").read_text(errors="replace")
         check("reboot: Power down" in console_text, "the console does not show a power-down")
         result.append(f"offline published, clean DISCONNECT (no will), qemu exit {qemu.returncode}")
+        with sub._lock:
+            events = [json.loads(p) for t, p, _ in sub.messages if t == f"emotion/{DEVICE_ID}/events"]
+        faces = sum(len(e["faces"]) for e in events)
+        result.append(f"{len(events)} events ({faces} faces) received in all")
     camera.close()
 
 

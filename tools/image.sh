@@ -111,7 +111,7 @@ print_summary() {
     {
         echo "image $RELEASE, commit ${COMMIT:0:12}, $(date -u +%Y-%m-%dT%H:%MZ), $(($(date +%s) - STARTED)) s in all:"
         printf '  %s\n' "${SUMMARY[@]}"
-        [ "$status" = 0 ] && echo "image: PASS $OUT/$IMAGE_NAME.img.xz" || echo "image: FAIL"
+        [ "$status" = 0 ] && echo "image: PASS $OUT/$IMAGE_NAME.img$([ "$SKIP_XZ" = 1 ] || echo .xz)" || echo "image: FAIL"
     } | tee "$CACHE/image.txt"
     [ "$status" != 0 ] || cp "$CACHE/image.txt" "$OUT/image.txt"
 }
