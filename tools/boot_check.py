@@ -210,27 +210,42 @@ class Guest:
         self.key = work / "id_ed25519"
         self.known_hosts = work / "known_hosts"
 
+    def _ssh(self, *args: str) -> list[str]:
+        options = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=30", "-o", "StrictHostKeyChecking=accept-new",
+                   "-o", f"UserKnownHostsFile={self.known_hosts}", "-o", "LogLevel=ERROR", "-i", str(self.key),
+                   "-o", f"ControlPath={self.work}/ssh-%C", "-o", "ServerAliveInterval=30"]  # fmt: skip
+        return ["ssh", *options, "-p", str(self.ssh_port), *args]
+
+    def _command(self, command: str) -> list[str]:
+        # Over the shared connection when there is one (ControlMaster=no: use it, else connect alone). A login
+        # a command would start and stop pi's user manager each time: most of a minute under emulation.
+        return self._ssh("-o", "ControlMaster=no", "pi@127.0.0.1", command)
+
+    def connect(self) -> None:
+        """The shared connection, in the background (-f -N) with its output nowhere."""
+        command = self._ssh("-o", "ControlMaster=yes", "-o", "ControlPersist=yes", "-f", "-N", "pi@127.0.0.1")
+        subprocess.run(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       timeout=300, check=False)  # fmt: skip
+
+    def close(self) -> None:
+        run(self._ssh("-O", "exit", "pi@127.0.0.1"))
+
     def ssh(self, command: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        options = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=20", "-o", "StrictHostKeyChecking=accept-new",
-                   "-o", f"UserKnownHostsFile={self.known_hosts}", "-o", "LogLevel=ERROR", "-i", str(self.key)]  # fmt: skip
         try:
-            return run(["ssh", *options, "-p", str(self.ssh_port), "pi@127.0.0.1", command], timeout=timeout)
+            return run(self._command(command), timeout=timeout)
         except subprocess.TimeoutExpired:
             return subprocess.CompletedProcess(command, 124, "", f"timed out after {timeout} s")
 
     def out(self, command: str, timeout: float = 120) -> str:
         result = self.ssh(command, timeout)
         if result.returncode != 0:
-            raise Failed(
-                f"`{command}` failed ({result.returncode}): {(result.stderr or result.stdout).strip()[-300:]}"
-            )
+            tail = (result.stderr or result.stdout).strip()[-300:]
+            raise Failed(f"`{command}` failed ({result.returncode}): {tail}")
         return result.stdout
 
     def raw(self, command: str, timeout: float = 120) -> bytes:
         """A command's stdout as bytes (line ends as they are: text mode would turn CRLF into LF)."""
-        options = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=20", "-o", f"UserKnownHostsFile={self.known_hosts}",
-                   "-o", "LogLevel=ERROR", "-i", str(self.key), "-p", str(self.ssh_port)]  # fmt: skip
-        result = run(["ssh", *options, "pi@127.0.0.1", command], timeout=timeout, text=False)
+        result = run(self._command(command), timeout=timeout, text=False)
         if result.returncode != 0:
             raise Failed(f"`{command}` failed ({result.returncode})")
         return result.stdout
@@ -402,6 +417,7 @@ def boot_check(image: Path, work: Path, steps: Steps, stack: contextlib.ExitStac
     )
     ssh_port = free_port()
     guest = Guest(work, ssh_port)
+    stack.callback(guest.close)
 
     with steps.step(
         "boot", "qemu-system-aarch64 -M virt -cpu cortex-a72 -smp 2, the image's kernel and initrd"
@@ -422,6 +438,7 @@ def boot_check(image: Path, work: Path, steps: Steps, stack: contextlib.ExitStac
         )
         check(bool(up), f"no SSH login within {BOOT_TIMEOUT} s (console: {console})")
         login_s = time.monotonic() - booted
+        guest.connect()
         state = guest.ssh("systemctl is-system-running --wait", 600).stdout.strip()
         failed = guest.out("systemctl list-units --failed --plain --no-legend | awk '{print $1}'").split()
         analyze = guest.out("systemd-analyze time").splitlines()[0]
@@ -578,8 +595,12 @@ def boot_check(image: Path, work: Path, steps: Steps, stack: contextlib.ExitStac
     ) as result:
         mark = message_count(sub)
         broker_log = broker.log_path.read_text(errors="replace")
-        guest.ssh("sudo systemctl poweroff", 60)
+        asked = guest.ssh("sudo systemctl poweroff", 300)  # 255: the connection went down with the machine
         gone = wait_for(lambda: qemu.poll() is not None, SHUTDOWN_TIMEOUT, 1)
+        check(
+            asked.returncode in (0, 255) or gone,
+            f"poweroff not sent ({asked.returncode}): {asked.stderr[-200:]}",
+        )
         check(bool(gone), f"qemu still running {SHUTDOWN_TIMEOUT} s after poweroff")
         check("offline" in status_messages(sub, mark), "no offline published at shutdown")
         new_log = broker.log_path.read_text(errors="replace")[len(broker_log) :]

@@ -280,6 +280,7 @@ if [ "$SKIP_XZ" = 1 ]; then
     exit 0
 fi
 begin xz "compress with xz -T$XZ_THREADS"
+rm -f "$OUT/$IMAGE_NAME.img"  # a raw image an earlier --skip-xz run left: not this build's
 nice -n 10 xz -T"$XZ_THREADS" -6 -c "$STAGE/$IMAGE_NAME.img" >"$OUT/$IMAGE_NAME.img.xz.partial"
 mv "$OUT/$IMAGE_NAME.img.xz.partial" "$OUT/$IMAGE_NAME.img.xz"
 (cd "$OUT" && sha256sum "$IMAGE_NAME.img.xz" >"$IMAGE_NAME.img.xz.sha256")
