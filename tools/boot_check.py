@@ -95,7 +95,8 @@ class Steps:
 
 
 def run(command: list[str], **kwargs) -> subprocess.CompletedProcess:
-    kwargs.setdefault("capture_output", True)
+    if "stdout" not in kwargs and "stderr" not in kwargs:
+        kwargs.setdefault("capture_output", True)
     kwargs.setdefault("text", True)
     return subprocess.run(command, **kwargs)
 
