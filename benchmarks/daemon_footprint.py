@@ -8,7 +8,10 @@ astronaut, from tests/facesdata.py) with policy `every`, several times, and repo
 - RSS at the first event (from /proc/<pid>/statm) and peak RSS of the whole run (ru_maxrss via wait4);
 - total run time for the clip.
 
-    .venv/bin/python benchmarks/daemon_footprint.py [--model FILE] [--runs 5] [--frames 60] [--detector auto]
+    .venv/bin/python benchmarks/daemon_footprint.py [--model FILE] [--runs 5] [--frames 60] [--detector auto ...]
+
+Several --detector values (default: auto, blazeface_full, haar) are run in turn within each round, so a busy
+machine slows them alike and their medians compare.
 
 Without --model the shipped edge/models/default.tflite is used. Needs the dev extras (scikit-image).
 """
@@ -65,39 +68,45 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", help="a .tflite with its .json contract (default: the shipped model)")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--frames", type=int, default=60, help="frames in the test clip")
-    parser.add_argument("--detector", default="auto")
+    parser.add_argument(
+        "--detector", action="append", help="repeat to compare (default auto, blazeface_full, haar)"
+    )
     parser.add_argument("--threads", type=int, default=2)
     options = parser.parse_args(argv)
 
     from tests.facesdata import write_face_video
 
+    detectors = options.detector or ["auto", "blazeface_full", "haar"]
     with tempfile.TemporaryDirectory() as tmp:
         video = write_face_video(Path(tmp) / "clip.avi", n_frames=options.frames)
         config = Path(tmp) / "config.yaml"
         config.write_text("stats:\n  interval_s: 0\n")
-        args = [sys.executable, "-m", "edge.cli", "--config", str(config), "--source", str(video),
-                "--policy", "every", "--publish", "stdout", "--detector", options.detector,
-                "--threads", str(options.threads), "--log-level", "WARNING"]  # fmt: skip
+        base = [sys.executable, "-m", "edge.cli", "--config", str(config), "--source", str(video),
+                "--policy", "every", "--publish", "stdout", "--threads", str(options.threads),
+                "--log-level", "WARNING"]  # fmt: skip
         if options.model:
-            args += ["--model", options.model]
+            base += ["--model", options.model]
         env = {k: v for k, v in os.environ.items() if not k.startswith("EMOTION_EDGE_")}
-        runs = [one_run(args, env) for _ in range(options.runs)]
-
-    def median(key: str) -> float:
-        return statistics.median(r[key] for r in runs if r[key] is not None)
+        runs: dict[str, list[dict]] = {d: [] for d in detectors}
+        for _ in range(options.runs):
+            for detector in detectors:
+                runs[detector].append(one_run([*base, "--detector", detector], env))
 
     print(f"command: {' '.join([sys.executable, *sys.argv])}")
-    print(f"daemon:  {' '.join(args[1:3])} --source <{options.frames}-frame 640x480 MJPG clip> "
-          f"--policy every --detector {options.detector} --threads {options.threads}")  # fmt: skip
-    print(f"runs: {options.runs}, events per run: {runs[0]['events']}")
-    print(
-        f"start-up to first event  median {median('first_event_s'):.2f} s "
-        f"(min {min(r['first_event_s'] for r in runs):.2f}, max {max(r['first_event_s'] for r in runs):.2f})"
-    )
-    print(f"RSS at first event       median {median('rss_first_event_mb'):.1f} MB")
-    print(f"peak RSS (ru_maxrss)     median {median('peak_rss_mb'):.1f} MB")
-    print(f"whole clip               median {median('total_s'):.2f} s "
-          f"({options.frames / median('total_s'):.1f} frames/s including start-up)")  # fmt: skip
+    print(f"daemon:  {' '.join(base[1:3])} --source <{options.frames}-frame 640x480 MJPG clip> "
+          f"--policy every --threads {options.threads} --detector D; {options.runs} runs each, "
+          f"{runs[detectors[0]][0]['events']} events per run")  # fmt: skip
+    for detector, results in runs.items():
+
+        def median(key: str, results=results) -> float:
+            return statistics.median(r[key] for r in results if r[key] is not None)
+
+        print(
+            f"{detector:15s} start-up to first event median {median('first_event_s'):.2f} s "
+            f"(min {min(r['first_event_s'] for r in results):.2f}); RSS at first event median "
+            f"{median('rss_first_event_mb'):.1f} MB; peak RSS median {median('peak_rss_mb'):.1f} MB; whole clip "
+            f"median {median('total_s'):.2f} s ({options.frames / median('total_s'):.1f} frames/s incl. start-up)"
+        )
     return 0
 
 

@@ -4,8 +4,13 @@ classify time, on real photographs (scikit-image astronaut, one and two faces).
     python benchmarks/edge_latency.py [--model edge/models/default.tflite] [--detector auto --detector haar]
                                       [--repeats 50] [--every-n N] [--no-roi-redetect]
 
+A --detector is `type[:key=value,...]` of detector settings, checked as the daemon's config is (as in
+scene_accuracy.py), e.g. `--detector auto:every_n_frames=6 --detector blazeface_full:every_n_frames=3`.
+
 Several --detector values are measured one after the other in one run (default: the default `auto`, then
-`haar`), so their times can be compared as a ratio on a shared, noisy machine.
+`blazeface_full` and `haar`), so their times can be compared as ratios on a shared, noisy machine: the full
+scan alone, and a whole frame at the cadence (wall time, and the process's CPU time, which other jobs on the
+machine inflate less).
 
 Without --model it uses the shipped edge/models/default.tflite, or, when that is absent, the tests' tiny
 int8 model (built with TensorFlow; timings then describe that small network, not the shipped one).
@@ -24,10 +29,13 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from scene_accuracy import parse_detector  # noqa: E402
 
 from edge.capture import Frame  # noqa: E402
 from edge.classify import EmotionClassifier  # noqa: E402
-from edge.config import DETECTOR_TYPES, Config  # noqa: E402
+from edge.config import Config  # noqa: E402
 from edge.detect import make_detector  # noqa: E402
 from edge.pipeline import FrameProcessor  # noqa: E402
 from edge.preprocess import faces_to_batch  # noqa: E402
@@ -48,10 +56,20 @@ def median_ms(fn, repeats: int) -> float:
     return statistics.median(timings_ms(fn, repeats))
 
 
-def measure(kind: str, args, classifier, model_name: str) -> float:
-    """Print one detector's per-frame figures; return its full-scan detect time on the one-face frame."""
+def cpu_ms_per_call(fn, repeats: int) -> float:
+    """The process's CPU time per call (all its threads: OpenCV's and the interpreter's), in ms."""
+    start = time.process_time()
+    for _ in range(repeats):
+        fn()
+    return (time.process_time() - start) * 1000 / repeats
+
+
+def measure(spec: str, args, classifier, model_name: str) -> dict:
+    """Print one detector's per-frame figures; return the one-face frame's full-scan detect time and its
+    per-frame mean (wall) and CPU time at the cadence."""
     config = Config()
-    config.detector = replace(config.detector, type=kind)
+    config.detector = parse_detector(spec)
+    kind = spec
     if args.every_n:
         config.detector = replace(config.detector, every_n_frames=args.every_n)
     if args.no_roi_redetect:
@@ -64,7 +82,7 @@ def measure(kind: str, args, classifier, model_name: str) -> float:
         f"({detector.name}), full scan every {config.detector.every_n_frames} frame(s), in between "
         + ("a crop around each tracked face" if config.detector.roi_redetect else "the last boxes reused")
     )
-    one_face_detect = 0.0
+    one_face = {}
     for name, (image, _) in {
         "one face": facesdata.one_face_frame(),
         "two faces": facesdata.two_faces_frame(),
@@ -79,13 +97,15 @@ def measure(kind: str, args, classifier, model_name: str) -> float:
 
         faces = len(one_frame().faces)
         detect_only = median_ms(lambda image=image: detector.detect(image), args.repeats)
-        one_face_detect = one_face_detect or detect_only
         frame_times = timings_ms(one_frame, args.repeats)
         total, mean = statistics.median(frame_times), statistics.fmean(frame_times)
+        cpu = cpu_ms_per_call(one_frame, args.repeats)
         print(
             f"{name:>9} 640x480: detect {detect_only:6.2f} ms; detect+classify+publish per frame: median "
-            f"{total:6.2f} ms, mean {mean:6.2f} ms ({faces} tracked faces, {1000 / mean:5.1f} fps)"
+            f"{total:6.2f} ms, mean {mean:6.2f} ms, CPU {cpu:6.2f} ms ({faces} tracked faces, "
+            f"{1000 / mean:5.1f} fps)"
         )
+        one_face = one_face or {"detect": detect_only, "frame": mean, "cpu": cpu}
         if name == "one face":
             detections = detector.detect(image)
             batch = faces_to_batch(
@@ -94,13 +114,13 @@ def measure(kind: str, args, classifier, model_name: str) -> float:
             )  # fmt: skip
             per_face = median_ms(lambda batch=batch: classifier.classify(batch[:1]), args.repeats * 4)
             print(f"           classify one face (48x48 int8): {per_face:6.3f} ms median")
-    return one_face_detect
+    return one_face
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="a .tflite with its .json contract")
-    parser.add_argument("--detector", action="append", choices=DETECTOR_TYPES, help="repeat to compare")
+    parser.add_argument("--detector", action="append", help="type[:key=value,...]; repeat to compare")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=60)
     parser.add_argument(
@@ -123,17 +143,18 @@ def main() -> int:
         note = " (tests' tiny int8 model: no shipped default model yet)"
     classifier = EmotionClassifier(model, num_threads=args.threads)
     print("command:", " ".join([Path(sys.executable).name, *sys.argv]))
-    detect_ms = {}
-    for kind in args.detector or ["auto", "haar"]:
-        detect_ms[kind] = measure(kind, args, classifier, f"{model.name}{note}")
-    if len(detect_ms) > 1:
-        first, *others = detect_ms
-        print(
-            "full-scan detect time, one face, relative to "
-            + first
-            + ": "
-            + ", ".join(f"{k} {detect_ms[k] / detect_ms[first]:.2f}x" for k in others)
-        )
+    figures = {}
+    for kind in args.detector or ["auto", "blazeface_full", "haar"]:
+        figures[kind] = measure(kind, args, classifier, f"{model.name}{note}")
+    first, *others = figures
+    for key, what in (
+        ("detect", "full-scan detect time"),
+        ("frame", "per-frame mean"),
+        ("cpu", "per-frame CPU"),
+    ):
+        if others:
+            ratios = ", ".join(f"{k} {figures[k][key] / figures[first][key]:.2f}x" for k in others)
+            print(f"{what}, one face, relative to {first}: {ratios}")
     return 0
 
 

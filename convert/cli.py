@@ -3,7 +3,7 @@
 emotion-convert MODEL --data PATH --out FILE.tflite [--samples N] [--mode int8|float16|float32]
                 [--allow-float-fallback] [--no-verify]
 emotion-convert evaluate --model FILE [--compare FILE2] --data PATH [--split test] [--json OUT]
-                [--tta-flip] [--timing-runs N]
+                [--tta-flip] [--timing-runs N] [--soft-labels VOTES] [--small-faces 24,32,40]
 """
 
 from __future__ import annotations
@@ -70,6 +70,18 @@ def _evaluate_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", default=None, help="write the results to this .json file")
     parser.add_argument(
         "--tta-flip", action="store_true", help="also report accuracy averaged with the mirrored face"
+    )
+    parser.add_argument(
+        "--soft-labels",
+        default=None,
+        help="also score against the majority label of crowd votes (a CSV of file,<label votes>..., or a "
+        "folder of them such as ../shared/data/ferplus); faces without a clear majority are left out",
+    )
+    parser.add_argument(
+        "--small-faces",
+        default="24,32,40",
+        help="also score the crops as faces of these sizes (px) would reach the model: sampled down, then "
+        "upscaled as the daemon does (default 24,32,40; '' = off)",
     )
     parser.add_argument(
         "--timing-runs",

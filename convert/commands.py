@@ -20,6 +20,7 @@ from convert.errors import ConvertError
 from convert.evaluate import (
     compare,
     evaluate,
+    evaluate_views,
     format_summary,
     keras_predictor,
     load_predictor,
@@ -171,7 +172,9 @@ def _load_checked_inputs(keras_path: Path, data: str, cache_dir: str | None):
 
 def _embed_contract(tflite: bytes, contract: ModelContract) -> bytes:
     try:
-        payload = json.dumps(contract.validate("converted model contract").to_dict(), sort_keys=True).encode()
+        # No sha256 here: the Keras model's would be wrong, and the file's own cannot be inside the file.
+        payload = json.dumps(replace(contract, sha256=None).validate("converted model contract").to_dict(),
+                             sort_keys=True).encode()  # fmt: skip
         return embed_metadata(tflite, METADATA_NAME, payload)
     except Exception as exc:  # the embedded copy is a convenience; the sidecar is what the daemon reads
         warn(f"could not embed the contract into the .tflite metadata ({exc}); the sidecar JSON still has it")
@@ -245,6 +248,31 @@ def _publish(out: Path, tflite: bytes, contract: ModelContract) -> None:
 # ----------------------------------------------------------------------------------------------- evaluate
 
 
+def _majority_labels(path: str, dataset: Dataset, split: str) -> np.ndarray:
+    """FER+-style majority label per face of the split (data label order), -1 where there is none."""
+    from train.softlabels import load_soft_labels, majority_labels
+
+    soft = load_soft_labels(path, dataset.labels)
+    majority = majority_labels(soft, dataset.splits[split].files)
+    if not (majority >= 0).any():
+        raise ConvertError(
+            f"--soft-labels {path}: no face of split '{split}' has a row with a majority label"
+        )
+    return majority
+
+
+def _small_face_sizes(spec: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(part) for part in spec.split(",") if part.strip())
+    except ValueError:
+        raise ConvertError(
+            f"--small-faces {spec!r}: expected comma-separated pixel sizes, e.g. 24,32,40"
+        ) from None
+    if any(side < 4 for side in sizes):
+        raise ConvertError(f"--small-faces {spec!r}: every size must be at least 4 px")
+    return sizes
+
+
 def run_evaluate(args) -> int:
     first_path, first_kind = resolve_eval_path(args.model)
     second = resolve_eval_path(args.compare) if args.compare else None
@@ -274,14 +302,27 @@ def run_evaluate(args) -> int:
     if len(faces) == 0:
         raise ConvertError(f"split '{split}' of {args.data} holds no images")
 
+    majority = _majority_labels(args.soft_labels, dataset, split) if args.soft_labels else None
+    sizes = _small_face_sizes(args.small_faces)
     results, probs = [], []
     for predictor in predictors:
         targets = to_model_order(dataset.splits[split].labels, dataset.labels, predictor.labels)
         result, p = evaluate(predictor, faces, targets, args.tta_flip, args.timing_runs)
         result["split"] = split
+        ours = None
+        if majority is not None:
+            ours = np.where(
+                majority >= 0, to_model_order(np.maximum(majority, 0), dataset.labels, predictor.labels), -1
+            )
+            result["majority_labels"] = args.soft_labels
+        result.update(evaluate_views(predictor, faces, p, targets, ours, sizes))
         results.append(result)
         probs.append(p)
-        print(format_report(result, f"{Path(result['model']).name} on '{split}' ({len(faces)} faces)"))
+        name = Path(result["model"]).name
+        print(format_report(result, f"{name} on '{split}' ({len(faces)} faces)"))
+        if "majority" in result:
+            title = f"{name} on '{split}', majority labels of {args.soft_labels} ({result['majority']['count']} faces)"
+            print(format_report(result["majority"], title))
 
     output = dict(results[0])
     agreement = None

@@ -25,6 +25,9 @@ from edge.model_contract import ModelContract
 from train.metrics import classification_report
 
 WARMUP_CALLS = 20
+# Faces of these sizes (frame pixels of the crop's side) reach the model from a room camera, upscaled to its
+# input by the daemon: each is scored beside the full-size crops (train/degrade.py's small_face).
+SMALL_FACE_PX = (24, 32, 40)
 
 
 @dataclass
@@ -122,6 +125,49 @@ def evaluate(
     return result, probs
 
 
+def _summary(targets: np.ndarray, probs: np.ndarray, labels: list[str]) -> dict:
+    report = classification_report(targets, probs.argmax(axis=1), labels)
+    recall = {label: round(row["recall"], 4) for label, row in report["per_class"].items()}
+    return {
+        "accuracy": report["accuracy"],
+        "macro_f1": report["macro_f1"],
+        "recall": recall,
+        "count": report["count"],
+    }
+
+
+def evaluate_views(
+    predictor: Predictor,
+    faces: np.ndarray,
+    probs: np.ndarray,
+    targets: np.ndarray,
+    majority: np.ndarray | None = None,
+    small_faces: tuple[int, ...] = SMALL_FACE_PX,
+) -> dict:
+    """The same faces seen two more ways: against a second set of labels (`majority`, FER+'s majority label
+    per face in the predictor's label order, -1 where there is none) and as small faces (each size in
+    `small_faces`, smaller than the input, sampled down and upscaled as the daemon does)."""
+    from train.degrade import small_face
+
+    views: dict = {}
+    has = None
+    if majority is not None:
+        has = majority >= 0
+        report = classification_report(majority[has], probs[has].argmax(axis=1), predictor.labels)
+        views["majority"] = _metrics(report)
+    height = faces.shape[1]
+    sized = {}
+    for side in (s for s in small_faces if s < height):
+        small = predictor.predict(small_face(faces[..., 0], side)[..., None])
+        entry = {"original": _summary(targets, small, predictor.labels)}
+        if has is not None:
+            entry["majority"] = _summary(majority[has], small[has], predictor.labels)
+        sized[str(side)] = entry
+    if sized:
+        views["small_faces"] = sized
+    return views
+
+
 def compare(first: dict, first_probs: np.ndarray, second: dict, second_probs: np.ndarray, labels_second):
     """Top-1 agreement (second model's predictions mapped to the first's label order by name)."""
     order = [labels_second.index(name) for name in first["labels"]]
@@ -156,6 +202,15 @@ def format_summary(results: list[dict], agreement: float | None = None) -> str:
     row("kind", [f"{r['kind']}" for r in results])
     row("accuracy", [f"{r['accuracy']:.4f}" for r in results])
     row("macro-F1", [f"{r['macro_f1']:.4f}" for r in results])
+    if all("majority" in r for r in results):
+        row("majority accuracy", [f"{r['majority']['accuracy']:.4f}" for r in results])
+        row("majority macro-F1", [f"{r['majority']['macro_f1']:.4f}" for r in results])
+    for side in results[0].get("small_faces", {}):
+        if all(side in r.get("small_faces", {}) for r in results):
+            for which in ("original", "majority"):
+                if which in results[0]["small_faces"][side]:
+                    title = f"{side} px {'accuracy' if which == 'original' else 'majority'}"
+                    row(title, [f"{r['small_faces'][side][which]['accuracy']:.4f}" for r in results])
     if all("tta_flip" in r for r in results):
         row("accuracy +flip", [f"{r['tta_flip']['accuracy']:.4f}" for r in results])
         row("macro-F1 +flip", [f"{r['tta_flip']['macro_f1']:.4f}" for r in results])

@@ -79,10 +79,38 @@ def load_keras_model(path: Path):
     import keras
 
     try:
-        return keras.saving.load_model(path, compile=False)
+        model = keras.saving.load_model(path, compile=False)
     except Exception as exc:  # Keras raises many types for a broken archive or unknown layers
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConvertError(f"{path} could not be loaded as a Keras model: {first_line}") from None
+    return as_float32(model)
+
+
+def _float32_policies(config):
+    """The config with every layer's dtype policy float32 (mixed_bfloat16 -> float32)."""
+    if isinstance(config, dict):
+        if config.get("class_name") == "DTypePolicy" and isinstance(config.get("config"), dict):
+            return {**config, "config": {**config["config"], "name": "float32"}}
+        return {key: _float32_policies(value) for key, value in config.items()}
+    if isinstance(config, list):
+        return [_float32_policies(value) for value in config]
+    return config
+
+
+def as_float32(model):
+    """A model trained under mixed precision (emotion-train --precision mixed_bfloat16) computes in bfloat16,
+    which TFLite cannot convert and which is not the float reference: rebuild it in float32 with the same
+    weights (mixed precision keeps its weights in float32, so nothing is lost)."""
+    if all(
+        getattr(layer, "dtype_policy", None) is None or layer.dtype_policy.name == "float32"
+        for layer in model.layers
+    ):
+        return model
+    import keras
+
+    copy = keras.Model.from_config(_float32_policies(model.get_config()))
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def face_model_shape(model, path: Path) -> tuple[tuple[int, int], int]:

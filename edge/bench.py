@@ -58,6 +58,7 @@ def run_bench(config, source_uri: str, frames: int = 100, warmup: int = 10, time
     from edge.capture import CaptureThread
     from edge.daemon import FatalError, load_components, resolve_model_path
     from edge.loop import FrameLoop
+    from edge.opcount import pi4_floor
     from edge.pipeline import FrameProcessor
 
     classifier, detector, _ = load_components(config)
@@ -76,6 +77,7 @@ def run_bench(config, source_uri: str, frames: int = 100, warmup: int = 10, time
         raise FatalError(
             f"source {source_uri}: no frames arrived to measure ({capture.error or 'timed out'})"
         )
+    work = stage_work(classifier, detector, frame_size)
     return {
         "source": source_uri,
         "frames": measured,
@@ -89,7 +91,10 @@ def run_bench(config, source_uri: str, frames: int = 100, warmup: int = 10, time
         "faces_per_frame": round(faces / measured, 3),
         "dropped_frames": capture.dropped,
         "latency_ms": {stage: percentiles(values) for stage, values in samples.items()},
-        "work": stage_work(classifier, detector, frame_size),
+        "work": work,
+        "pi4_floor": pi4_floor(
+            work, config.detector.every_n_frames, round(faces / measured, 2), config.model.threads
+        ),
     }
 
 
@@ -159,7 +164,8 @@ def format_bench(results: dict) -> str:
         f"{results['dropped_frames']} dropped"
     )
     if "work" in results:
-        from edge.opcount import format_work
+        from edge.opcount import format_pi4, format_work
 
         lines.append(format_work(results["work"]))
+        lines.append(format_pi4(results.get("pi4_floor")))
     return "\n".join(lines)

@@ -12,13 +12,15 @@ import os
 import numpy as np
 
 from edge.interpreter import ModelLoadError, load_interpreter
-from edge.model_contract import ContractError, ModelContract, load_contract
+from edge.model_contract import ContractError, ModelContract, check_model_file, load_contract
 
 
 class EmotionClassifier:
     def __init__(self, model_path: str | os.PathLike, num_threads: int | None = None):
         self.model_path = os.fspath(model_path)
         self.contract: ModelContract = load_contract(self.model_path)
+        # Before the interpreter sees it: a damaged model still loads, and gives plausible, wrong scores.
+        self.checked = check_model_file(self.model_path, self.contract)
         self.interpreter, self.backend = load_interpreter(self.model_path, num_threads)
         inputs = self.interpreter.get_input_details()
         outputs = self.interpreter.get_output_details()

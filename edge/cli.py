@@ -2,7 +2,7 @@
 its retained MQTT messages (`forget`).
 
     emotion-edge [--config FILE] [--source SRC] [--model FILE] [--publish stdout|mqtt ...] [--mqtt-host H]
-                 [--mqtt-port P] [--device-id ID] [--policy every|change] [--detector auto|blazeface_full|blazeface|haar|lbp]
+                 [--mqtt-port P] [--device-id ID] [--policy every|change] [--detector auto|yunet|blazeface_full|blazeface|haar|lbp]
                  [--threads N] [--log-level L] [--preview [HOST:]PORT] [--check-config] [--print-config]
     emotion-edge bench --source SRC [--frames N] [--json OUT] ...
     emotion-edge forget [--config FILE] [--device-id ID] [--force]   (clear its retained MQTT messages)
@@ -14,7 +14,6 @@ Errors print `error: ...` on stderr and exit 2, without a traceback.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 from edge.config import ConfigError, load_config
@@ -40,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mqtt-port", metavar="P")
     parser.add_argument("--device-id", metavar="ID", help="[a-z0-9_-], used in MQTT topics")
     parser.add_argument("--policy", metavar="every|change", help="publish every frame or only changes")
-    parser.add_argument("--detector", metavar="auto|blazeface_full|blazeface|haar|lbp")
+    parser.add_argument("--detector", metavar="auto|yunet|blazeface_full|blazeface|haar|lbp")
     parser.add_argument("--threads", metavar="N", help="TFLite interpreter threads")
     parser.add_argument("--log-level", metavar="L", help="DEBUG, INFO, WARNING, ERROR, CRITICAL")
     parser.add_argument(
@@ -94,12 +93,22 @@ def overrides_from_args(args: argparse.Namespace) -> dict:
 
 
 def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        stream=sys.stderr,  # stdout carries events only
-        level=getattr(logging, level),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        force=True,
-    )
+    from edge import logs
+
+    logs.install(sys.stderr, level)  # stdout carries events only; stderr is written without ever blocking
+
+
+def drain_logs() -> None:
+    """Write out the queued log lines (waiting at most 1 s) before something is printed after them."""
+    from edge import logs
+
+    logs.drain(1.0)
+
+
+def say_error(exc: Exception) -> None:
+    """The one `error:` line, after the log lines queued before it."""
+    drain_logs()
+    print(f"error: {exc}", file=sys.stderr)
 
 
 def print_out(text: str) -> None:
@@ -132,7 +141,7 @@ def build_bench_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", metavar="OUT", help="also write the results as JSON to this file")
     parser.add_argument("--config", metavar="FILE", help="YAML config for the detector/model settings")
     parser.add_argument("--model", metavar="FILE")
-    parser.add_argument("--detector", metavar="auto|blazeface_full|blazeface|haar|lbp")
+    parser.add_argument("--detector", metavar="auto|yunet|blazeface_full|blazeface|haar|lbp")
     parser.add_argument("--threads", metavar="N")
     parser.add_argument("--log-level", metavar="L", default="WARNING")
     return parser
@@ -174,7 +183,7 @@ def _bench(argv: list[str]) -> int:
                 raise ConfigError(f"--json: cannot write {args.json}: {exc.strerror or exc}") from None
         return 0
     except (ConfigError, FatalError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        say_error(exc)
         return 2
 
 
@@ -224,13 +233,14 @@ def _forget(argv: list[str]) -> int:
             return 0
         result = forget(config, timeout=args.timeout, force=args.force)
     except (ConfigError, ForgetError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        say_error(exc)
         return 2
     try:
         print_out("".join(topic + "\n" for topic in result.cleared))
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        say_error(exc)
         return 2
+    drain_logs()
     print(
         f"cleared {len(result.cleared)} retained messages of device {config.device_id} on {result.address}",
         file=sys.stderr,
@@ -258,16 +268,19 @@ def main(argv: list[str] | None = None) -> int:
             from edge.notices import read_notices
 
             _, _, description = load_components(config)
+            drain_logs()
             for notice in read_notices():  # not applied, so not wrong in this config: warnings, exit 0
                 print(f"warning: settings: {notice}", file=sys.stderr)
             print(f"config OK: {description}; outputs: {', '.join(config.publish.outputs)}", file=sys.stderr)
             return 0
         return run(config)
     except (ConfigError, FatalError, PublishError) as exc:  # PublishError: stdout failed mid-run
-        print(f"error: {exc}", file=sys.stderr)
+        say_error(exc)
         return 2
     except KeyboardInterrupt:
         return 0
+    finally:
+        drain_logs()
 
 
 if __name__ == "__main__":

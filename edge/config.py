@@ -13,8 +13,10 @@ Environment: `EMOTION_EDGE_<SECTION>__<KEY>` (nested sections add another `__`),
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
+import reprlib
 import socket
 import ssl
 from dataclasses import dataclass, field
@@ -23,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from edge.model_contract import not_utf8_hint, read_text_limited
+from edge.model_contract import not_utf8_hint, path_problem, read_text_limited
 
 DEFAULT_CONFIG_PATH = "/etc/emotion-edge/config.yaml"
 ENV_PREFIX = "EMOTION_EDGE_"
@@ -40,12 +42,27 @@ class ConfigError(ValueError):
     """Invalid configuration; the message names the dotted key and the source of the bad value."""
 
 
+# Every topic is a prefix plus a few levels. MQTT caps a topic at 65,535 bytes (a longer will topic breaks the
+# CONNECT packet inside paho's thread, which then dies) and Mosquitto refuses more than 200 levels (the
+# client is disconnected, reconnects, and is disconnected again, for good); these caps stay far inside both.
+MAX_PREFIX_BYTES = 1024
+MAX_PREFIX_LEVELS = 64
+
+
 def _topic_prefix_problem(value: str) -> str | None:
     """A topic prefix: no MQTT wildcards, no control characters (a NUL makes the broker drop the client), no
     leading `$` (brokers reserve `$SYS/...`: clients may not publish there) and no leading or trailing slash."""
     if re.search(r"[#+]", value) or value.startswith(("/", "$")) or value.endswith("/"):
         return "must be a topic prefix without # or +, not starting with / or $ and not ending with /"
-    return _text_problem(value)
+    problem = _text_problem(value)
+    if problem:
+        return problem
+    if len(value.encode("utf-8")) > MAX_PREFIX_BYTES or value.count("/") >= MAX_PREFIX_LEVELS:
+        return (
+            f"must be a topic prefix of at most {MAX_PREFIX_BYTES} bytes and {MAX_PREFIX_LEVELS} levels "
+            f"(brokers refuse longer topics), got {len(value.encode('utf-8'))} bytes, {value.count('/') + 1} levels"
+        )
+    return None
 
 
 def _utf8_problem(value: str) -> str | None:
@@ -69,8 +86,19 @@ def _host_problem(host: str) -> str | None:
     """A name the resolver accepts: paho resolves it in its network thread, which dies (for good) on an IDNA
     error, so a label over 63 characters or a non-ASCII name that cannot be encoded must be refused here."""
     problem = _text_problem(host)
-    if problem or ":" in host:  # an IPv6 address literal is not a DNS name
+    if problem:
         return problem
+    if "://" in host:
+        return "is a URL; give the host name alone (e.g. broker.lan), the port in mqtt.port, TLS in mqtt.tls"
+    if ":" in host:  # an IPv6 address literal is not a DNS name
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            name, _, port = host.rpartition(":")
+            if port.isdigit() and ":" not in name:
+                return f"names a port; give the host name alone ({name}) and the port in mqtt.port ({port})"
+            return "is neither a host name nor an IP address"
+        return None
     try:
         encoded = host.encode("idna")
     except UnicodeError:
@@ -117,14 +145,16 @@ class ModelConfig:
     threads: int = _spec(2, int, lo=1, hi=64)
 
 
-DETECTOR_TYPES = ("auto", "blazeface_full", "blazeface", "haar", "lbp")
+DETECTOR_TYPES = ("auto", "yunet", "blazeface_full", "blazeface", "haar", "lbp")
 
 
 @dataclass
 class DetectorConfig:
-    # auto = blazeface_full when its weights (shipped in edge/models/) are there, else haar with a warning.
-    # blazeface_full: MediaPipe's full-range CNN with eye landmarks (faces aligned from the eyes); blazeface: its
-    # short-range sibling (faces within ~2 m); haar/lbp: OpenCV cascades (box only).
+    # auto = yunet when its weights (shipped in edge/models/) are there, else blazeface_full, else haar, with a
+    # warning. yunet: OpenCV Zoo's YuNet CNN on OpenCV's DNN, the frame scanned at its own resolution, with eye
+    # landmarks (faces aligned from the eyes); blazeface_full: MediaPipe's full-range CNN on a 192x192 copy of
+    # the frame, with eyes; blazeface: its short-range sibling (faces within ~2 m); haar/lbp: OpenCV cascades
+    # (box only).
     type: str = _spec("auto", str, choices=DETECTOR_TYPES)
     # A full Haar scan of a 640x480 frame costs ~15 ms on one core of the x86 dev VM (several times that on a
     # Pi), classifying a tracked face 1-2 ms: detecting every 3rd frame and following boxes in between keeps a
@@ -134,7 +164,9 @@ class DetectorConfig:
     # face with Haar; BlazeFace just scans the frame): boxes follow the face and a face that left is missed.
     # false = reuse the last boxes unchanged (cheapest, but stale).
     roi_redetect: bool = _spec(True, bool)
-    min_face_px: int = _spec(48, int, lo=8, hi=4096)
+    # Detections narrower than this (frame pixels) are dropped. A face 2-3 m from a 640x480 camera is ~40 px
+    # wide and YuNet finds faces from ~20 px; Haar's smallest window at detect_width 320 is 48 px anyway.
+    min_face_px: int = _spec(20, int, lo=8, hi=4096)
     detect_width: int = _spec(320, int, lo=32, hi=8192)
     # 1.2 between cascade scales halves the scan of 1.1 for a ~1-3 px wobble in the box.
     scale_factor: float = _spec(1.2, float, lo=1.01, hi=2.0)
@@ -145,6 +177,18 @@ class DetectorConfig:
     # against 94.6% at 0.6, with at most 0.01 false faces per frame on photo scenes (benchmarks/, README).
     min_confidence: float = _spec(0.5, float, lo=0.0, hi=1.0)
     blazeface_model: str | None = _spec(None, str, nullable=True)
+    # YuNet: a face scoring this in a full scan is accepted at once. Small faces score low at the frame's own
+    # size: those between yunet_candidate_threshold and this are looked at again on a crop enlarged around
+    # them, and accepted if they score yunet_crop_score_threshold there (also the score a tracked face needs
+    # in its crop between full scans). Candidate at or above the score threshold = no second look. Chosen on
+    # the room-camera scenes' train half (benchmarks/scene_accuracy.py --room, docs/detectors.md).
+    yunet_score_threshold: float = _spec(0.8, float, lo=0.05, hi=1.0)
+    yunet_candidate_threshold: float = _spec(0.1, float, lo=0.01, hi=1.0)
+    yunet_crop_score_threshold: float = _spec(0.5, float, lo=0.05, hi=1.0)
+    # Frames wider than this are shrunk to it before YuNet scans them: its cost grows with the pixel count
+    # (a cap for slow Pis and large cameras; a face shrinks with the frame, so small ones are lost first).
+    yunet_max_width: int = _spec(640, int, lo=64, hi=8192)
+    yunet_model: str | None = _spec(None, str, nullable=True)  # None = the shipped edge/models/ weights
 
 
 @dataclass
@@ -161,6 +205,16 @@ class PublishConfig:
     outputs: list[str] = _spec(None, list, choices=OUTPUT_NAMES, factory=lambda: ["stdout"])
     policy: str = _spec("change", str, choices=("every", "change"))
     max_rate_hz: float = _spec(0, float, lo=0.0, hi=1000.0)  # 0 = unlimited
+    # The retained state (what Home Assistant's entities read) goes out at once when what it says changes (faces
+    # in view, their emotions, the camera). Scores alone send it again only once one has moved by score_deadband
+    # since the last one sent (at most once a second): Home Assistant's recorder writes a row per change, and a
+    # face held still should write none. Scores and confidence are rounded to score_decimals (2 = whole percent).
+    score_deadband: float = _spec(0.05, float, lo=0.0, hi=1.0)
+    score_decimals: int = _spec(2, int, lo=0, hi=6)
+    # Unchanged, the state is sent again this often (0 = never): Home Assistant marks the entities that read it
+    # unavailable after three missed heartbeats (expire_after), so a daemon that hangs without dropping its
+    # connection does not leave "someone is here" standing. Same-state updates add no recorder rows.
+    state_heartbeat_s: float = _spec(60, float, lo=0.0, hi=86400.0)
 
 
 @dataclass
@@ -172,10 +226,20 @@ class TlsConfig:
     insecure: bool = _spec(False, bool)  # skip host name verification (self-signed test brokers only)
 
 
+def _url_problem(value: str) -> str | None:
+    """A link Home Assistant shows on the device page: it accepts http(s) URLs only."""
+    if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
+        return "must be an http:// or https:// URL"
+    return _text_problem(value)
+
+
 @dataclass
 class DiscoveryConfig:
     enabled: bool = _spec(True, bool)
     prefix: str = _spec("homeassistant", str, check=_topic_prefix_problem)
+    # The device page's "Visit" link. null = the preview page when it is on and bound to an address other
+    # machines can reach (http://<this host name>:<port>/ for 0.0.0.0); none otherwise.
+    configuration_url: str | None = _spec(None, str, nullable=True, check=_url_problem)
 
 
 @dataclass
@@ -351,11 +415,21 @@ def _as_string(value: Any, rule: dict) -> str:
 _NORMALISERS = {bool: _as_bool, int: _as_number, float: _as_number, list: _as_list, str: _as_string}
 
 
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxother = 3, 6, 6, 80, 80
+
+
+def _shown(value: Any) -> str:
+    """The value as the message shows it. A list or mapping is shown in part: its full repr could be far
+    larger than the file it came from (YAML aliases repeat one value many times)."""
+    return _REPR.repr(value) if isinstance(value, (list, dict, tuple, set)) else repr(value)
+
+
 def _check_value(dotted: str, value: Any, rule: dict, origin: str) -> Any:
     """Return the normalised value or raise ConfigError naming the key, the rule and the value."""
 
     # An error goes to the journal: never echo a secret (`password: 123456` in YAML is an int, not a string).
-    given = f"a {type(value).__name__} (value hidden)" if dotted in SECRET_KEYS else repr(value)
+    given = f"a {type(value).__name__} (value hidden)" if dotted in SECRET_KEYS else _shown(value)
     if len(given) > 100:  # one readable line, whatever was pasted into the variable
         given = f"{given[:80]}... ({len(given)} characters)"
     if value is None and rule["nullable"]:
@@ -435,6 +509,8 @@ def read_yaml_file(path: str | os.PathLike, explicit: bool) -> dict[str, Any]:
         data = _load_yaml(text)
     except RecursionError:
         raise ConfigError(f"config file {path} is not a config: nested too deeply") from None
+    except YamlTooLarge as exc:
+        raise ConfigError(f"config file {path} is not a config: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -446,9 +522,45 @@ def read_yaml_file(path: str | os.PathLike, explicit: bool) -> dict[str, Any]:
     return validate_layer(data, f" (in {path})")
 
 
+# A config has a few dozen values. YAML aliases (`*name`) repeat a value without copying it, so 370 bytes of
+# aliases of aliases stand for a billion values: harmless until something walks or prints them all. The
+# document is refused before it is built when its values, every alias counted in full, exceed this.
+MAX_YAML_VALUES = 10_000
+
+
+class YamlTooLarge(yaml.YAMLError):
+    """A YAML document whose aliases expand past MAX_YAML_VALUES, or refer to themselves."""
+
+
+def _expanded_values(node, memo: dict[int, int], open_nodes: set[int]) -> int:
+    """How many values `node` stands for once every alias in it is counted in full (linear in the nodes)."""
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    if key in open_nodes:
+        raise YamlTooLarge("an alias refers to the value it is part of")
+    open_nodes.add(key)
+    total = 1
+    if isinstance(node, yaml.SequenceNode):
+        total += sum(_expanded_values(child, memo, open_nodes) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        total += sum(_expanded_values(k, memo, open_nodes) + _expanded_values(v, memo, open_nodes)
+                     for k, v in node.value)  # fmt: skip
+    open_nodes.discard(key)
+    memo[key] = total
+    if total > MAX_YAML_VALUES:
+        raise YamlTooLarge(f"it stands for more than {MAX_YAML_VALUES} values once its aliases are expanded")
+    return total
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
     """SafeLoader that refuses a key given twice in one mapping: YAML keeps the last silently, so a second
-    `mqtt:` section further down would quietly undo the first."""
+    `mqtt:` section further down would quietly undo the first. It also refuses a document whose aliases
+    expand past MAX_YAML_VALUES, before building it."""
+
+    def construct_document(self, node):
+        _expanded_values(node, {}, set())
+        return super().construct_document(node)
 
     def construct_mapping(self, node, deep=False):
         seen = set()
@@ -502,7 +614,7 @@ def env_layer(environ: dict[str, str]) -> dict[str, Any]:
             value = raw
         else:
             try:
-                value = yaml.safe_load(raw) if raw.strip() else None
+                value = _load_yaml(raw) if raw.strip() else None
             except (yaml.YAMLError, RecursionError):  # not a scalar: the validator names the variable
                 value = raw
         node = layer
@@ -576,11 +688,15 @@ def check_files(config: Config) -> None:
     if tls.enabled:
         for key in ("ca_certs", "certfile", "keyfile"):
             value = getattr(tls, key)
-            if value is not None and not os.path.isfile(value):
-                raise ConfigError(f"mqtt.tls.{key}: file {value} does not exist")
+            problem = path_problem(value) if value is not None else None
+            if problem:
+                raise ConfigError(f"mqtt.tls.{key}: file {problem}")
         _check_tls_loadable(tls)
-    if config.detector.blazeface_model is not None and not os.path.isfile(config.detector.blazeface_model):
-        raise ConfigError(f"detector.blazeface_model: file {config.detector.blazeface_model} does not exist")
+    for key in ("blazeface_model", "yunet_model"):
+        value = getattr(config.detector, key)
+        problem = path_problem(value) if value is not None else None
+        if problem:
+            raise ConfigError(f"detector.{key}: file {problem}")
     if config.debug.snapshot_dir:
         problem = check_snapshot_dir(config.debug.snapshot_dir)
         if problem:
@@ -594,13 +710,17 @@ def check_files(config: Config) -> None:
 def check_snapshot_dir(directory: str) -> str | None:
     """Why `directory` cannot hold snapshots, or None when it can (it may be created on first use)."""
     path = Path(directory)
-    if path.exists() and not path.is_dir():
-        return f"{directory} exists and is not a folder"
     existing = path
-    while not existing.exists():  # the nearest ancestor that exists is where the folder would be made
+    problem = path_problem(existing, "folder")
+    if problem is not None and problem.endswith("is not a folder"):
+        return f"{directory} exists and is not a folder"
+    while (
+        problem is not None and "does not exist" in problem
+    ):  # the nearest ancestor is where it would be made
         existing = existing.parent
-    if not existing.is_dir():
-        return f"{existing} is not a folder"
+        problem = path_problem(existing, "folder")
+    if problem is not None:
+        return problem
     if not os.access(existing, os.W_OK | os.X_OK):
         return f"{existing} is not writable by this user (under systemd use /var/lib/emotion-edge/...)"
     return None

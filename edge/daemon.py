@@ -31,12 +31,14 @@ import threading
 import time
 from pathlib import Path
 
-from edge import notify
+from edge import logs, notify
 from edge.config import Config, check_files
 from edge.emit import CAMERA_AWAY_S, Emitter, Every
 from edge.loop import FrameLoop
+from edge.model_contract import path_problem
 from edge.notices import read_notices, status_suffix
-from edge.stats import StatsCollector, format_stats
+from edge.publish.base import PublishError
+from edge.stats import StatsCollector, delivery_figures, format_stats
 
 __all__ = ["CAMERA_AWAY_S", "EXIT_UNDELIVERED", "Daemon", "FatalError", "load_components", "run"]
 
@@ -44,6 +46,7 @@ log = logging.getLogger("edge.daemon")
 
 SHUTDOWN_BUDGET_S = 1.5  # what publishers may spend on close(); the rest of the 2 s goes to the threads
 FINITE_FLUSH_S = 5.0  # after a finished file/folder: time to connect and deliver the last events
+OUTPUT_CHECK_S = 1.0  # how often the loop asks the outputs whether they are still alive
 
 
 # A finite run whose events did not all reach an output (MQTT never connected, or events left undelivered).
@@ -65,8 +68,9 @@ def default_model_path() -> Path:
 def resolve_model_path(config: Config) -> Path:
     if config.model.path:
         path = Path(config.model.path)
-        if not path.is_file():  # say this before the contract loader complains about the missing .json
-            raise FatalError(f"model.path: model file {path} does not exist")
+        problem = path_problem(path)  # said before the contract loader complains about the missing .json
+        if problem:
+            raise FatalError(f"model.path: model file {problem}")
         return path
     path = default_model_path()
     if not path.is_file():
@@ -98,13 +102,20 @@ def load_components(config: Config):
         detector = make_detector(config.detector)
     except DetectorError as exc:
         raise FatalError(str(exc)) from None
+    if not classifier.checked:
+        log.warning(
+            "model %s: its contract carries no sha256 (written before models were checked), so a damaged "
+            "file is not detected; convert it again (emotion-convert) to add one",
+            model_path,
+        )
     if classifier.contract.face_framing and getattr(detector, "landmarks", False):
         cut = "faces aligned and framed from the eyes"
     else:
         cut = f"faces cut by the box + {classifier.contract.crop_margin:g} margin"
     description = (
         f"classifier: {model_path.name} via {classifier.backend}, {config.model.threads} threads; "
-        f"detector: {describe(detector)}; {cut}"
+        f"detector: {describe(detector)}; {cut}; "
+        f"model file {'matches its sha256' if classifier.checked else 'not checked (no sha256 in its contract)'}"
     )
     return classifier, detector, description
 
@@ -155,7 +166,7 @@ class Daemon:
     def run(self) -> int:
         from edge.capture import CaptureThread
         from edge.pipeline import FrameProcessor
-        from edge.publish import PublishError, make_publishers
+        from edge.publish import make_publishers
 
         classifier, detector, description = load_components(self.config)
         log.info(description)
@@ -169,7 +180,12 @@ class Daemon:
         source_id = source.source_id if source is not None else self.config.source.uri
         try:
             if self.publishers is None:  # the MQTT one comes with Home Assistant discovery (when enabled)
-                self.publishers = make_publishers(self.config, self.stop_event, classifier.labels)
+                finite = (
+                    source is not None and not source.live
+                )  # every event of a file matters: wait for stdout
+                self.publishers = make_publishers(
+                    self.config, self.stop_event, classifier.labels, finite=finite
+                )
             for publisher in self.publishers:
                 publisher.start()
         except PublishError as exc:
@@ -230,6 +246,7 @@ class Daemon:
         self._stats = StatsCollector(clock=self.clock)
         self._stats_due = Every(self.config.stats.interval_s, now)
         self._watchdog = Every(notify.watchdog_interval(), now)
+        self._outputs_due = Every(OUTPUT_CHECK_S, now)
         self._describe = (detector_name, backend)
         self._loop(FrameLoop(capture, processor, self.emitter, self.clock), waiting)
 
@@ -258,6 +275,20 @@ class Daemon:
                 self.emitter.no_frame(frames.now)
             if self._stats_due.due(frames.now):  # stats keep coming while a camera is away
                 self._emit_stats(capture)
+            if self._outputs_due.due(frames.now) and self._output_broken():
+                break
+
+    def _output_broken(self) -> bool:
+        """An output that can never deliver again ends the run with exit 1: systemd restarts the service,
+        where carrying on would publish nothing for good."""
+        for publisher in self.publishers:
+            problem = getattr(publisher, "broken", lambda: None)()
+            if problem:
+                log.error("%s; stopping with exit code 1 (the service is restarted)", problem)
+                self.exit_code = 1
+                self.stop_event.set()  # a stop, as on SIGTERM: the same shutdown budget
+                return True
+        return False
 
     def _ping_watchdog(self, now: float) -> None:
         if self._watchdog.due(now):
@@ -272,7 +303,15 @@ class Daemon:
 
     def _emit_stats(self, capture) -> None:
         reconnects = sum(p.reconnects for p in self.publishers)
-        snapshot = self._stats.snapshot(capture.captured, capture.dropped, reconnects, *self._describe)
+        outputs = delivery_figures(
+            self.publishers,
+            self.events_published,
+            source_failures=getattr(capture, "failures", 0),  # camera or stream failures, each reopened
+            log_lines_dropped=logs.dropped_lines(),  # lines a blocked stderr (journald) could not take
+        )
+        snapshot = self._stats.snapshot(
+            capture.captured, capture.dropped, reconnects, *self._describe, outputs
+        )
         log.info(format_stats(snapshot))
         for publisher in self.publishers:
             publisher.publish_stats(snapshot)
@@ -287,12 +326,20 @@ class Daemon:
             self.preview.close()
         # A signal must be answered within 2 s (systemd's stop); a finished file may take longer to deliver.
         deadline = time.monotonic() + (SHUTDOWN_BUDGET_S if signalled else FINITE_FLUSH_S)
+        failed = (
+            None  # an output that could not be written (stdout on a full disk): every other one still closes
+        )
         for publisher in self.publishers:
-            publisher.close(timeout=max(0.1, deadline - time.monotonic()))
+            try:
+                publisher.close(timeout=max(0.1, deadline - time.monotonic()))
+            except PublishError as exc:
+                failed = failed or exc
         join = getattr(capture, "join", None)
         if join is not None:
             join(timeout=0.3)
         log.info("stopped after %d events", self.events_published)
+        if failed is not None:
+            raise failed
         if not signalled:  # a finished file or folder: say whether its events reached every output
             self._check_delivery()
 
@@ -318,8 +365,8 @@ def install_signal_handlers(stop_event: threading.Event) -> None:
     Only valid in the main thread."""
 
     def handler(signum, _frame):
+        stop_event.set()  # first: nothing that could block (a log line to a stalled stderr) may come before it
         log.info("%s received, stopping", signal.Signals(signum).name)
-        stop_event.set()
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)

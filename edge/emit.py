@@ -2,9 +2,10 @@
 
 - events: the publish policy (`every` frame or on `change`, capped by `publish.max_rate_hz`) and the
   schema-v1 event payload (edge/schema/event.schema.json);
-- the retained `state`: faces in view and the emotion of the largest one, published on every change and
-  refreshed at most once a second while faces are in view (their confidences move);
-- a live camera silent for CAMERA_AWAY_S: the state says nobody is in view;
+- the retained `state`: faces in view, the emotion and scores of the largest one and the camera's state, sent
+  when what it says changes; scores alone send it only past `publish.score_deadband`, at most once per
+  STATE_REFRESH_S, and an unchanged state goes out again every `publish.state_heartbeat_s` (StatePolicy);
+- a live camera silent for CAMERA_AWAY_S: the state says nobody is in view and `camera: away`;
 - the cadences of `stats` and of the systemd watchdog pings.
 
 Every timestamp is `edge.stats.utc_timestamp`. Nothing here touches a network: publishers only enqueue.
@@ -21,7 +22,7 @@ from edge.stats import utc_timestamp
 log = logging.getLogger("edge.daemon")  # the daemon's own lines, as before this module existed
 
 SCHEMA_VERSION = 1
-STATE_REFRESH_S = 1.0  # retained state follows changes at once, and confidences at most once a second
+STATE_REFRESH_S = 1.0  # retained state follows changes at once, and scores at most once a second
 # A live camera silent this long no longer shows who is in view: the retained state says nobody, instead of
 # keeping the last face (and Home Assistant automations on it) alive while the camera is unplugged.
 CAMERA_AWAY_S = 5.0
@@ -90,24 +91,84 @@ def face_dicts(faces, labels: list[str]) -> list[dict]:
     return [face.to_dict(labels) for face in faces]
 
 
-def build_state(device_id: str, labels: list[str], faces: list[dict]) -> dict:
-    """The retained `state` payload from the faces' dicts: faces in view and the emotion of the largest one."""
+CAMERA_OK, CAMERA_AWAY = "ok", "away"
+
+
+def build_state(
+    device_id: str, labels: list[str], faces: list[dict], camera: str = CAMERA_OK, decimals: int = 4
+) -> dict:
+    """The retained `state` payload from the faces' dicts: faces in view, the emotion of the largest one, its
+    scores and confidence rounded to `decimals`, and the camera (`ok`, or `away` after CAMERA_AWAY_S)."""
     largest = max(faces, key=lambda f: f["box"][2] * f["box"][3]) if faces else None
     scores = {label: 0.0 for label in labels}
     if largest is not None and largest.get("scores"):
-        scores.update({k: float(v) for k, v in largest["scores"].items()})
+        scores.update({k: round(float(v), decimals) for k, v in largest["scores"].items()})
     return {
         "schema_version": SCHEMA_VERSION,
         "device_id": device_id,
         "timestamp": utc_timestamp(),
+        "camera": camera,
         "face_count": len(faces),
         "dominant_emotion": largest["emotion"] if largest else "none",
-        "dominant_confidence": float(largest["confidence"]) if largest else None,
+        "dominant_confidence": round(float(largest["confidence"]), decimals) if largest else None,
         "scores": scores,
         "faces": [
             {k: face[k] for k in ("track_id", "box", "emotion", "confidence") if k in face} for face in faces
         ],
     }
+
+
+class StatePolicy:
+    """When the retained state goes out. Home Assistant's recorder writes a row whenever an entity's value
+    changes, so the state is sent only when it says something new:
+
+    - at once when faces in view, their emotions or the camera change (what automations trigger on);
+    - for scores alone, once one of them (or the confidence) moved by `deadband` or more since the last state
+      sent, and at most once per `min_interval` seconds;
+    - unchanged every `heartbeat` seconds (0 = never), so subscribers can tell a live device from a hung one.
+    """
+
+    def __init__(self, deadband: float, heartbeat: float, min_interval: float = STATE_REFRESH_S):
+        self.deadband = deadband
+        self.heartbeat = heartbeat
+        self.min_interval = min_interval
+        self._sent: dict | None = None
+        self._sent_at = 0.0
+
+    @property
+    def sent_once(self) -> bool:
+        return self._sent is not None
+
+    @staticmethod
+    def _what_it_says(state: dict) -> tuple:
+        return (
+            state["camera"],
+            state["face_count"],
+            state["dominant_emotion"],
+            tuple((face.get("track_id"), face.get("emotion")) for face in state["faces"]),
+        )
+
+    def due(self, state: dict, now: float) -> bool:
+        """Whether `state` should go out now; when it is, it counts as sent."""
+        last, since = self._sent, now - self._sent_at
+        if last is None or self._what_it_says(state) != self._what_it_says(last):
+            due = True  # what automations trigger on
+        else:
+            heartbeat = bool(self.heartbeat) and since >= self.heartbeat
+            moved = since >= self.min_interval and self._moved(last, state) >= max(self.deadband, 1e-9)
+            due = heartbeat or moved
+        if due:
+            self._sent, self._sent_at = state, now
+        return due
+
+    @staticmethod
+    def _moved(last: dict, state: dict) -> float:
+        """The largest change of a score or of the confidence between two states."""
+        moves = [abs(state["scores"].get(k, 0.0) - v) for k, v in last["scores"].items()]
+        confidence = (last["dominant_confidence"], state["dominant_confidence"])
+        if None not in confidence:
+            moves.append(abs(confidence[1] - confidence[0]))
+        return max(moves, default=0.0)
 
 
 class Every:
@@ -143,38 +204,46 @@ class Emitter:
         self.publishers = publishers
         self._forget_faces = forget_faces
         self._snapshots = snapshots  # debug JPEGs of published events (debug.snapshot_dir), or None
-        self.last_frame = self.last_state = now
-        self._state_published = False
+        self._decimals = config.publish.score_decimals
+        self.state_policy = StatePolicy(config.publish.score_deadband, config.publish.state_heartbeat_s)
+        self.last_frame = now
+        self.camera = CAMERA_OK
+        self._last_faces: list[dict] = []  # the faces of the last state sent (a heartbeat repeats them)
         self.events_published = 0
 
     def frame(self, frame, result, now: float) -> None:
         """One processed frame: its event (if the policy made one), then the state when it is due."""
         self.last_frame = now
+        self.camera = CAMERA_OK
         if result.event is not None:
             for publisher in self.publishers:
                 publisher.publish_event(result.event)
             self.events_published += 1
             if self._snapshots is not None:
                 self._snapshots.save(frame.image, result.event)
-        refresh = result.faces and now - self.last_state >= STATE_REFRESH_S
-        if result.changes or not self._state_published or refresh:
-            # The event's face dicts are those of this frame's tracks: reuse them rather than build them again.
-            faces = (
-                result.event["faces"] if result.event is not None else face_dicts(result.faces, self.labels)
-            )
-            self._publish_state(faces, now)
+        # The event's face dicts are those of this frame's tracks: reuse them rather than build them again.
+        faces = result.event["faces"] if result.event is not None else face_dicts(result.faces, self.labels)
+        self._offer_state(faces, now)
 
     def no_frame(self, now: float) -> None:
-        """No frame this time: after CAMERA_AWAY_S without one, the state shows nobody (once)."""
-        if now - self.last_frame >= CAMERA_AWAY_S and self._forget_faces():
+        """No frame this time: after CAMERA_AWAY_S without one, the state shows nobody and the camera away
+        (once); the heartbeat goes on meanwhile, so the camera's problem stays visible rather than expired."""
+        if self.camera == CAMERA_OK and now - self.last_frame >= CAMERA_AWAY_S:
+            self.camera = CAMERA_AWAY
+            forgotten = self._forget_faces()
             log.warning(
-                "no frames for %.0f s: the state now shows no faces until the camera is back",
+                "no frames for %.0f s: the state now shows the camera away%s until it is back",
                 now - self.last_frame,
+                " and no faces" if forgotten else "",
             )
-            self._publish_state([], now)
+            self._offer_state([], now)
+        elif self.state_policy.sent_once:
+            self._offer_state(self._last_faces, now)  # only the heartbeat can make this one due
 
-    def _publish_state(self, faces: list[dict], now: float) -> None:
-        state = build_state(self.device_id, self.labels, faces)
+    def _offer_state(self, faces: list[dict], now: float) -> None:
+        state = build_state(self.device_id, self.labels, faces, self.camera, self._decimals)
+        if not self.state_policy.due(state, now):
+            return
+        self._last_faces = faces
         for publisher in self.publishers:
             publisher.publish_state(state)
-        self._state_published, self.last_state = True, now

@@ -8,10 +8,14 @@ labels are never mapped by position between stages.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
+import stat
 import tempfile
-from dataclasses import asdict, dataclass, field
+import time
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +42,9 @@ class ModelContract:
     # eyes; None (contracts written before it existed) = the box + crop_margin for every detector.
     framing: dict[str, Any] | None = None
     arch: str = ""
+    # The model file's SHA-256 (hex), written by save_contract: a damaged or swapped copy (400 flipped bytes
+    # still load and give plausible scores) is refused. None (contracts written before it): not checked.
+    sha256: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # provenance, metrics: informational only
 
     @property
@@ -66,6 +73,12 @@ class ModelContract:
                 Framing.from_dict(self.framing, f"{source}: 'framing'")
             except ValueError as exc:
                 raise ContractError(str(exc)) from None
+        if self.sha256 is not None and not (
+            isinstance(self.sha256, str) and re.fullmatch(r"[0-9a-f]{64}", self.sha256)
+        ):
+            raise ContractError(
+                f"{source}: 'sha256' must be 64 lower-case hex digits, got {self.sha256!r:.80}"
+            )
         return self
 
     @property
@@ -74,7 +87,10 @@ class ModelContract:
         return None if self.framing is None else Framing.from_dict(self.framing)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": FORMAT, **asdict(self)}
+        data = {"format": FORMAT, **asdict(self)}
+        if data["sha256"] is None:  # as contracts without a checksum always looked
+            del data["sha256"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "model contract") -> ModelContract:
@@ -82,7 +98,17 @@ class ModelContract:
             raise ContractError(f"{source}: expected a JSON object")
         if data.get("format") != FORMAT:
             raise ContractError(f"{source}: format is {data.get('format')!r}, expected {FORMAT!r}")
-        known = {"labels", "input_height", "input_width", "color", "crop_margin", "framing", "arch", "extra"}
+        known = {
+            "labels",
+            "input_height",
+            "input_width",
+            "color",
+            "crop_margin",
+            "framing",
+            "arch",
+            "sha256",
+            "extra",
+        }
         unknown = sorted(set(data) - known - {"format"})
         if unknown:
             raise ContractError(f"{source}: unknown key(s) {unknown}")
@@ -98,12 +124,84 @@ def sidecar_path(model_path: str | os.PathLike) -> Path:
 
 def read_text_limited(path: str | os.PathLike, what: str, limit: int = MAX_TEXT_BYTES) -> str:
     """A small UTF-8 text file, refusing (ValueError naming `what`) one larger than `limit` bytes, so an
-    endless or huge file costs `limit` bytes of memory, not all of it. OSError and UnicodeDecodeError pass."""
-    with open(path, "rb") as handle:
-        data = handle.read(limit + 1)
+    endless or huge file costs `limit` bytes of memory, not all of it. A pipe or device (`<(cat x)`, a FIFO)
+    is read for at most PIPE_WAIT_S: a FIFO nobody writes to would otherwise hold the open for good. OSError
+    and UnicodeDecodeError pass."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            os.set_blocking(fd, True)
+            with open(fd, "rb", closefd=False) as handle:
+                data = handle.read(limit + 1)
+        else:
+            data = _read_waiting(fd, limit + 1, f"{what} {path}")
+    finally:
+        os.close(fd)
     if len(data) > limit:
         raise ValueError(f"{what} {path} is larger than {limit // 1024} KiB: not a {what}")
     return data.decode("utf-8")
+
+
+PIPE_WAIT_S = 5.0
+
+
+def _read_waiting(fd: int, size: int, what: str) -> bytes:
+    """Up to `size` bytes from a non-blocking pipe or device, until its end; ValueError after PIPE_WAIT_S."""
+    import select
+
+    chunks: list[bytes] = []
+    got = 0
+    deadline = time.monotonic() + PIPE_WAIT_S
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    while got < size:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise ValueError(f"{what} is a pipe or device that did not finish within {PIPE_WAIT_S:g} s")
+        if not poller.poll(remaining * 1000):
+            continue
+        try:
+            chunk = os.read(fd, min(65536, size - got))
+        except BlockingIOError:
+            continue
+        if not chunk:
+            break
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
+# The shipped unit's ProtectHome=yes makes these unreachable for the service: say so when a path there fails.
+_HIDDEN_BY_THE_UNIT = ("/home/", "/root/", "/run/user/")
+
+
+def path_problem(path: str | os.PathLike, want: str = "file") -> str | None:
+    """Why `path` cannot be used as a `want` ("file" or "folder"), in words that name it, or None when it
+    can. Never raises: a name too long, a part of it that is a file, or a folder the user may not enter are
+    reasons like a missing file, not tracebacks."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return f"{path} does not exist"
+    except NotADirectoryError:
+        return f"{path} does not exist (a part of the path is a file, not a folder)"
+    except PermissionError:
+        hint = ""
+        if str(path).startswith(_HIDDEN_BY_THE_UNIT):
+            hint = (
+                " (under systemd the service cannot see /home, /root or /run/user, ProtectHome=yes: "
+                "use /etc/emotion-edge or /var/lib/emotion-edge)"
+            )
+        return f"{path} cannot be reached: permission denied{hint}"
+    except (OSError, ValueError) as exc:  # ENAMETOOLONG, ELOOP, ...; ValueError: a NUL in the path
+        return f"{path} cannot be used: {getattr(exc, 'strerror', None) or exc}"
+    if want == "folder":
+        return None if stat.S_ISDIR(info.st_mode) else f"{path} is not a folder"
+    if stat.S_ISDIR(info.st_mode):
+        return f"{path} is a folder, not a file"
+    if not stat.S_ISREG(info.st_mode):
+        return f"{path} is not a regular file (a device, a pipe or a socket)"
+    return None
 
 
 def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -167,7 +265,37 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
         raise
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_model_file(model_path: str | os.PathLike, contract: ModelContract) -> bool:
+    """Compare the model file with the checksum its contract carries: True when it matches, False when the
+    contract carries none (nothing is checked), ContractError when it differs."""
+    if contract.sha256 is None:
+        return False
+    try:
+        actual = file_sha256(model_path)
+    except OSError as exc:
+        raise ContractError(f"cannot read {model_path}: {exc.strerror or exc}") from None
+    if actual != contract.sha256:
+        raise ContractError(
+            f"{model_path} does not match its contract {sidecar_path(model_path)}: its sha256 is {actual[:16]}..., "
+            f"the contract says {contract.sha256[:16]}...; the model file is damaged or not the one the contract "
+            "was written for: copy the model and its .json again"
+        )
+    return True
+
+
 def save_contract(model_path: str | os.PathLike, contract: ModelContract) -> Path:
+    """Write the contract beside the model, with the model file's sha256 when the file is there (a contract
+    written before its model carries none)."""
     path = sidecar_path(model_path)
+    digest = file_sha256(model_path) if os.path.isfile(model_path) else None
+    contract = replace(contract, sha256=digest)
     write_text_atomic(path, json.dumps(contract.validate(str(path)).to_dict(), indent=2) + "\n")
     return path

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class ProcessResult:
     event: dict | None  # None when the publish policy says there is nothing to publish
-    faces: list[FaceState]
+    faces: list[FaceState]  # the faces in view: tracks found on this frame
     timings_ms: dict[str, float]  # detect, classify, track (event building included in track)
     changes: list[dict] = field(default_factory=list)  # this frame's appeared/changed/left records
 
@@ -113,7 +113,7 @@ class FrameProcessor:
         probs = self._classify(image, boxes) if boxes else np.empty((0, len(self.labels)), np.float32)
         classified = time.perf_counter()
         changes = self.tracker.update(boxes, probs)
-        faces = list(self.tracker.tracks)
+        faces = self.tracker.visible()
         event = self.events.make(frame, image, faces, changes)
         done = time.perf_counter()
         timings = {
@@ -136,8 +136,8 @@ class FrameProcessor:
         return count
 
     def faces_in_view(self) -> list[dict]:
-        """The tracked faces (for the retained state topic): track_id, box, emotion, confidence, scores."""
-        return face_dicts(self.tracker.tracks, self.labels)
+        """The faces in view (for the retained state topic): track_id, box, emotion, confidence, scores."""
+        return face_dicts(self.tracker.visible(), self.labels)
 
 
 def _describe(image) -> str:

@@ -116,9 +116,16 @@ class StatsCollector:
         return out
 
     def snapshot(
-        self, captured: int, dropped: int, reconnects: int, detector: str, interpreter: str
+        self,
+        captured: int,
+        dropped: int,
+        reconnects: int,
+        detector: str,
+        interpreter: str,
+        outputs: dict[str, object] | None = None,
     ) -> dict[str, object]:
-        """The `stats` payload. Rates cover the time since the previous snapshot."""
+        """The `stats` payload. Rates cover the time since the previous snapshot; `outputs` (delivery_figures)
+        says what the outputs did with the events."""
         now = self._clock()
         elapsed = max(now - self._last_time, 1e-6)
         snapshot = {
@@ -134,12 +141,29 @@ class StatsCollector:
             "latency_ms": self.latency(),
             "detector": detector,
             "interpreter": interpreter,
+            **(outputs or {}),
         }
         self._last_time = now
         self._last_captured = captured
         self._last_processed = self._processed
         self._last_faces = self._faces
         return snapshot
+
+
+def delivery_figures(publishers, events_published: int, **more: int) -> dict[str, object]:
+    """What became of the events, for the `stats` payload: `events_published` (made by the loop since start),
+    `events_dropped` (cumulative: events any output had to drop, e.g. MQTT outage-buffer overflow or a
+    stdout nobody reads), per output in `events_dropped_by_output`, and `mqtt_buffered` (events waiting in
+    the MQTT outage buffer now; None when MQTT is not an output). `more`: further counters, as given."""
+    by_output = {getattr(p, "name", "publisher"): int(getattr(p, "dropped_events", 0)) for p in publishers}
+    buffered = [getattr(p, "buffered_events", 0) for p in publishers if getattr(p, "name", "") == "mqtt"]
+    return {
+        "events_published": int(events_published),
+        "events_dropped": sum(by_output.values()),
+        "events_dropped_by_output": by_output,
+        "mqtt_buffered": int(buffered[0]) if buffered else None,
+        **{key: int(value) for key, value in more.items()},
+    }
 
 
 def format_stats(snapshot: dict) -> str:
@@ -151,4 +175,10 @@ def format_stats(snapshot: dict) -> str:
         f"{snapshot['dropped_frames']} dropped, {snapshot['faces_per_s']} faces/s, "
         f"total p50/p95 {total['p50']}/{total['p95']} ms, rss {snapshot['rss_mb']} MB, "
         f"cpu {'n/a' if temp is None else f'{temp} C'}, reconnects {snapshot['reconnects']}"
+        + (f", events dropped {snapshot['events_dropped']}" if "events_dropped" in snapshot else "")
+        + (
+            f", mqtt buffered {snapshot['mqtt_buffered']}"
+            if snapshot.get("mqtt_buffered") is not None
+            else ""
+        )
     )

@@ -3,7 +3,8 @@
 Faces are matched frame to frame by box overlap (greedy IoU), so each face keeps a track id. Each track's
 class scores are smoothed with an exponential moving average, and its label only switches when another
 label's smoothed score beats the current one by `hysteresis`: a face does not flicker between two emotions
-on noisy frames. A track leaves after `max_missing_frames` frames without a matching detection.
+on noisy frames. A track leaves after `max_missing_frames` frames without a matching detection; until then it
+keeps its id for the face should it be found again, but only the tracks seen on this frame are in view.
 """
 
 from __future__ import annotations
@@ -150,6 +151,11 @@ class Tracker:
             )
         return changes
 
+    def visible(self) -> list[FaceState]:
+        """The tracks matched on the last update: the faces in view. A missed track's box is where the face
+        was, not where it is, so it is not published until it is found again."""
+        return [t for t in self.tracks if t.missing == 0]
+
     def visible_boxes(self) -> list[Box]:
         """Boxes of the tracks seen on the last detection frame: followed on frames without detection."""
-        return [t.box for t in self.tracks if t.missing == 0]
+        return [t.box for t in self.visible()]

@@ -35,9 +35,16 @@ def live_frame() -> np.ndarray:
 class MjpegServer:
     """An endless MJPEG stream at `fps` on http://127.0.0.1:<port>/stream.mjpg."""
 
-    def __init__(self, image: np.ndarray | list[np.ndarray], fps: float = 10.0, port: int = 0):
+    def __init__(
+        self,
+        image: np.ndarray | list[np.ndarray],
+        fps: float = 10.0,
+        port: int = 0,
+        frames_per_connection: int | None = None,
+    ):
         """`port` 0 picks a free one; a given port lets a new server stand in for a closed one (a camera back).
-        A list of images is shown in turn, over and over (a scene that changes)."""
+        A list of images is shown in turn, over and over (a scene that changes). `frames_per_connection`: end
+        each stream after that many frames (a camera that fails right after every open)."""
         parts = []
         for picture in image if isinstance(image, list) else [image]:
             jpeg = cv2.imencode(".jpg", picture)[1].tobytes()
@@ -60,7 +67,7 @@ class MjpegServer:
                 self.end_headers()
                 try:
                     for shown in itertools.count():
-                        if stopping.is_set():
+                        if stopping.is_set() or shown == frames_per_connection:
                             break
                         self.wfile.write(parts[shown % len(parts)])
                         time.sleep(period)

@@ -138,3 +138,30 @@ def write_face_video(path: Path, n_frames: int = 12, fps: float = 10.0) -> Path:
     finally:
         writer.release()
     return path
+
+
+def one_then_two_faces(frames_each: int = 20) -> tuple[list[np.ndarray], list[list[Box]]]:
+    """The clip a new user makes from edge/samples: the one-face photo, then the pair, `frames_each` frames
+    each; with each frame's face boxes (the samples are this module's one- and two-face frames as JPEG)."""
+    from importlib import resources
+
+    samples = resources.files("edge") / "samples"
+    one = cv2.imread(str(samples / "astronaut_640x480.jpg"))
+    two = cv2.imread(str(samples / "astronaut_pair_640x480.jpg"))
+    frames = [one] * frames_each + [two] * frames_each
+    return frames, [one_face_frame()[1]] * frames_each + [two_faces_frame()[1]] * frames_each
+
+
+def write_video(path: Path, frames: list[np.ndarray], fps: float = 15.0) -> Path:
+    """The frames as an MJPG .avi (a camera's recording)."""
+    path = Path(path)
+    height, width = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
+    if not writer.isOpened():
+        raise RuntimeError(f"OpenCV cannot write MJPG video to {path}")
+    try:
+        for image in frames:
+            writer.write(image)
+    finally:
+        writer.release()
+    return path

@@ -1,5 +1,6 @@
-"""Seeded fuzzing of what a user or an attacker hands the daemon: config files, environment variables,
-model files, model contracts (sidecar JSON) and image files in a folder source.
+"""Seeded fuzzing of what a user or an attacker hands the daemon: config files (also YAML anchors and aliases,
+in files and variables), environment variables, model files, model contracts (sidecar JSON), image files in
+a folder source, video files, and HTTP requests to the preview page before its token is checked.
 
     python -m tests.fuzzinputs --seed 21 --seconds 20 [--json OUT] [--only N]
 
@@ -7,8 +8,12 @@ Each case is built from `random.Random(f"{seed}-{index}")`, so case N is the sam
 `--only N` replays it; the run stops starting cases after `--seconds`. Cases run in this one process through
 `edge.cli.main` (hundreds of cases in seconds instead of one interpreter start each), with stdout, stderr
 and the environment swapped per case. Every case must end with exit 0 or 2, exactly one `error: ` line when
-it is 2, no traceback (escaped from main, or logged by a thread) and no hang; the peak RSS of the whole run
-must stay bounded (a hostile image decoded would add gigabytes). The summary is one JSON object on stdout.
+it is 2 (a folder or video source may also end with exit 1 and one `source stopped:` line: a file damaged
+mid-way), no traceback (escaped from main, or logged by a thread) and no hang; the peak RSS of the whole run
+must stay bounded (a hostile image decoded would add gigabytes). Preview cases go to one preview server
+with a token in this process: each request must be answered or closed in time, never with a 200 before the
+token, by a bounded number of threads, and without an exception other than a dropped connection in the
+handler. The summary is one JSON object on stdout.
 """
 
 from __future__ import annotations
@@ -21,7 +26,6 @@ import json
 import os
 import random
 import resource
-import shutil
 import signal
 import struct
 import sys
@@ -37,7 +41,8 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 MODEL = REPO / "edge" / "models" / "default.tflite"
 CASE_TIMEOUT_S = 30
-KINDS = ("config", "env", "model", "sidecar", "images")
+KINDS = ("config", "env", "model", "sidecar", "images", "aliases", "video", "preview")
+PREVIEW_TOKEN = "fuzz-token-0123456789"
 
 
 def peak_rss_mb() -> float:
@@ -193,7 +198,10 @@ def model_case(rng: random.Random, work: Path) -> tuple[list[str], dict]:
     else:
         data = mutate_bytes(rng, data[: rng.choice([len(data), 64, 4096])])
     path.write_bytes(data)
-    shutil.copy(MODEL.with_suffix(".json"), work / "model.json")
+    contract = json.loads(MODEL.with_suffix(".json").read_text())
+    if rng.random() < 0.5:  # without its checksum the damaged model reaches the interpreter itself
+        contract.pop("sha256", None)
+    (work / "model.json").write_text(json.dumps(contract))
     config = work / "empty.yaml"
     config.write_text("stats:\n  interval_s: 0\n")
     return ["--config", str(config), "--check-config", "--model", str(path)], {}
@@ -272,8 +280,143 @@ def images_case(rng: random.Random, work: Path) -> tuple[list[str], dict]:
     return [*argv, "--device-id", "fuzz", "--model", str(MODEL)], {}
 
 
+def alias_yaml(rng: random.Random) -> tuple[str, str]:
+    """A YAML document of anchors and aliases: lists of aliases of earlier anchors (some of them alias bombs
+    a few hundred bytes long), now and then one that refers to itself; and the name of its last anchor."""
+    lines, names = [], []
+    for level in range(rng.randint(1, 10)):
+        name = f"a{level}"
+        fan = rng.randint(1, 12)
+        if names and rng.random() < 0.9:
+            items = [f"*{rng.choice(names[-2:])}" for _ in range(fan)]
+        else:
+            items = [rng.choice(["lol", "1", "true", "stdout", "x" * rng.randint(1, 50)]) for _ in range(fan)]
+        if rng.random() < 0.05:
+            items.append(f"*{name}")  # refers to itself (a YAML error, or a recursive structure)
+        lines.append(f"{name}: &{name} [{', '.join(items)}]")
+        names.append(name)
+    return "\n".join(lines) + "\n", names[-1]
+
+
+def aliases_case(rng: random.Random, work: Path) -> tuple[list[str], dict]:
+    from edge.config import Config
+
+    text, last = alias_yaml(rng)
+    target = rng.choice(_setting_names())
+    *sections, key = target.split(".")
+    config = work / "config.yaml"
+    env = {}
+    roll = rng.random()
+    if roll < 0.4:  # the alias as a setting's value, where the validator looks at it
+        body = "".join(f"{'  ' * i}{part}:\n" for i, part in enumerate(sections))
+        config.write_text(text + body + f"{'  ' * len(sections)}{key}: *{last}\n")
+    elif roll < 0.6:  # a whole section aliased to another (unknown keys) or to a list
+        section = rng.choice([f.name for f in dataclasses.fields(Config) if "kind" not in f.metadata])
+        config.write_text(f"mqtt: &m\n  host: broker\n  port: 1883\n{section}: *m\n" if rng.random() < 0.5
+                          else text + f"{section}: *{last}\n")  # fmt: skip
+    else:  # in a variable, as a flow sequence
+        flow = "[" + ", ".join(line.split(": ", 1)[1] for line in text.splitlines()) + "]"
+        env["EMOTION_EDGE_" + target.upper().replace(".", "__")] = flow
+        config.write_text("stats:\n  interval_s: 0\n")
+    return ["--config", str(config), "--check-config"], env
+
+
+def _avi_claiming(data: bytes, width: int, height: int) -> bytes:
+    """An AVI whose main and stream headers claim another frame size than its frames have."""
+    data = bytearray(data)
+    at = data.find(b"avih")
+    if at >= 0 and len(data) >= at + 48:
+        data[at + 40 : at + 48] = struct.pack("<II", width, height)
+    at = data.find(b"strf")
+    if at >= 0 and len(data) >= at + 20:
+        data[at + 12 : at + 20] = struct.pack("<ii", width, height)
+    return bytes(data)
+
+
+def video_case(rng: random.Random, work: Path) -> tuple[list[str], dict]:
+    width, height = rng.choice([(32, 24), (64, 48), (160, 120), (320, 240)])
+    frames = [np.random.default_rng(rng.randrange(2**32)).integers(0, 255, (height, width, 3), np.uint8)
+              for _ in range(rng.randint(1, 8))]  # fmt: skip
+    kind = rng.choice(["avi", "avi", "avi", "mjpg", "text", "junk"])
+    path = work / rng.choice(["clip.avi", "clip.mp4", "clip.dat", "clip", "clip.txt", "clip.mjpg"])
+    if kind == "avi":
+        raw = work / "raw.avi"
+        writer = cv2.VideoWriter(str(raw), cv2.VideoWriter_fourcc(*"MJPG"), 10, (width, height))
+        for frame in frames:
+            writer.write(frame)
+        writer.release()
+        data = raw.read_bytes()
+        roll = rng.random()
+        if roll < 0.3:
+            data = _avi_claiming(data, *rng.choice([(8192, 8192), (60000, 60000), (0, 0), (7000, 7000)]))
+        elif roll < 0.7:
+            data = mutate_bytes(rng, data)
+    elif kind == "mjpg":  # a raw MJPEG stream: JPEGs end to end, the first one's header perhaps a bomb's
+        data = b"".join(cv2.imencode(".jpg", frame)[1].tobytes() for frame in frames)
+        if rng.random() < 0.4:
+            data = _patch_size(rng, data)
+        path = work / "clip.mjpg"
+    elif kind == "text":
+        data = ("hello, this is not a video\n" * rng.randint(1, 400)).encode()
+    else:
+        data = bytes(rng.randrange(256) for _ in range(rng.choice([0, 1, 100, 5000])))
+    path.write_bytes(data)
+    limit = rng.choice(["", "source:\n  max_image_mpx: 0.01\n", "source:\n  max_image_mpx: 40\n"])
+    config = work / "run.yaml"
+    config.write_text(f"stats:\n  interval_s: 0\nlog:\n  level: WARNING\n{limit}")
+    argv = ["--config", str(config), "--source", str(path), "--policy", "every", "--publish", "stdout"]
+    return [*argv, "--device-id", "fuzz", "--model", str(MODEL)], {}
+
+
+def preview_request(rng: random.Random) -> bytes:
+    """One request as a client or an attacker would send it: methods, paths, header floods, every kind of
+    Authorization, raw junk, a head cut short."""
+    import base64
+
+    if rng.random() < 0.1:
+        return bytes(rng.randrange(256) for _ in range(rng.choice([0, 1, 10, 3000, 70000])))
+    odd = rng.random() < 0.3  # the request line itself broken, or a sane one with odd headers
+    method = rng.choice(["HEAD", "POST", "PUT", "OPTIONS", "G\x00T", "get", "X" * 300]) if odd else "GET"
+    path = rng.choice(["/", "/stream.mjpg", "/api/status", "/index.html", "/nope"])
+    if odd and rng.random() < 0.5:
+        path = rng.choice(["/../../etc/passwd", "*", "/" + "a" * rng.choice([10, 5000, 70000]),
+                           "/api/status?x=" + random_text(rng)[:100]])  # fmt: skip
+    version = (
+        rng.choice(["HTTP/0.9", "HTTP/2.0", "", "HTTP/1.1 extra"])
+        if odd
+        else rng.choice(["HTTP/1.1", "HTTP/1.0"])
+    )
+    headers = []
+    auth = rng.random()
+    if auth < 0.3:
+        headers.append(
+            f"Authorization: Bearer {PREVIEW_TOKEN if rng.random() < 0.5 else random_text(rng)[:40]}"
+        )
+    elif auth < 0.6:
+        secret = PREVIEW_TOKEN if rng.random() < 0.5 else random_text(rng)[:40]
+        user = random_text(rng)[:10]
+        encoded = base64.b64encode(f"{user}:{secret}".encode("utf-8", "surrogatepass")).decode()
+        headers.append(f"Authorization: Basic {encoded if rng.random() < 0.8 else encoded[:-3] + '!!'}")
+    elif auth < 0.7:
+        headers.append("Authorization: " + random_text(rng)[:300])
+    if rng.random() < 0.8:
+        headers.append(f"Host: {rng.choice(['localhost', '127.0.0.1:8080', 'evil.example', '', '[::1]'])}")
+    for _ in range(rng.choice([0, 0, 0, 1, 3, 5, 50, 120])):
+        headers.append(f"X-{random_text(rng)[:10] or 'k'}: {'v' * rng.choice([1, 10, 100, 2000, 20000])}")
+    head = f"{method} {path} {version}\r\n" + "".join(h + "\r\n" for h in headers)
+    data = head.encode("utf-8", "surrogatepass") + (b"\r\n" if rng.random() < 0.9 else b"")
+    if rng.random() < 0.1:
+        data = data[: rng.randrange(len(data) + 1)]  # cut short, then the client waits
+    return data
+
+
+def preview_case(rng: random.Random, work: Path) -> tuple[list[str], dict]:
+    return ["preview"], {"request": preview_request(rng).hex()}
+
+
 BUILDERS = {"config": config_case, "env": env_case, "model": model_case, "sidecar": sidecar_case,
-            "images": images_case}  # fmt: skip
+            "images": images_case, "aliases": aliases_case, "video": video_case,
+            "preview": preview_case}  # fmt: skip
 
 
 # --- running one case --------------------------------------------------------------------------------------
@@ -315,10 +458,99 @@ def run_case(argv: list[str], env: dict[str, str]) -> tuple[int | None, str, str
     return code, stderr.getvalue(), escaped
 
 
-def check(code: int | None, stderr: str, escaped: str | None) -> str | None:
+def _carries_token(request: bytes) -> bool:
+    from edge.preview.auth import authorized
+
+    for line in request.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"authorization":
+            return authorized(value.decode("latin-1").strip(), PREVIEW_TOKEN)
+    return False
+
+
+def _status_code(status: str) -> str:
+    """ "HTTP/1.0 401 Unauthorized" -> "401"; no status line: "closed" or "other"."""
+    parts = status.split()
+    return (
+        parts[1] if len(parts) > 1 and parts[0].startswith("HTTP/") else ("closed" if not status else "other")
+    )
+
+
+class PreviewTarget:
+    """One preview server with a token for every preview case; records what its handler threads raised."""
+
+    def __init__(self, work: Path):
+        import logging
+
+        from edge.config import Config, PreviewConfig
+        from edge.preview.server import start_preview
+
+        (work / "token").write_text(PREVIEW_TOKEN)
+        with contextlib.closing(__import__("socket").socket()) as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        config = Config()
+        config.preview = PreviewConfig(
+            enabled=True, port=self.port, token_file=str(work / "token"), max_clients=2
+        )
+        self.server = start_preview(config, "fuzz", ["a", "b"], publishers=[])
+        self.failures: list[str] = []
+        target = self
+
+        class Recorder(logging.Handler):
+            def emit(self, record):
+                if record.exc_info and not isinstance(record.exc_info[1], OSError):
+                    target.failures.append("".join(traceback.format_exception(*record.exc_info))[-1500:])
+
+        self._recorder = Recorder(level=logging.DEBUG)
+        logging.getLogger("edge.preview").addHandler(self._recorder)
+        logging.getLogger("edge.preview").setLevel(logging.DEBUG)
+
+    def request(self, data: bytes) -> tuple[int | None, str, str | None]:
+        """(0 served, 2 refused, None no answer in time; the status line; what went wrong, or None)."""
+        import socket
+
+        self.failures.clear()
+        answer = b""
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=15) as sock:
+                with contextlib.suppress(OSError):
+                    sock.sendall(data)
+                    sock.shutdown(socket.SHUT_WR)  # a cut-short head then ends, as the client hangs up
+                with contextlib.suppress(OSError):
+                    while len(answer) < 4096 and (chunk := sock.recv(4096)):
+                        answer += chunk
+                        if b"\r\n\r\n" in answer and b"multipart/x-mixed-replace" in answer:
+                            break  # a stream: its first part is enough
+        except TimeoutError:
+            return None, "", "no answer or close within 15 s"
+        status = answer.split(b"\r\n", 1)[0].decode("latin-1")
+        problem = self.failures[0] if self.failures else None
+        if status.startswith("HTTP/1.0 200") and not _carries_token(data):
+            problem = f"200 without the token: {data[:200]!r}"
+        threads = self.server._httpd.open_connections
+        if threads > self.server._httpd.max_connections:
+            problem = f"{threads} connections open, more than the cap {self.server._httpd.max_connections}"
+        return (0 if status.startswith("HTTP/1.0 200") else 2), status, problem
+
+    def close(self) -> None:
+        import logging
+
+        logging.getLogger("edge.preview").removeHandler(self._recorder)
+        self.server.close()
+
+
+def check(code: int | None, stderr: str, escaped: str | None, kind: str = "") -> str | None:
     """What is wrong with a case's outcome, or None."""
+    if kind == "preview":  # an HTTP answer, not a command's exit: PreviewTarget.request judged it
+        return escaped
     if escaped:
         return "escaped main: " + escaped[-2000:]
+    if code == 1 and kind in ("images", "video"):  # a source that failed mid-way: one line says why
+        stopped = [line for line in stderr.splitlines() if "ERROR edge.daemon: source stopped: " in line]
+        return (
+            None if len(stopped) == 1 and "Traceback" not in stderr else f"exit 1 with {len(stopped)} reasons"
+        )
     if code not in (0, 2):
         return f"exit code {code}"
     if "Traceback" in stderr:
@@ -342,15 +574,24 @@ def fuzz(seed: int, seconds: float, only: int | None = None, rss_limit_mb: float
     baseline = None
     jumps: list[tuple[int, int]] = []
     index = only if only is not None else 0
+    statuses: dict[str, int] = {}
+    preview_dir = tempfile.TemporaryDirectory(prefix="fuzz-preview-")
+    preview = PreviewTarget(Path(preview_dir.name))
     while True:
         rng = random.Random(f"{seed}-{index}")
         kind = KINDS[index % len(KINDS)]
         with tempfile.TemporaryDirectory(prefix="fuzz-") as tmp:
             argv, env = BUILDERS[kind](rng, Path(tmp))
-            code, stderr, escaped = run_case(argv, env)
+            if kind == "preview":
+                code, status, problem = preview.request(bytes.fromhex(env["request"]))
+                statuses[_status_code(status)] = statuses.get(_status_code(status), 0) + 1
+                stderr, escaped = status, problem and f"preview: {problem}"
+            else:
+                code, stderr, escaped = run_case(argv, env)
         counts[kind] += 1
-        codes[str(code)] = codes.get(str(code), 0) + 1
-        problem = check(code, stderr, escaped)
+        if kind != "preview":
+            codes[str(code)] = codes.get(str(code), 0) + 1
+        problem = check(code, stderr, escaped, kind)
         if problem:
             failures.append({"case": index, "kind": kind, "problem": problem, "stderr": stderr[-1500:]})
         if baseline is None:
@@ -360,12 +601,15 @@ def fuzz(seed: int, seconds: float, only: int | None = None, rss_limit_mb: float
         index += 1
         if only is not None or time.monotonic() - start >= seconds:
             break
+    preview.close()
+    preview_dir.cleanup()
     peak = peak_rss_mb()
     if peak > rss_limit_mb:
         failures.append(
             {"case": None, "kind": "all", "problem": f"peak RSS {peak:.0f} MB > {rss_limit_mb} MB"}
         )
     return {"seed": seed, "cases": sum(counts.values()), "by_kind": counts, "exit_codes": codes,
+            "preview_statuses": statuses,
             "seconds": round(time.monotonic() - start, 1), "peak_rss_mb": round(peak, 1),
             "rss_after_first_case_mb": round(baseline or 0, 1), "peak_raised_by": jumps, "failures": failures}  # fmt: skip
 

@@ -73,6 +73,8 @@ class MosquittoBroker:
         extra = extra_config if isinstance(extra_config, str) else "\n".join(extra_config)
         # An auth test sets `allow_anonymous false` itself; anonymous access stays the default otherwise.
         anonymous = "" if "allow_anonymous" in extra else "allow_anonymous true\n"
+        # A soak keeps its subscriber's session (queued QoS 1 messages) across broker restarts: it asks for it.
+        persistence = "" if "persistence " in extra else "persistence false\n"
         # Started as root (CI containers), mosquitto drops to the `mosquitto` user before it reads key and
         # password files, which then cannot be read in the test's private tmp dir. Stay the test's own user
         # (no effect when not root).
@@ -82,7 +84,7 @@ class MosquittoBroker:
             f"listener {self.port} 127.0.0.1\n"
             f"{extra.rstrip()}\n"
             f"{anonymous}"
-            "persistence false\n"
+            f"{persistence}"
             "log_dest stderr\n"
             "log_type error\nlog_type warning\nlog_type notice\n"
         )

@@ -29,14 +29,18 @@ def test_bench_replays_a_small_folder_and_reports_every_stage(tiny_model_path, t
     assert results["latency_ms"]["total"]["p50"] >= results["latency_ms"]["detect"]["p50"]
     assert results["faces_per_frame"] == 1.0  # 1 + 2 + 0 + 1 faces, each found once
     assert results["dropped_frames"] == 0 and results["fps"] > 0
-    assert results["frame_size"] == [640, 480] and results["detector"] == "blazeface_full"
+    assert results["frame_size"] == [640, 480] and results["detector"] == "yunet"
     table = format_bench(results)
     assert "classify" in table and "fps" in table
     assert results["work"]["classify"]["macs"] > 1_000_000  # the tiny model: 1.53M (tests/test_opcount.py)
-    # The default detector's full scan is the full-range BlazeFace pass: 105.7M MACs (Haar's window estimate is
-    # tests/test_opcount.py's).
-    assert 100e6 < results["work"]["detect"]["macs"] < 110e6
-    assert "work: classify" in table and "M MACs" in table and "per call" in table
+    # The default detector's full scan is YuNet on the 640x480 frame: 258.2M MACs, and 13.8M for each tracked
+    # face's 128x128 crop between scans (the count itself and Haar's window estimate are tests/test_opcount.py's).
+    assert 250e6 < results["work"]["detect"]["macs"] < 265e6 and results["work"]["detect"]["scan_size"] == [
+        640,
+        480,
+    ]
+    assert 12e6 < results["work"]["detect"]["roi"]["macs"] < 15e6
+    assert "work: classify" in table and "M MACs" in table and "per full scan of 640x480" in table
 
 
 def test_bench_video_file(tiny_model_path, tmp_path):

@@ -1,7 +1,8 @@
 """benchmarks/daemon_soak.py, shortened: the script works, and the daemon it drives recovers from both outages.
 
-The README quotes a long run of it; this keeps the script from rotting and checks what it measures is real:
-the broker and the camera are each taken away and the daemon's events come back after both.
+docs/reliability.md quotes a long run of it; this keeps the script from rotting and checks what it measures
+is real: the broker and the camera are each taken away and the daemon's events come back after both; a
+broker outage longer than the buffer drops events, and every event is either on the broker or counted.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ def test_a_short_soak_sees_events_return_after_each_outage(mosquitto, tiny_model
     out = tmp_path / "soak.json"
     command = [sys.executable, str(REPO / "benchmarks" / "daemon_soak.py"), "--minutes", "0.75",
                "--broker-every", "12", "--camera-every", "20", "--outage", "2", "--warmup", "5",
+               "--long-outage", "6", "--buffer", "20", "--flaky", "5",
                "--sample", "1", "--model", str(tiny_model_path), "--json", str(out)]  # fmt: skip
     result = subprocess.run(command, env=daemon_env(), capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
@@ -33,6 +35,14 @@ def test_a_short_soak_sees_events_return_after_each_outage(mosquitto, tiny_model
     assert len(running) >= 20
     assert all(s["rss_mb"] > 30 and s["fds"] > 2 and s["threads"] >= 3 for s in running), running[:3]
     assert "daemon exit 0 on SIGTERM, 0 tracebacks" in result.stdout
+    events = report["summary"]["events"]
+    assert events["mqtt_dropped"] > 0 and events["unaccounted"] == 0, events  # lost only with a word
+    assert (
+        events["made"]
+        == events["stdout_lines"]
+        == events["on_broker_distinct"] + events["mqtt_dropped"] + (events["mqtt_left_at_stop"])
+    )
+    assert report["summary"]["journal"]["lines"] > 0 and "per hour" in result.stdout
     assert (
         "MB/h over its second half" in result.stdout
         and "first event after each camera came back" in result.stdout

@@ -68,13 +68,22 @@ def test_env_nested_list_bool_and_verbatim_strings():
         ("tracking:\n  smoothing: 1.5\n", "tracking.smoothing: must be a number in 0.0..0.99, got 1.5"),
         (
             "detector:\n  type: yolo\n",
-            "detector.type: must be one of auto, blazeface_full, blazeface, haar, lbp, got 'yolo'",
+            "detector.type: must be one of auto, yunet, blazeface_full, blazeface, haar, lbp, got 'yolo'",
         ),
         ("publish:\n  outputs: [stdout, kafka]\n", "publish.outputs: must be a list drawn from"),
         ("mqtt:\n  tls:\n    enabled: yes please\n", "mqtt.tls.enabled: must be true or false"),
         ("mqtt: 5\n", "mqtt: must be a mapping"),
         ("device_id: Kitchen Pi\n", "device_id: must be a non-empty string matching"),
         ("mqtt:\n  topic_prefix: a/#\n", "mqtt.topic_prefix:"),
+        ("publish:\n  score_deadband: 5\n", "publish.score_deadband: must be a number in 0.0..1.0, got 5"),
+        (
+            "publish:\n  state_heartbeat_s: -1\n",
+            "publish.state_heartbeat_s: must be a number in 0.0..86400.0",
+        ),
+        (
+            "mqtt:\n  discovery:\n    configuration_url: pi.lan:8080\n",
+            "mqtt.discovery.configuration_url: must be an http:// or https:// URL, got 'pi.lan:8080'",
+        ),
     ],
 )
 def test_bad_values_are_named_with_their_file(tmp_path, text, message):

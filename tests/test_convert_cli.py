@@ -154,7 +154,7 @@ def test_int8_accuracy_close_to_float(converted, dataset, float_probs):
 def test_contract_travels_to_what_the_daemon_reads(converted, keras_model_path):
     from convert.quantize import METADATA_NAME, read_metadata
     from edge.classify import EmotionClassifier
-    from edge.model_contract import load_contract
+    from edge.model_contract import file_sha256, load_contract
 
     source = load_contract(keras_model_path)
     classifier = EmotionClassifier(converted)
@@ -169,6 +169,9 @@ def test_contract_travels_to_what_the_daemon_reads(converted, keras_model_path):
     assert contract.extra["verification"]["split"] == "test"
     embedded = json.loads(read_metadata(converted.read_bytes(), METADATA_NAME))
     assert embedded["labels"] == source.labels and embedded["extra"]["mode"] == "int8"
+    # The sidecar carries the converted file's own checksum, which the daemon checks; the embedded copy none.
+    assert classifier.checked and contract.sha256 == file_sha256(converted) != source.sha256
+    assert "sha256" not in embedded
 
 
 def test_evaluate_pair_writes_json_that_matches_a_recomputation(

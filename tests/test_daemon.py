@@ -40,11 +40,10 @@ def test_photo_folder_yields_one_appeared_event_per_face_photo(tiny_model_path, 
     result = run_daemon(args)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
-    assert (
-        "classifier: tiny.tflite via " in result.stderr
-        and "2 threads; detector: blazeface_full (" in result.stderr
-    )
-    assert "face_detection_full_range.tflite); faces aligned and framed from the eyes" in result.stderr
+    assert "classifier: tiny.tflite via " in result.stderr and "2 threads; detector: yunet (" in result.stderr
+    # The default, auto, says what it chose and why.
+    assert "face_detection_yunet_2023mar.onnx), chosen by auto: it finds small" in result.stderr
+    assert "; faces aligned and framed from the eyes" in result.stderr
     events = _events(result.stdout)
     _validate(events)
     # Photos are independent: every photo with a face is a new "appeared"; the empty one yields nothing.
@@ -127,7 +126,8 @@ def test_check_config_exit_codes(tiny_model_path, tmp_path):
     assert "config OK" in ok.stderr and "tiny.tflite" in ok.stderr
     # It names the detector that will run and the weight file it loaded, and how faces will be cut.
     assert (
-        "detector: blazeface_full (" in ok.stderr and "models/face_detection_full_range.tflite)" in ok.stderr
+        "detector: yunet (" in ok.stderr
+        and "models/face_detection_yunet_2023mar.onnx), chosen by auto" in ok.stderr
     )
     assert "faces aligned and framed from the eyes" in ok.stderr
     haar = run_daemon(
@@ -152,12 +152,16 @@ def test_check_config_exit_codes(tiny_model_path, tmp_path):
 def test_missing_camera_at_start_is_retried_not_fatal(tiny_model_path, tmp_path):
     """A USB camera named by its stable /dev/v4l/by-id path may enumerate after the service starts."""
     camera = "/dev/v4l/by-id/usb-Not_Plugged_In-video-index0"
-    args = daemon_args(write_config(tmp_path), tiny_model_path, camera, "--publish", "stdout")
+    args = daemon_args(
+        write_config(tmp_path), tiny_model_path, camera, "--publish", "stdout", "--log-level", "DEBUG"
+    )
     daemon = DaemonProcess(args, tmp_path)
     try:
         daemon.wait_stderr("retrying with backoff", timeout=60)
-        # Each failed open logs "...; retrying in N s": wait for a reopen attempt after the first failure.
+        # Each failed open logs "...; retrying in N s" (after the first only at DEBUG: a day away is not
+        # thousands of journal lines): wait for a reopen attempt after the first failure.
         assert wait_until(lambda: daemon.stderr.count("; retrying in") >= 2, timeout=30), daemon.stderr
+        assert daemon.stderr.count("WARNING edge.capture.thread") == 1, daemon.stderr
         assert daemon.proc.poll() is None, daemon.stderr
         daemon.proc.send_signal(signal.SIGTERM)
         assert daemon.proc.wait(timeout=10) == 0

@@ -14,6 +14,7 @@ import time
 import pytest
 
 from edge.daemon import CAMERA_AWAY_S
+from tests import facesdata
 from tests.daemonproc import DaemonProcess, MjpegServer, daemon_args, live_frame, write_config
 from tests.mosquitto import Subscriber
 
@@ -58,7 +59,7 @@ def test_sigterm_publishes_offline_and_exits_0(mosquitto, camera, tiny_model_pat
             assert state["face_count"] == 1 and state["dominant_emotion"] in state["scores"]
             stats = json.loads(sub.wait_topic(f"{BASE}/stats", timeout=15)[1])
             assert stats["processed_fps"] >= 0 and stats["latency_ms"]["total"]["p50"] is not None
-            assert stats["interpreter"] and stats["detector"] == "blazeface_full"
+            assert stats["interpreter"] and stats["detector"] == "yunet"  # auto's choice
 
             signalled = time.monotonic()
             daemon.proc.send_signal(signal.SIGTERM)
@@ -156,10 +157,40 @@ def test_photo_folder_over_mqtt_delivers_every_event_before_exit(mosquitto, tiny
         assert "not delivered" not in result.stderr
 
 
+def test_a_clip_of_one_face_then_two_never_counts_the_face_that_left(mosquitto, tiny_model_path, tmp_path):
+    """edge/samples' one-face photo for 20 frames, then the pair, as a video (the daemon's defaults): the face
+    of the first part is not found again, and no event or state shows it (once, frames 21-24 carried it with
+    its old box and the retained state said face_count 3)."""
+    from edge.track import iou
+    from tests.daemonproc import run_daemon
+
+    images, truths = facesdata.one_then_two_faces()
+    video = facesdata.write_video(tmp_path / "clip.avi", images)
+    args = daemon_args(_mqtt_config(tmp_path, mosquitto), tiny_model_path, str(video),
+                       "--publish", "mqtt", "--policy", "every")  # fmt: skip
+    with Subscriber(mosquitto, f"{BASE}/#") as sub:
+        result = run_daemon(args)
+        assert result.returncode == 0, result.stderr
+        sub.wait_topic(f"{BASE}/status", b"offline", timeout=10)
+        events, states = sub.json_payloads(f"{BASE}/events"), sub.json_payloads(f"{BASE}/state")
+    assert [e["frame_index"] for e in events] == list(range(len(images)))
+    for event in events:
+        truth = truths[event["frame_index"]]
+        assert all(max(iou(f["box"], t) for t in truth) > 0.3 for f in event["faces"]), event
+        assert len(event["faces"]) == len(truth) or event["frame_index"] == 20  # 20: a crop frame, 21 a scan
+    assert [s["face_count"] for s in states] and max(s["face_count"] for s in states) == 2
+    assert states[-1]["face_count"] == 2
+    with Subscriber(mosquitto, f"{BASE}/state") as late:  # what Home Assistant reads after a restart
+        retained = json.loads(late.wait_topic(f"{BASE}/state", retain=True)[1])
+    assert retained["face_count"] == 2
+    assert all(max(iou(f["box"], t) for t in truths[-1]) > 0.3 for f in retained["faces"])
+
+
 @pytest.mark.backoff
 def test_a_camera_gone_silent_clears_the_faces_from_the_retained_state(mosquitto, tiny_model_path, tmp_path):
     """Home Assistant must not keep showing the last face (and keep automations on it firing) while the
-    camera is unplugged: after CAMERA_AWAY_S without frames the state says nobody is in view."""
+    camera is unplugged: after CAMERA_AWAY_S without frames the state says nobody is in view, and that the
+    camera is away (Home Assistant's camera problem entity)."""
     with MjpegServer(live_frame(), fps=8) as camera, Subscriber(mosquitto, f"{BASE}/state") as sub:
         daemon = _start(tmp_path, mosquitto, camera, tiny_model_path)
         try:
@@ -169,8 +200,8 @@ def test_a_camera_gone_silent_clears_the_faces_from_the_retained_state(mosquitto
             _, payload, _ = sub.wait_for(lambda m: json.loads(m[1])["face_count"] == 0, timeout=30)
             assert time.monotonic() - gone_at >= CAMERA_AWAY_S - 1
             state = json.loads(payload)
-            assert state["dominant_emotion"] == "none" and state["faces"] == []
-            daemon.wait_stderr("the state now shows no faces", timeout=5)
+            assert state["dominant_emotion"] == "none" and state["faces"] == [] and state["camera"] == "away"
+            daemon.wait_stderr("the state now shows the camera away and no faces", timeout=5)
             assert daemon.proc.poll() is None and "Traceback" not in daemon.stderr
         finally:
             daemon.proc.send_signal(signal.SIGTERM)

@@ -43,6 +43,7 @@ DETECTORS = [
     ),
     "blazeface",
     "blazeface_full",
+    "yunet",
 ]
 
 
@@ -90,7 +91,7 @@ def test_detect_width_downscale_maps_boxes_back_to_a_4k_frame():
     assert matched(detections, big_truth) == 1
 
 
-@pytest.mark.parametrize("kind", ["haar", "blazeface", "blazeface_full"])
+@pytest.mark.parametrize("kind", ["haar", "blazeface", "blazeface_full", "yunet"])
 @pytest.mark.parametrize(
     "frame",
     [
@@ -106,7 +107,7 @@ def test_odd_frames_do_not_crash(kind, frame):
     assert make_detector(DetectorConfig(type=kind)).detect(frame) == []
 
 
-@pytest.mark.parametrize("kind", ["haar", "blazeface", "blazeface_full"])
+@pytest.mark.parametrize("kind", ["haar", "blazeface", "blazeface_full", "yunet"])
 def test_gray_and_bgra_photos_still_detect(kind):
     import cv2
 
@@ -232,17 +233,13 @@ def test_full_range_anchor_layout():
     assert np.allclose(anchors[0], [0.5 / 48, 0.5 / 48]) and np.allclose(anchors[-1], [47.5 / 48, 47.5 / 48])
 
 
-def test_auto_is_the_full_range_cnn_and_falls_back_to_haar_with_a_warning(monkeypatch, caplog):
-    assert make_detector(DetectorConfig(type="auto")).name == "blazeface_full"
+def test_blazeface_full_asked_for_by_name_without_its_weights_is_an_error(monkeypatch):
+    # `auto` falls back (tests/test_yunet.py); a detector named in the config does not, silently.
     from edge.detect import blazeface
 
     monkeypatch.setattr(blazeface, "SHIPPED_DIR", blazeface.SHIPPED_DIR / "gone")  # weights missing
-    with caplog.at_level("WARNING"):
-        detector = make_detector(DetectorConfig(type="auto"))
-    assert detector.name == "haar"
-    assert "falling back to the Haar cascade" in caplog.text
     with pytest.raises(DetectorError, match="face_detection_full_range.tflite not found"):
-        make_detector(DetectorConfig(type="blazeface_full"))  # asked for by name: no silent fallback
+        make_detector(DetectorConfig(type="blazeface_full"))
 
 
 def test_full_range_finds_a_face_filling_the_frame():

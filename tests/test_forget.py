@@ -14,7 +14,10 @@ import sys
 import pytest
 
 from edge.cli import main
+from edge.config import load_config
+from edge.publish.homeassistant import discovery_messages
 from tests.daemonproc import daemon_env, write_config, write_photo_folder
+from tests.fakefaces import FER_LABELS
 from tests.mosquitto import Subscriber, free_port, publish_retained
 
 STATE = b'{"device_id":"kitchen-pi","face_count":0}'
@@ -57,18 +60,16 @@ def test_forget_clears_everything_the_daemon_left_retained(mosquitto, tiny_model
     )
     assert daemon.returncode == 0, daemon.stderr[-3000:]
     left = retained(mosquitto)
-    expected = {
-        "emotion/e2e-pi/status",
-        "emotion/e2e-pi/state",
-        *(f"homeassistant/sensor/e2e-pi/{sensor}/config" for sensor in
-          ("emotion", "face_count", "processed_fps", "classify_latency")),
-    }  # fmt: skip
+    # What the daemon announced (stats off: no diagnostics) with the model's labels, plus state and status.
+    announced = discovery_messages(load_config(config, environ={}), FER_LABELS)
+    expected = {"emotion/e2e-pi/status", "emotion/e2e-pi/state", *(topic for topic, _ in announced)}
+    assert any("/device_automation/" in topic for topic in expected)
     assert set(left) == expected and left["emotion/e2e-pi/status"] == b"offline"
 
     result = forget_cli("--config", str(config))
     assert result.returncode == 0, result.stderr
     assert set(result.stdout.split()) == expected
-    assert "cleared 6 retained messages of device e2e-pi" in result.stderr
+    assert f"cleared {len(expected)} retained messages of device e2e-pi" in result.stderr
     assert retained(mosquitto) == {}
 
 

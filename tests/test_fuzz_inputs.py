@@ -1,6 +1,8 @@
-"""The seeded fuzz run (tests/fuzzinputs.py) as part of the suite: ~20 s of random and mutated configs,
-environment variables, model files, model contracts and image folders, each ending in exit 0 or 2 with one
-`error:` line, no traceback, no hang, and a bounded peak RSS (issue 21)."""
+"""The seeded fuzz run (tests/fuzzinputs.py) as part of the suite: ~20 s of random and mutated configs, YAML
+alias structures, environment variables, model files, model contracts, image folders and video files, each
+ending in exit 0 or 2 with one `error:` line (or 1 with one `source stopped:` line for a source damaged
+mid-way), no traceback, no hang; and of HTTP requests to the preview, each answered or closed in time and
+never served before the token; with a bounded peak RSS (issues 21 and 30)."""
 
 from __future__ import annotations
 
@@ -30,4 +32,6 @@ def test_fuzzed_inputs_end_in_exit_0_or_2_with_one_error_line(tmp_path):
     # Every kind of input was tried, and both outcomes happened (the cases are not all refused up front).
     assert min(summary["by_kind"].values()) >= 5, summary["by_kind"]
     assert summary["exit_codes"].get("0", 0) > 0 and summary["exit_codes"].get("2", 0) > 0
+    # The preview's requests reached both sides of the token check, and its limits.
+    assert {"200", "401", "431"} <= set(summary["preview_statuses"]), summary["preview_statuses"]
     assert summary["peak_rss_mb"] < 600

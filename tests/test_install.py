@@ -287,8 +287,13 @@ def test_real_install_has_a_working_daemon_and_no_tensorflow(root, mosquitto):
     installed = Path(models.stdout.strip())
     assert installed.is_relative_to(venv), installed
     assert (installed / "models/default.tflite").is_file() and (installed / "models/default.json").is_file()
-    # So did the default detector's weights, with no TensorFlow-declaring package and no --no-deps step.
-    for weights in ("face_detection_full_range.tflite", "face_detection_short_range.tflite"):
+    # So did the detectors' weights (YuNet, the default, and BlazeFace), with no TensorFlow-declaring package
+    # and no --no-deps step.
+    for weights in (
+        "face_detection_yunet_2023mar.onnx",
+        "face_detection_full_range.tflite",
+        "face_detection_short_range.tflite",
+    ):
         assert (installed / "models" / weights).stat().st_size > 100_000, weights
     # Unchanged source: the second run skips pip and changes nothing.
     before = tree_state(root)

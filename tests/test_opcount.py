@@ -42,3 +42,35 @@ def test_format_names_the_units():
     classify = {"macs": 84_272_448, "other_ops": 14_030, "macs_by_op": {}}
     text = format_work({"classify": classify, "detect": {"windows": 68_591, "scan_size": [320, 240]}})
     assert "classify 84.3M MACs" in text and "~68,591 cascade windows" in text and "estimate" in text
+
+
+def test_yunet_macs_from_opencvs_layers_scale_with_the_pixels_and_count_depthwise_as_such():
+    from edge.opcount import dnn_work
+
+    yunet = Path(__file__).resolve().parents[1] / "edge" / "models" / "face_detection_yunet_2023mar.onnx"
+    small, large = dnn_work(yunet, 320, 320), dnn_work(yunet, 640, 640)
+    # A fully convolutional net whose strides all divide both sizes: four times the pixels, four times the work.
+    assert large["macs"] == 4 * small["macs"] and set(large["macs_by_op"]) == {"Convolution"}
+    # By hand for 320x320: the stem is a 3x3 stride-2 convolution, 3 -> 16 channels, onto 160x160 (27 MACs per
+    # output element); if the many depthwise 3x3 layers were counted as full convolutions (OpenCV's own
+    # getFLOPS does), the total would be several times larger than the ~258M at 640x480 its authors quote.
+    assert small["macs"] > 160 * 160 * 16 * 27
+    assert 250e6 < dnn_work(yunet, 640, 480)["macs"] < 265e6
+
+
+def test_pi4_floor_divides_the_work_by_the_cores_peak_and_spreads_a_scan_over_the_cadence():
+    from edge.opcount import PI4_MACS_PER_S, pi4_floor
+
+    classify = {"macs": 14_400_000, "other_ops": 0}  # 1 ms on one Pi 4 core at 14.4G MACs/s
+    yunet_like = {"macs": 144_000_000, "roi": {"macs": 14_400_000, "side": 128}}
+    floor = pi4_floor(
+        {"classify": classify, "detect": yunet_like}, every_n_frames=3, faces=2, classify_threads=2
+    )
+    assert PI4_MACS_PER_S == 14.4e9
+    assert (floor["scan_ms"], floor["crop_ms"], floor["classify_ms"]) == (10.0, 1.0, 0.5)
+    # A 10 ms scan on one frame in three, two 1 ms crops on each of the other two, 2 faces x 0.5 ms each frame.
+    assert floor["detect_macs_per_frame"] == (144_000_000 + 2 * 2 * 14_400_000) // 3
+    assert floor["frame_ms"] == round((10 + 2 * 2 * 1) / 3 + 2 * 0.5, 2)
+    no_crop = pi4_floor({"classify": classify, "detect": {"macs": 144_000_000}}, 3, 2, 2)
+    assert no_crop["frame_ms"] == 11.0  # a detector without a cheaper crop scans every frame
+    assert pi4_floor({"classify": classify, "detect": {"windows": 5}}, 3, 1, 2) is None

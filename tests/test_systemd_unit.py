@@ -90,6 +90,9 @@ def test_unit_declares_the_service_contract():
         "DevicePolicy": "closed",
         "CapabilityBoundingSet": "",
         "UMask": "0077",
+        # Sized by measurement (docs/reliability.md): ~360 MB peak for a 40 Mpx photo, 15 threads live.
+        "MemoryMax": "640M",
+        "TasksMax": "256",
     }
     for key, value in expect.items():
         assert service.get(key) == [value], f"{key}: {service.get(key)}"

@@ -79,6 +79,19 @@ def test_track_leaves_after_max_missing_frames():
     assert tracker.tracks == []
 
 
+def test_a_missed_track_keeps_its_id_but_is_not_in_view_until_found_again():
+    tracker = Tracker(LABELS, max_missing_frames=3)
+    tracker.update([(0, 0, 50, 50), (200, 0, 50, 50)], probs([1, 0, 0], [0, 1, 0]))
+    tracker.update([(202, 0, 50, 50)], probs([0, 1, 0]))  # the first face is missed on this frame
+    assert [t.track_id for t in tracker.tracks] == [1, 2]  # remembered for max_missing_frames...
+    assert [(t.track_id, t.box) for t in tracker.visible()] == [(2, (202, 0, 50, 50))]  # ...not in view
+    assert tracker.visible_boxes() == [(202, 0, 50, 50)]
+    assert (
+        tracker.update([(3, 0, 50, 50), (204, 0, 50, 50)], probs([1, 0, 0], [0, 1, 0])) == []
+    )  # back: no change
+    assert [t.track_id for t in tracker.visible()] == [1, 2]
+
+
 def test_low_overlap_is_a_new_face():
     tracker = Tracker(LABELS, iou_threshold=0.5, max_missing_frames=0)
     tracker.update([(0, 0, 50, 50)], probs([1, 0, 0]))

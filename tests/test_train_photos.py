@@ -78,8 +78,11 @@ def test_photo_folder_becomes_framed_48px_crops_in_person_disjoint_halves(tmp_pa
     assert ds.skipped == [(str(tmp_path / "photos" / "neutral" / "Nobody_0001.jpg"), "no face found")]
     # Framed from the eyes: the same face photographed at 220 and 360 px gives nearly the same crop, while
     # the photos themselves, squeezed to 48x48, differ (the face fills a different share of each).
+    # (The default detector, YuNet, places the eyes ~1-2 px differently at the two sizes: 17.6 grey levels
+    # apart here against ~79 for the squeezed photos; BlazeFace full range, which sees both photos as the same
+    # 192 px letterbox, gave 2.9.)
     a, b = ds.splits[TRAIN].images[0].astype(float), ds.splits[HELD_OUT].images[0].astype(float)
-    assert np.abs(a - b).mean() < 12
+    assert np.abs(a - b).mean() < 20
     # Cut exactly as the daemon cuts a frame: its decoder, its default detector, the largest face, the eyes.
     photo = read_image(tmp_path / "photos" / "happy" / f"{trained}_0001.jpg")
     face = max(make_detector(DetectorConfig()).detect(photo), key=lambda d: d.box[2] * d.box[3])

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.model_contract import load_contract
+from edge.model_contract import file_sha256, load_contract
 from tests.fakefaces import FER_LABELS, write_folder_dataset
 
 keras = pytest.importorskip("keras")
@@ -53,6 +53,7 @@ def test_training_learns_generated_faces_and_writes_every_artifact(tmp_path, cap
 
     contract = load_contract(run_dir / "model.keras")
     assert contract.labels == FER_LABELS and contract.input_size == (48, 48) and contract.arch == "cnn"
+    assert contract.sha256 == file_sha256(run_dir / "model.keras")  # of the model.keras it describes
     # A softmax temperature was fitted on validation (or skipped, saying why) and recorded with the model.
     calibration = metrics["calibration"]
     assert contract.extra["temperature"] == calibration["temperature"]

@@ -25,7 +25,12 @@ def test_init_paths_are_resolved_and_checked_against_the_data(tmp_path):
     with pytest.raises(InitError, match="does not exist"):
         init_model_path(str(tmp_path / "missing"))
     with pytest.raises(InitError, match="run directory or a .keras model"):
-        init_model_path(str(write_contract_only(tmp_path / "m.tflite", FER_LABELS)))
+        init_model_path(str(write_contract_only(tmp_path / "m.h5", FER_LABELS)))
+    tflite = write_contract_only(tmp_path / "m.tflite", FER_LABELS)  # an int8 model: train/tflite_init.py
+    assert init_model_path(str(tflite)) == tflite
+    check_init_contract(tflite, FER_LABELS, 48)
+    with pytest.raises(InitError, match="does not exist"):
+        init_model_path(str(tmp_path / "gone.tflite"))
     with pytest.raises(InitError, match="same labels in the same order"):
         check_init_contract(model, list(reversed(FER_LABELS)), 48)
     with pytest.raises(InitError, match="takes 64x64 faces, this run 48x48"):

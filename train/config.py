@@ -33,6 +33,7 @@ ARTIFACTS = [
     "confusion.png",
     "metrics.json",
     "report.txt",
+    "training_crops.png",
     "checkpoints",
 ]
 
@@ -159,6 +160,65 @@ class TrainConfig:
     random_erasing: float = setting(
         0.0, "erase a random patch with probability P", metavar="P", lo=0, hi=1, off="off"
     )
+    # Camera degradations (train/degrade.py): defaults measured by benchmarks/camera_degradations.py.
+    degrade: float = setting(
+        0.0,
+        "degrade this share of training crops as a room camera and the daemon would (small face upscaled, blur, "
+        "noise, JPEG, gamma, flat grey contrast; each step with probability 0.5)",
+        metavar="P",
+        lo=0,
+        hi=1,
+        off="off",
+    )
+    degrade_face_px: int = setting(
+        37, "degradation: smallest face, in frame pixels of the crop's side", metavar="PX", lo=8
+    )
+    degrade_blur: float = setting(
+        0.85, "degradation: largest Gaussian blur sigma, model pixels", metavar="S", lo=0
+    )
+    degrade_noise: float = setting(
+        0.0,
+        "degradation: largest sensor noise sigma, grey levels at the face's resolution",
+        metavar="S",
+        lo=0,
+    )
+    degrade_jpeg: int = setting(
+        95, "degradation: lowest JPEG quality (100 = no JPEG step)", metavar="Q", lo=1, hi=100
+    )
+    degrade_gamma: float = setting(1.71, "degradation: gamma in [1/G, G]", metavar="G", lo=1)
+    degrade_contrast: float = setting(
+        0.42, "degradation: contrast scaled by [C, 1]", metavar="C", lo=0, hi=1, lo_open=True
+    )
+    soft_labels: str = setting(
+        "",
+        "crowd votes per image as training targets (train/softlabels.py): a CSV of file,<label votes>... or a "
+        "folder of them such as ../shared/data/ferplus; images without a row keep their label. The validation "
+        "split is then scored, and the model chosen, on the votes' majority labels",
+        metavar="PATH",
+        off="off",
+    )
+    soft_label_mix: float = setting(
+        1.0, "targets = (1 - M) * original label + M * vote distribution", metavar="M", lo=0, hi=1
+    )
+    soft_label_other: str = setting(
+        "renormalise",
+        "votes for none of the labels (FER+ contempt, unknown, not a face): renormalise over the labels, or "
+        "count them for the original label",
+        choices=("renormalise", "original"),
+    )
+    photo_weight: float = setting(
+        1.0,
+        "weight of each --photos training crop in the loss, relative to a --data image",
+        metavar="W",
+        lo=0,
+        lo_open=True,
+    )
+    precision: str = setting(
+        "float32",
+        "Keras dtype policy for training: mixed_bfloat16 computes in bfloat16 with float32 weights "
+        "(benchmarks/train_step_speed.py measures whether it is faster on this CPU); convert writes float32",
+        choices=("float32", "mixed_bfloat16"),
+    )
     teacher: str = setting(
         "",
         "distil from trained teacher(s): comma-separated run directories or .keras files",
@@ -173,8 +233,9 @@ class TrainConfig:
     )
     init: str = setting(
         "",
-        "start from a trained run's weights (run directory or .keras; same --arch, --width, labels) instead of "
-        "random ones; the optimizer and schedule start afresh",
+        "start from a trained model's weights (run directory, .keras, or an int8 .tflite with its .json such as "
+        "edge/models/default.tflite; same --arch, --width, labels) instead of random ones; the optimizer and "
+        "schedule start afresh",
         metavar="RUN",
         off="off",
     )
@@ -206,7 +267,7 @@ class TrainConfig:
 
 SETTINGS = {f.name: f for f in fields(TrainConfig)}
 DEFAULTS = {name: f.default for name, f in SETTINGS.items()}
-PATHS = ("data", "photos")  # compared as folders on --resume, not as strings
+PATHS = ("data", "photos", "soft_labels")  # compared as folders on --resume, not as strings
 AFTER_TRAINING = tuple(name for name, f in SETTINGS.items() if f.metadata["after_training"])
 
 

@@ -34,7 +34,8 @@ def _head(x, num_classes: int, dropout: float):
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     if dropout > 0:
         x = layers.Dropout(dropout, name="dropout")(x)
-    return layers.Dense(num_classes, activation="softmax", name="probs")(x)
+    # float32 whatever the dtype policy: a softmax in bfloat16 rounds probabilities to 3 significant digits.
+    return layers.Dense(num_classes, activation="softmax", name="probs", dtype="float32")(x)
 
 
 def _width(channels: int, multiplier: float) -> int:

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from train.degrade import Degradations
+
 
 @dataclass(frozen=True)
 class AugmentStrengths:
@@ -85,20 +87,42 @@ class PipelineSettings:
     teacher: Any = None  # a train.distill.Teacher: targets blend in its probabilities, weight distill_alpha
     distill_alpha: float = 0.0
     strengths: AugmentStrengths = AUGMENT  # how strong each augmentation is (both implementations read this)
+    degradations: Degradations = Degradations()  # camera degradations (train/degrade.py); off by default
 
 
-def make_train_dataset(images: np.ndarray, labels: np.ndarray, settings: PipelineSettings):
+def make_train_dataset(
+    images: np.ndarray,
+    labels: np.ndarray,
+    settings: PipelineSettings,
+    targets: np.ndarray | None = None,
+    weights: np.ndarray | None = None,
+):
     """Shuffled (reshuffled every epoch), augmented training batches for model.fit on the current backend.
 
-    Pass `epoch_callbacks(dataset)` to fit too: the numpy pipeline takes its per-epoch shuffle from them.
+    `targets` (N, C) replace the one-hot labels (soft labels, train/softlabels.py); `weights` (N,) replace
+    the per-sample class weights (they already include them). Pass `epoch_callbacks(dataset)` to fit too:
+    the numpy pipeline takes its per-epoch shuffle from them.
     """
     if uses_tf_data():
         from train.pipeline_tf import make_train_dataset as make_tf_dataset
 
-        return make_tf_dataset(images, labels, settings)
+        return make_tf_dataset(images, labels, settings, targets, weights)
     from train.pipeline_numpy import NumpyTrainBatches
 
-    return NumpyTrainBatches(images, labels, settings)
+    return NumpyTrainBatches(images, labels, settings, targets=targets, weights=weights)
+
+
+def targets_and_weights(labels, settings: PipelineSettings, targets=None, weights=None):
+    """float32 (N, C) targets (one-hot labels unless given) and (N,) sample weights (class weights unless
+    given): what both pipelines shuffle and batch."""
+    if targets is None:
+        targets = np.eye(settings.num_classes, dtype=np.float32)[np.asarray(labels, np.int64)]
+    if weights is None:
+        weights = per_sample_weights(np.asarray(labels, np.int64), settings.class_weights)
+    targets, weights = np.asarray(targets, np.float32), np.asarray(weights, np.float32)
+    if not len(labels) == len(targets) == len(weights):
+        raise ValueError(f"{len(labels)} labels, {len(targets)} targets and {len(weights)} weights")
+    return targets, weights
 
 
 def epoch_callbacks(dataset) -> list:

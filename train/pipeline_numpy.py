@@ -17,8 +17,9 @@ import cv2
 import keras
 import numpy as np
 
+from train.degrade import degrade
 from train.distill import blend_targets
-from train.pipeline import AUGMENT, AugmentStrengths, PipelineSettings, per_sample_weights
+from train.pipeline import AUGMENT, AugmentStrengths, PipelineSettings, targets_and_weights
 
 
 def random_affine(
@@ -92,13 +93,20 @@ class NumpyTrainBatches(keras.utils.PyDataset):
     as in tf.data's batch().
     """
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, settings: PipelineSettings, workers: int = 2):
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        settings: PipelineSettings,
+        workers: int = 2,
+        targets: np.ndarray | None = None,
+        weights: np.ndarray | None = None,
+    ):
         super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=8)
         if len(images) != len(labels) or len(labels) == 0:
             raise ValueError(f"need as many images as labels, at least one: {len(images)} vs {len(labels)}")
         self.images = images
-        self.labels = np.asarray(labels, np.int64)
-        self.weights = per_sample_weights(self.labels, settings.class_weights)
+        self.targets, self.weights = targets_and_weights(labels, settings, targets, weights)
         self.settings = settings
         self.batch_size = settings.batch_size
         self.seed = settings.seed
@@ -106,7 +114,7 @@ class NumpyTrainBatches(keras.utils.PyDataset):
 
     def set_epoch(self, epoch: int) -> None:
         """Use this epoch's shuffle. One attribute holds (epoch, order) so a worker never sees a mix."""
-        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.labels))
+        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.targets))
         self._epoch_order = (epoch, order)
 
     @property
@@ -115,7 +123,7 @@ class NumpyTrainBatches(keras.utils.PyDataset):
 
     @property
     def num_batches(self) -> int:
-        return -(-len(self.labels) // self.batch_size)
+        return -(-len(self.targets) // self.batch_size)
 
     def __len__(self) -> int:
         return self.num_batches
@@ -127,7 +135,7 @@ class NumpyTrainBatches(keras.utils.PyDataset):
         chosen = order[index * self.batch_size : (index + 1) * self.batch_size]
         rng = np.random.default_rng([self.seed, epoch, index, 1])  # 1: never the shuffle's stream
         x = self.images[chosen].astype(np.float32)
-        y = np.eye(self.settings.num_classes, dtype=np.float32)[self.labels[chosen]]
+        y = self.targets[chosen]
         w = self.weights[chosen]
         if self.settings.augment:
             flip = rng.uniform(size=len(x)) < 0.5
@@ -140,6 +148,8 @@ class NumpyTrainBatches(keras.utils.PyDataset):
             bright = strengths.max_brightness
             brightness = rng.uniform(-bright, bright, (len(x), 1, 1)).astype(np.float32)
             x = np.clip((x - mean) * contrast + mean + brightness, 0.0, 255.0)
+            if self.settings.degradations.active:
+                x = degrade(x, rng, self.settings.degradations)
             if self.settings.random_erasing > 0:
                 x = apply_random_erasing(x, self.settings.random_erasing, rng)
         x = x[..., None]

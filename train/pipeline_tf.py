@@ -12,8 +12,9 @@ import math
 import numpy as np
 import tensorflow as tf
 
+from train.degrade import degrade_seeded
 from train.distill import blend_targets
-from train.pipeline import AUGMENT, PipelineSettings, per_sample_weights
+from train.pipeline import AUGMENT, PipelineSettings, targets_and_weights
 
 
 def _random_affine(images, max_degrees: float, max_shift: float, max_zoom: float):
@@ -83,18 +84,29 @@ def _mixup(images, targets, weights, alpha: float):
     return images, targets, weights
 
 
-def make_train_dataset(images: np.ndarray, labels: np.ndarray, settings: PipelineSettings) -> tf.data.Dataset:
-    """(float32 images (B,H,W,1) in 0..255, one-hot targets (B,C), per-sample weights (B,)) batches."""
+def _degrade(images, degradations):
+    """train/degrade.py's numpy function on a (B,H,W,1) batch, seeded from TensorFlow's random stream."""
+    seed = tf.random.uniform([2], 0, 2**31 - 1, dtype=tf.int64)
+    out = tf.numpy_function(
+        lambda x, s: degrade_seeded(x, s, degradations), [images[..., 0], seed], tf.float32, stateful=True
+    )
+    return tf.ensure_shape(out, images.shape[:3])[..., None]
+
+
+def make_train_dataset(
+    images: np.ndarray, labels: np.ndarray, settings: PipelineSettings, targets=None, weights=None
+) -> tf.data.Dataset:
+    """(float32 images (B,H,W,1) in 0..255, targets (B,C), per-sample weights (B,)) batches; `targets` and
+    `weights` as train/pipeline.py's make_train_dataset takes them."""
     s = settings
     strengths = s.strengths
-    weights = per_sample_weights(labels, s.class_weights)
-    ds = tf.data.Dataset.from_tensor_slices((images, labels.astype(np.int32), weights))
-    ds = ds.shuffle(len(labels), seed=s.seed, reshuffle_each_iteration=True)
+    targets, weights = targets_and_weights(labels, s, targets, weights)
+    ds = tf.data.Dataset.from_tensor_slices((images, targets, weights))
+    ds = ds.shuffle(len(targets), seed=s.seed, reshuffle_each_iteration=True)
     ds = ds.batch(s.batch_size)
 
-    def transform(batch_images, batch_labels, batch_weights):
+    def transform(batch_images, y, batch_weights):
         x = tf.cast(batch_images, tf.float32)[..., None]
-        y = tf.one_hot(batch_labels, s.num_classes)
         if s.augment:
             x = tf.image.random_flip_left_right(x)
             x = _random_affine(x, strengths.max_degrees, strengths.max_shift, strengths.max_zoom)
@@ -105,6 +117,8 @@ def make_train_dataset(images: np.ndarray, labels: np.ndarray, settings: Pipelin
                 [tf.shape(x)[0], 1, 1, 1], -strengths.max_brightness, strengths.max_brightness
             )
             x = tf.clip_by_value((x - mean) * contrast + mean + brightness, 0.0, 255.0)
+            if s.degradations.active:
+                x = _degrade(x, s.degradations)
             if s.random_erasing > 0:
                 x = _random_erasing(x, s.random_erasing)
         if s.mixup > 0:

@@ -44,6 +44,7 @@ def write_run_artifacts(
     calibration: dict | None = None,
     extra_validation: dict | None = None,
     extra_skipped: int = 0,
+    notes: list[str] | tuple = (),
 ) -> dict:
     """`extra_validation` is {name: (true labels, predictions)} of further validation sets (--photos' held-out
     half): each is reported beside the primary split, which alone chose the model."""
@@ -71,6 +72,8 @@ def write_run_artifacts(
         }
         metrics["primary_validation"] = val_name
         metrics["skipped_files"] += extra_skipped
+    if notes:
+        metrics["data_notes"] = list(notes)
     if weight_average is not None:
         metrics["weight_average"] = weight_average
     if calibration is not None:
@@ -134,6 +137,7 @@ def _report_text(metrics: dict, dataset, config: dict) -> str:
         ),
         f"images:    {metrics['train_images']} train, {metrics['val_images']} validation "
         f"('{metrics['val_split']}'), {metrics['skipped_files']} files skipped (unreadable, or no face)",
+        *[f"labels:    {note}" for note in metrics.get("data_notes", [])],
         f"model:     {metrics['arch']}, {metrics['params']:,} parameters, {metrics['macs'] / 1e6:.1f}M MACs per face",
         f"training:  {metrics['epochs_run']} epochs"
         f"{' (stopped early)' if metrics['stopped_early'] else ''}, best epoch {metrics['best_epoch']}",
@@ -149,10 +153,28 @@ def _report_text(metrics: dict, dataset, config: dict) -> str:
         *[
             format_report(source, title=f"further validation ('{name}'), not used to choose the model")
             for name, source in metrics.get("validation_sources", {}).items()
-            if name != metrics["val_split"]
+            if name != metrics["val_split"] and "@" not in name
         ],
+        *_small_face_lines(metrics),
     ]
     return "\n".join(lines)
+
+
+def _small_face_lines(metrics: dict) -> list[str]:
+    """One line per small-face validation ('test@32px': the validation faces as a 32 px face gives them)."""
+    sources = metrics.get("validation_sources", {})
+    full = metrics["validation"]
+    lines = [
+        f"{name:<28} accuracy {s['accuracy']:.3f} ({(s['accuracy'] - full['accuracy']) * 100:+.1f} points), "
+        f"macro-F1 {s['macro_f1']:.3f}, neutral recall {s['per_class'].get('neutral', {}).get('recall', 0):.3f}"
+        for name, s in sources.items()
+        if "@" in name
+    ]
+    return (
+        ["small faces (sampled down, upscaled as the daemon does), not used to choose the model", *lines]
+        if lines
+        else []
+    )
 
 
 def describe_average(average: dict) -> str:

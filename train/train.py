@@ -75,6 +75,10 @@ class RunData:
     # choose epochs: the model is chosen on `val` alone.
     extra_val: dict = field(default_factory=dict)
     extra_skipped: list = field(default_factory=list)  # (file, reason) of the extra sources
+    train_targets: object = None  # (N, C) soft targets (--soft-labels), else None: one-hot labels
+    train_weights: object = None  # (N,) per-sample loss weights from the source (--photo-weight), else None
+    notes: list = field(default_factory=list)  # lines report.txt adds about the data (label mix, counts)
+    sources: list = field(default_factory=list)  # [(name, images)]: the training split's parts, in order
 
     @property
     def labels(self) -> list[str]:
@@ -92,6 +96,7 @@ def load_data(config: TrainConfig, cache_dir, use_cache: bool) -> RunData:
     t0 = time.perf_counter()
     dataset = load_dataset(config.data, (config.size, config.size), cache_dir=cache_dir, use_cache=use_cache)
     data = RunData(dataset, *split_for_validation(dataset, config.val_fraction, config.seed))
+    data.sources.append((Path(dataset.source).name or "data", len(data.train)))
     say(
         f"data: {dataset.source} ({dataset.format}{', cached' if dataset.from_cache else ''}, "
         f"{time.perf_counter() - t0:.1f}s): {len(data.train)} train, {len(data.val)} validation "
@@ -99,7 +104,56 @@ def load_data(config: TrainConfig, cache_dir, use_cache: bool) -> RunData:
     )
     if config.photos:
         add_photos(data, config, cache_dir, use_cache)
+    if config.soft_labels:
+        add_soft_labels(data, config)
+    add_small_face_validation(data, config)
     return data
+
+
+# Face sizes (frame pixels of the crop's side) every run is also validated at: faces this small reach the
+# model from a room camera, upscaled to its input size by the daemon.
+SMALL_FACE_PX = (24, 32, 40)
+
+
+def add_small_face_validation(data: RunData, config: TrainConfig) -> None:
+    """The validation split as faces of 24, 32 and 40 px would give it (train/degrade.py's small_face)."""
+    from train.data import Split
+    from train.degrade import small_face
+
+    for side in SMALL_FACE_PX:
+        if side < config.size:
+            val = data.val
+            data.extra_val[f"{data.val_name}@{side}px"] = Split(
+                small_face(val.images, side), val.labels, val.files
+            )
+
+
+def add_soft_labels(data: RunData, config: TrainConfig) -> None:
+    """--soft-labels: training targets mix in the votes; validation is scored on the votes' majority labels
+    (the faces that have one), the original labels stay beside them as a further validation."""
+    from train.softlabels import load_soft_labels, majority_labels, training_targets
+
+    soft = load_soft_labels(config.soft_labels, data.labels)
+    data.train_targets, voted = training_targets(
+        soft, data.train.files, data.train.labels, config.soft_label_mix, config.soft_label_other
+    )
+    majority = majority_labels(soft, data.val.files)
+    has = np.flatnonzero(majority >= 0)
+    note = (
+        f"soft labels: {config.soft_labels}: {voted} of {len(data.train)} training images have votes "
+        f"(targets {1 - config.soft_label_mix:g} x label + {config.soft_label_mix:g} x votes, other votes "
+        f"{config.soft_label_other}); {len(has)} of {len(data.val)} '{data.val_name}' faces have a majority label"
+    )
+    say(note)
+    data.notes.append(note)
+    if len(has) == 0:
+        say(f"soft labels: no '{data.val_name}' face has a majority label; validating on the original labels")
+        return
+    original = data.val
+    data.extra_val[f"{data.val_name}:original"] = original
+    data.val = original.subset(has)
+    data.val.labels = majority[has]
+    data.val_name = f"{data.val_name}:majority"
 
 
 def add_photos(data: RunData, config: TrainConfig, cache_dir, use_cache: bool) -> None:
@@ -121,6 +175,11 @@ def add_photos(data: RunData, config: TrainConfig, cache_dir, use_cache: bool) -
         [*train.files, *parts[TRAIN].files],
     )
     data.extra_val[f"photos:{HELD_OUT}"] = parts[HELD_OUT]
+    data.sources.append(("photos", len(parts[TRAIN])))
+    if config.photo_weight != 1.0:
+        data.train_weights = np.concatenate(
+            [np.ones(len(train), np.float32), np.full(len(parts[TRAIN]), config.photo_weight, np.float32)]
+        )
     data.extra_skipped = list(photos.skipped)
     no_face = sum(reason == "no face found" for _, reason in photos.skipped)
     say(
@@ -149,6 +208,13 @@ def load_teacher(config: TrainConfig, labels: list[str]):
     return teacher
 
 
+def set_precision(config: TrainConfig) -> None:
+    """--precision: the Keras dtype policy new layers get (a resumed model keeps the one saved with it)."""
+    import keras
+
+    keras.mixed_precision.set_global_policy(config.precision)
+
+
 def build_model(config: TrainConfig, num_classes: int):
     from train.model import make_model
 
@@ -169,10 +235,10 @@ def warm_start_model(config: TrainConfig, data: RunData):
         check_init_contract(path, data.labels, config.size)
         keras.utils.set_random_seed(config.seed)
         model = build_model(config, data.num_classes)
-        copy_weights(model, path)
+        how = copy_weights(model, path, data.train.images, config.seed)
     except InitError as exc:
         raise TrainError(str(exc)) from None
-    say(f"warm start: weights from {path}")
+    say(f"warm start: weights from {path}{how}")
     return model
 
 
@@ -199,18 +265,60 @@ def augment_strengths(config: TrainConfig):
     )
 
 
+def degradations(config: TrainConfig):
+    """train/degrade.py's Degradations from the --degrade settings."""
+    from train.degrade import Degradations
+
+    return Degradations(
+        probability=config.degrade,
+        min_face_px=config.degrade_face_px,
+        max_blur_sigma=config.degrade_blur,
+        max_noise_sigma=config.degrade_noise,
+        min_jpeg_quality=config.degrade_jpeg,
+        max_gamma=config.degrade_gamma,
+        min_contrast=config.degrade_contrast,
+    )
+
+
+def training_labels(data: RunData) -> np.ndarray:
+    """The class each training image counts as for class weighting: its soft target's largest class, else
+    its label."""
+    if data.train_targets is None:
+        return data.train.labels
+    return np.asarray(data.train_targets).argmax(axis=1)
+
+
+def sample_weights(config: TrainConfig, data: RunData):
+    """Per-sample loss weights: class weights (of training_labels) times the source weights, scaled to mean 1
+    so the learning rate means the same with and without them; None when all would be 1."""
+    from train.pipeline import balanced_class_weights
+
+    labels = training_labels(data)
+    weights = np.ones(len(labels), np.float64)
+    if config.class_weights:
+        weights *= balanced_class_weights(labels, data.num_classes, config.class_weight_power)[labels]
+    if data.train_weights is not None:
+        weights *= data.train_weights
+    return (weights / weights.mean()).astype(np.float32)
+
+
 def train_batches(config: TrainConfig, data: RunData, initial_epoch: int, teacher):
     """The training input pipeline for this config, starting at `initial_epoch`'s shuffle."""
-    from train.pipeline import PipelineSettings, balanced_class_weights, make_train_dataset
+    from train.pipeline import make_train_dataset
 
-    class_weights = None
-    if config.class_weights:
-        class_weights = balanced_class_weights(data.train.labels, data.num_classes, config.class_weight_power)
-    settings = PipelineSettings(
+    settings = pipeline_settings(config, data, initial_epoch, teacher)
+    return make_train_dataset(
+        data.train.images, data.train.labels, settings, data.train_targets, sample_weights(config, data)
+    )
+
+
+def pipeline_settings(config: TrainConfig, data: RunData, initial_epoch: int = 0, teacher=None):
+    from train.pipeline import PipelineSettings
+
+    return PipelineSettings(
         num_classes=data.num_classes,
         batch_size=config.batch_size,
         seed=config.seed,
-        class_weights=class_weights,
         augment=config.augment,
         random_erasing=config.random_erasing,
         mixup=config.mixup,
@@ -218,8 +326,22 @@ def train_batches(config: TrainConfig, data: RunData, initial_epoch: int, teache
         teacher=teacher,
         distill_alpha=config.distill_alpha,
         strengths=augment_strengths(config),
+        degradations=degradations(config),
     )
-    return make_train_dataset(data.train.images, data.train.labels, settings)
+
+
+def write_picture(config: TrainConfig, run_dir: Path, data: RunData) -> None:
+    """RUN_DIR/training_crops.png: augmented training crops per class and source, with the counts."""
+    from train.picture import write_training_picture
+
+    counts = write_training_picture(
+        run_dir / "training_crops.png", data, pipeline_settings(config, data), config.seed
+    )
+    say(
+        "training crops: "
+        + "; ".join(f"{name} {sum(c.values())}" for name, c in counts.items())
+        + f" ({run_dir}/training_crops.png)"
+    )
 
 
 def compile_model(model, config: TrainConfig, steps_per_epoch: int) -> None:
@@ -348,6 +470,7 @@ def write_reports(config, run_dir, data: RunData, val_x, checkpoint, size, avera
         calibration=calibration,
         extra_validation=extra,
         extra_skipped=len(data.extra_skipped),
+        notes=data.notes,
     )
     state = checkpoint.state
     chosen = "weight average" if average and average["used"] else f"best epoch {state.best_epoch + 1}"
@@ -366,6 +489,7 @@ def run(config: TrainConfig, resume=False, quiet=False, cache_dir=None, use_cach
     """
     run_dir = Path(config.out)
     data = load_data(config, cache_dir, use_cache)
+    set_precision(config)
     teacher = load_teacher(config, data.labels)
     # On --resume the checkpoint already holds the (trained-on) weights: --init is only for a fresh run.
     warm_model = None if resume else warm_start_model(config, data)
@@ -387,6 +511,7 @@ def run(config: TrainConfig, resume=False, quiet=False, cache_dir=None, use_cach
     # each resume would replay epoch 1's shuffle order. A fresh run (epoch 0) keeps config.seed.
     keras.utils.set_random_seed(resume_seed(config.seed, state.epoch))
     batches = train_batches(config, data, state.epoch, teacher)
+    write_picture(config, run_dir, data)
     val_x = to_model_input(data.val.images)
     val_y = keras.utils.to_categorical(data.val.labels, data.num_classes)
 

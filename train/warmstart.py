@@ -3,7 +3,8 @@
 Uses: a second, shorter learning-rate cycle on a finished run (with --teacher, that is distilling an
 ensemble back into one of its members), or fine-tuning the shipped FER model on faces of your own with the
 same labels. Only the weights carry over; the optimizer, the schedule and the epoch count start afresh, and
-the run directory records `init` in config.json so the next stage knows where the weights came from.
+the run directory records `init` in config.json so the next stage knows where the weights came from. An int8
+.tflite (the shipped edge/models/default.tflite) works too: its weights are dequantized (train/tflite_init.py).
 """
 
 from __future__ import annotations
@@ -18,7 +19,13 @@ class InitError(ValueError):
 
 
 def init_model_path(spec: str) -> Path:
-    """A run directory means its best model, model.keras; a .keras file is taken as it is."""
+    """A run directory means its best model, model.keras; a .keras or an int8 .tflite file is taken as it is
+    (the shipped model exists only as .tflite: train/tflite_init.py recovers its float weights)."""
+    path = Path(spec).expanduser()
+    if path.suffix == ".tflite":
+        if not path.is_file():
+            raise InitError(f"--init {spec}: {path} does not exist")
+        return path
     return resolve_model_file(spec, "--init", InitError)
 
 
@@ -27,8 +34,22 @@ def check_init_contract(path: Path, labels: list[str], size: int) -> None:
     check_fits_data(path, labels, size, "--init", InitError)
 
 
-def copy_weights(model, path: Path) -> None:
-    """Load `path` and copy its weights into `model`, refusing a model of another architecture or width."""
+def copy_weights(model, path: Path, faces=None, seed: int = 0) -> str:
+    """Load `path` and copy its weights into `model`, refusing a model of another architecture or width.
+
+    A .tflite's BatchNorms are rebuilt with statistics measured on `faces` (uint8 training crops). Returns a
+    note on how the weights were recovered ("" for a .keras)."""
+    if path.suffix == ".tflite":
+        from train.tflite_init import TfliteInitError, copy_tflite_weights
+
+        try:
+            done = copy_tflite_weights(model, path, faces, seed)
+        except TfliteInitError as exc:
+            raise InitError(str(exc)) from None
+        return (
+            f" (dequantized from int8: {done['layers']} kernels, {done['batchnorms']} BatchNorms rebuilt "
+            f"on {done['faces']} training faces)"
+        )
     source = load_model_file(path, "--init", InitError)
     theirs = [tuple(w.shape) for w in source.weights]
     ours = [tuple(w.shape) for w in model.weights]
@@ -39,3 +60,4 @@ def copy_weights(model, path: Path) -> None:
             "use the --arch and --width it was trained with"
         )
     model.set_weights(source.get_weights())
+    return ""

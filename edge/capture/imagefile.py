@@ -23,6 +23,10 @@ class ImageRefused(ValueError):
     """The file is not decoded; the message says why (too large, unknown format, not decodable)."""
 
 
+class ImageUnreadable(ImageRefused):
+    """The file could not be read at all (gone, or no permission): an OSError, not a matter of its content."""
+
+
 def _png(head: bytes, _f: BinaryIO) -> tuple[int, int] | None:
     if head[12:16] != b"IHDR" or len(head) < 24:
         return None
@@ -134,6 +138,15 @@ _FORMATS = [
 ] + [(b"P%d" % n, 0, _pnm, "PNM") for n in range(1, 7)]
 
 
+def image_format(head: bytes) -> str | None:
+    """The image format the first bytes of a file announce ("PNG", "JPEG", ...), or None: what OpenCV
+    will decode it as, whatever the file is called."""
+    for magic, offset, _parse, name in _FORMATS:
+        if head[offset : offset + len(magic)] == magic and (offset == 0 or head[:4] == b"RIFF"):
+            return name
+    return None
+
+
 def header_size(f: BinaryIO) -> tuple[int, int]:
     """(width, height) from an open image file's header; ImageRefused when it is no format known here."""
     f.seek(0)
@@ -150,6 +163,17 @@ def header_size(f: BinaryIO) -> tuple[int, int]:
     raise ImageRefused("not a readable image (no PNG, JPEG, GIF, BMP, WebP, TIFF or PNM header)")
 
 
+def check_pixels(width: int, height: int, max_mpx: float) -> None:
+    """ImageRefused when a picture of `width` x `height` is over `max_mpx` megapixels, or empty."""
+    if width * height > max_mpx * 1e6:
+        raise ImageRefused(
+            f"{width}x{height} pixels ({width * height / 1e6:.1f} Mpx), more than "
+            f"source.max_image_mpx ({max_mpx:g})"
+        )
+    if width == 0 or height == 0:
+        raise ImageRefused(f"a header of {width}x{height} pixels")
+
+
 def load_image(path: str | os.PathLike, max_mb: float, max_mpx: float) -> np.ndarray:
     """Decode an image file as every stage does (IMREAD_FLAGS), refusing (ImageRefused, with the reason)
     a file over `max_mb` megabytes or whose header claims more than `max_mpx` megapixels."""
@@ -160,18 +184,11 @@ def load_image(path: str | os.PathLike, max_mb: float, max_mpx: float) -> np.nda
                 raise ImageRefused(f"{size_bytes / 1e6:.1f} MB, more than source.max_image_mb ({max_mb:g})")
             if size_bytes == 0:
                 raise ImageRefused("an empty file")
-            width, height = header_size(f)
-            if width * height > max_mpx * 1e6:
-                raise ImageRefused(
-                    f"{width}x{height} pixels ({width * height / 1e6:.1f} Mpx), more than "
-                    f"source.max_image_mpx ({max_mpx:g})"
-                )
-            if width == 0 or height == 0:
-                raise ImageRefused(f"a header of {width}x{height} pixels")
+            check_pixels(*header_size(f), max_mpx)
             f.seek(0)
             data = np.frombuffer(f.read(), dtype=np.uint8)
     except OSError as exc:
-        raise ImageRefused(f"cannot be read ({exc.strerror or exc})") from None
+        raise ImageUnreadable(f"cannot be read ({exc.strerror or exc})") from None
     try:
         image = cv2.imdecode(data, IMREAD_FLAGS)
     except cv2.error as exc:  # e.g. past OpenCV's own pixel limit, or a decoder that gave up

@@ -22,6 +22,13 @@ from edge.capture.sources import Frame, Source, SourceError
 log = logging.getLogger(__name__)
 
 _POLL_S = 0.1  # longest wait without looking at the stop event
+# A live source counts as back once it has delivered frames this long: one good frame after each reopen (a
+# camera that fails right after every open) must not reset the backoff, or it is reopened, and logged, twice
+# a second for good.
+STABLE_S = 10.0
+# While a live source keeps failing, one line says so at first and then one line sums up every this often:
+# a camera away for a day is ~150 journal lines, not one per retry.
+SUMMARY_EVERY_S = 600.0
 
 
 class CaptureThread:
@@ -50,6 +57,11 @@ class CaptureThread:
         self.live: bool | None = None
         self.error: str | None = None  # why a finite source could not be read, for the daemon to report
         self._call_started: float | None = None  # monotonic start of the source call in progress
+        self._delay = self._backoff_min  # the next wait before a reopen; grows until the source is stable
+        self._trouble_since: float | None = None  # the first failure of this episode (None: all is well)
+        self._trouble_failures = 0
+        self._summed_up_at = 0.0
+        self._opened_at = 0.0  # when the source in use was opened
 
     # --- consumer side ---------------------------------------------------------------------------------
     def start(self) -> CaptureThread:
@@ -105,23 +117,50 @@ class CaptureThread:
 
     def _open(self) -> Source | None:
         """Open the source, retrying live sources with backoff. None means stop (or a finite source failed)."""
-        delay = self._backoff_min
         while not self._stop.is_set():
             try:
                 source = self._call(self._factory)
             except SourceError as exc:
-                self.failures += 1
                 if self.live is False:  # a file or folder that vanished will not come back
+                    self.failures += 1
                     self.error = str(exc)
                     return None
-                log.warning("%s; retrying in %.1f s", exc, delay)
-                if self._wait(delay):
+                if self._failed_and_waited(exc, "retrying"):
                     return None
-                delay = min(delay * 2, self._backoff_max)
                 continue
             self.source_id, self.live = source.source_id, source.live
+            self._opened_at = time.monotonic()
             return source
         return None
+
+    def _failed_and_waited(self, exc: SourceError, action: str) -> bool:
+        """Count a live source's failure, say it (once per episode, then a sum every SUMMARY_EVERY_S), wait
+        out the backoff and grow it. True when stop was requested meanwhile."""
+        self.failures += 1
+        now = time.monotonic()
+        delay = self._delay
+        if self._trouble_since is None:
+            self._trouble_since, self._trouble_failures, self._summed_up_at = now, 1, now
+            log.warning("%s; %s in %.1f s (until it is back for %.0f s, further failures are summed up every "
+                        "%.0f min)", exc, action, delay, STABLE_S, SUMMARY_EVERY_S / 60)  # fmt: skip
+        else:
+            self._trouble_failures += 1
+            if now - self._summed_up_at >= SUMMARY_EVERY_S:
+                self._summed_up_at = now
+                log.warning("source still failing: %d failures in %.0f min (latest: %s); retrying every %.0f s",
+                            self._trouble_failures, (now - self._trouble_since) / 60, exc, delay)  # fmt: skip
+            else:
+                log.debug("%s; %s in %.1f s", exc, action, delay)
+        self._delay = min(delay * 2, self._backoff_max)
+        return self._wait(delay)
+
+    def _delivered(self, source: Source) -> None:
+        """A good frame: once the source has been delivering for STABLE_S, its trouble is over."""
+        if self._trouble_since is None or time.monotonic() - self._opened_at < STABLE_S:
+            return
+        log.info("source %s is back: delivering for %.0f s, after %d failures in %.0f s", source.source_id,
+                 STABLE_S, self._trouble_failures, self._opened_at - self._trouble_since)  # fmt: skip
+        self._trouble_since, self._delay = None, self._backoff_min
 
     def _put(self, frame: Frame) -> bool:
         """Queue a frame; False when stop was requested while waiting for room."""
@@ -143,7 +182,6 @@ class CaptureThread:
         source = None
         try:
             source = self._open()
-            delay = self._backoff_min
             while source is not None and not self._stop.is_set():
                 try:
                     frame = self._call(source.read)
@@ -153,21 +191,21 @@ class CaptureThread:
                     if not source.live:
                         self.error = str(exc)
                         break
-                    self.failures += 1
-                    log.warning("%s; reopening in %.1f s", exc, delay)
                     _close_quietly(source)
                     source = None
-                    if self._wait(delay):
+                    if self._failed_and_waited(exc, "reopening"):
                         break
-                    delay = min(delay * 2, self._backoff_max)
                     source = self._open()
                     if source is not None:
                         self.reopens += 1
-                        log.info("source %s reopened", source.source_id)
+                        first = self._trouble_failures <= 1
+                        log.log(
+                            logging.INFO if first else logging.DEBUG, "source %s reopened", source.source_id
+                        )
                     continue
                 if frame is None:
                     break  # a finite source has ended
-                delay = self._backoff_min  # a good frame: the next failure starts the backoff again
+                self._delivered(source)
                 self.captured += 1
                 if not self._put(frame):
                     break

@@ -19,9 +19,10 @@ class DetectorError(RuntimeError):
 @dataclass(frozen=True)
 class Detection:
     box: tuple[int, int, int, int]  # x, y, w, h in source-frame pixels
-    score: float  # blazeface: probability; cascades: a neighbour-vote confidence in (0, 1)
-    # (x, y) in source-frame pixels where the detector finds landmarks (BlazeFace: the eye on the image's left,
-    # the other eye, nose tip, mouth, the two tragions); None for detectors that give only a box (cascades).
+    score: float  # yunet, blazeface: the network's score; cascades: a neighbour-vote confidence in (0, 1)
+    # (x, y) in source-frame pixels where the detector finds landmarks, the two eyes first (YuNet: eyes, nose
+    # tip, two mouth corners; BlazeFace: eyes, nose tip, mouth, the two tragions); None for detectors that give
+    # only a box (cascades).
     keypoints: tuple[tuple[float, float], ...] | None = None
 
     @property
@@ -56,9 +57,12 @@ def largest(detections: list[Detection]) -> Detection | None:
 
 
 def describe(detector) -> str:
-    """'blazeface_full (/path/face_detection_full_range.tflite)': the detector that runs and the file it loaded."""
+    """'yunet (/path/face_detection_yunet_2023mar.onnx), auto: ...': the detector that runs, the file it loaded
+    and, when `auto` chose it, why."""
     path = getattr(detector, "path", None)
-    return f"{detector.name} ({path})" if path else detector.name
+    text = f"{detector.name} ({path})" if path else detector.name
+    reason = getattr(detector, "chosen_by", None)
+    return f"{text}, {reason}" if reason else text
 
 
 def _with_type(cfg, kind: str):
@@ -68,23 +72,38 @@ def _with_type(cfg, kind: str):
     return SimpleNamespace(**{**vars(cfg), "type": kind})
 
 
+# Why `auto` is YuNet: on room-camera scenes (benchmarks/scene_accuracy.py --room, docs/detectors.md) it finds
+# the small and grey faces that BlazeFace full range loses in its 192 px input, and on the photo dev set's
+# close-ups it does as well (benchmarks/photo_accuracy.py).
+AUTO_REASON = (
+    "chosen by auto: it finds small (from ~24 px), distant and grey faces at the frame's own resolution, which "
+    "BlazeFace full range misses (docs/detectors.md)"
+)
+AUTO_FALLBACK = "chosen by auto as a fallback: the YuNet weights are missing (reinstall the package)"
+
+
 def make_detector(cfg) -> Detector:
     """Build the detector named by `cfg.type` (an edge.config.DetectorConfig or any object with its keys).
 
-    `auto` is BlazeFace full range when its weights are installed, else Haar, with a warning that says how to
-    get the better one: the daemon still runs on a Pi where the weights did not arrive.
+    `auto` is YuNet when its weights are installed, else BlazeFace full range, else Haar, with a warning that
+    says how to get the better one: the daemon still runs on a Pi where the weights did not arrive.
     """
     kind = getattr(cfg, "type", "haar")
     if kind == "auto":
-        from edge.detect.blazeface import default_model_path
+        detector = _auto(cfg)
+        detector.chosen_by = AUTO_REASON if detector.name == "yunet" else AUTO_FALLBACK
+        return detector
+    if kind == "yunet":
+        from edge.detect.yunet import YuNetDetector
 
-        if getattr(cfg, "blazeface_model", None) or default_model_path("full") is not None:
-            return make_detector(_with_type(cfg, "blazeface_full"))
-        log.warning(
-            "detector auto: the BlazeFace weights are missing from edge/models/ (a broken install: reinstall "
-            "the package), falling back to the Haar cascade, which misses more faces"
+        return YuNetDetector(
+            getattr(cfg, "yunet_model", None),
+            score_threshold=cfg.yunet_score_threshold,
+            candidate_threshold=cfg.yunet_candidate_threshold,
+            crop_score_threshold=cfg.yunet_crop_score_threshold,
+            min_face_px=cfg.min_face_px,
+            max_width=cfg.yunet_max_width,
         )
-        return make_detector(_with_type(cfg, "haar"))
     if kind in ("haar", "lbp"):
         from edge.detect.cascade import CascadeDetector
 
@@ -112,5 +131,27 @@ def make_detector(cfg) -> Detector:
             min_face_px=cfg.min_face_px,
         )
     raise DetectorError(
-        f"unknown detector type {kind!r} (choose auto, blazeface_full, blazeface, haar or lbp)"
+        f"unknown detector type {kind!r} (choose auto, yunet, blazeface_full, blazeface, haar or lbp)"
     )
+
+
+def _auto(cfg) -> Detector:
+    """YuNet; without its weights BlazeFace full range; without those Haar, each fallback with a warning."""
+    from edge.detect.blazeface import default_model_path as blazeface_weights
+    from edge.detect.yunet import SHIPPED_DIR, default_model_path
+
+    if getattr(cfg, "yunet_model", None) or default_model_path() is not None:
+        return make_detector(_with_type(cfg, "yunet"))
+    if getattr(cfg, "blazeface_model", None) or blazeface_weights("full") is not None:
+        log.warning(
+            "detector auto: the YuNet weights are missing from %s (a broken install: reinstall the package), "
+            "falling back to BlazeFace full range, which misses small and grey faces",
+            SHIPPED_DIR,
+        )
+        return make_detector(_with_type(cfg, "blazeface_full"))
+    log.warning(
+        "detector auto: the YuNet and BlazeFace weights are missing from %s (a broken install: reinstall "
+        "the package), falling back to the Haar cascade, which misses more faces",
+        SHIPPED_DIR,
+    )
+    return make_detector(_with_type(cfg, "haar"))

@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 
 from edge.config import ConfigError, read_secret
+from edge.model_contract import path_problem
 from edge.preview.address import is_loopback
 
 CREDENTIAL_NAME = "preview_token"
@@ -34,8 +35,9 @@ def load_token(cfg, environ: dict[str, str] | None = None) -> str | None:
     environ = os.environ if environ is None else environ
     if cfg.token_file:
         path = Path(cfg.token_file)
-        if not path.is_file():
-            raise ConfigError(f"preview.token_file: file {path} does not exist")
+        problem = path_problem(path)
+        if problem:
+            raise ConfigError(f"preview.token_file: file {problem}")
         token = _read_token(path, "token file")
         origin = f"preview.token_file ({path})"
     elif environ.get("CREDENTIALS_DIRECTORY"):

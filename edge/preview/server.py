@@ -8,13 +8,22 @@ Every request is checked first: with a token, the Authorization header must carr
 no frame); without one, the Host header must name this machine (403 otherwise; see address.py). Each viewer
 has its own thread with a small send buffer and a send timeout: a slow viewer gets fewer, newer frames, a
 stalled one is cut off after STALL_TIMEOUT_S, and neither ever holds up the encoder or the processing loop.
+
+Before any of that, what a client can cost without the token is bounded: at most max_clients + SPARE_CONNECTIONS
+connections at once (503 and closed beyond them: a thread each), a request head of at most MAX_HEAD_BYTES
+that must arrive within HEAD_TIMEOUT_S in all (431 / 408 otherwise: http.server alone reads 100 header lines
+of 64 KB each, a byte every 9 s keeping the thread), and WRONG_TOKENS_PER_MIN wrong tokens a minute per
+address (429 after that, without looking at the token).
 """
 
 from __future__ import annotations
 
 import base64
+import collections
+import contextlib
 import hashlib
 import importlib.resources
+import io
 import json
 import logging
 import re
@@ -38,6 +47,11 @@ REFUSAL_LOG_EVERY_S = (
     60.0  # refused requests are logged at most this often (a scanner must not fill the journal)
 )
 BOUNDARY = "frame"
+SPARE_CONNECTIONS = 16  # beyond the viewers: page loads and status polls, and what a scanner may hold
+MAX_HEAD_BYTES = 16 * 1024  # request line and headers; a browser sends 1-2 KB
+HEAD_TIMEOUT_S = 10.0  # for the whole request head, however slowly it trickles in
+WRONG_TOKENS_PER_MIN = 30  # per client address (a few typos and a browser retrying); then 429 for the minute
+_THROTTLE_ADDRESSES = 1024  # addresses whose wrong tokens are remembered (the oldest are forgotten)
 
 
 class PreviewError(RuntimeError):
@@ -78,6 +92,43 @@ class _Refusals:
         log.warning("preview: refused %d request(s) (latest: HTTP %d from %s)", count, status, client)
 
 
+class _Throttle:
+    """Wrong tokens per client address over the last minute: past WRONG_TOKENS_PER_MIN, 429 until it passes."""
+
+    def __init__(self, clock=time.monotonic):
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._failures: collections.OrderedDict[str, collections.deque[float]] = collections.OrderedDict()
+
+    def wait_s(self, address: str) -> float:
+        """Seconds this address must wait before its token is looked at again; 0 when it may try now."""
+        with self._lock:
+            failures = self._recent(address)
+            if failures is None or len(failures) < WRONG_TOKENS_PER_MIN:
+                return 0.0
+            return max(0.1, 60.0 - (self._clock() - failures[0]))
+
+    def failed(self, address: str) -> None:
+        with self._lock:
+            failures = self._recent(address)
+            if failures is None:
+                failures = self._failures[address] = collections.deque(maxlen=WRONG_TOKENS_PER_MIN)
+                while len(self._failures) > _THROTTLE_ADDRESSES:
+                    self._failures.popitem(last=False)
+            failures.append(self._clock())
+            self._failures.move_to_end(address)
+
+    def succeeded(self, address: str) -> None:
+        with self._lock:
+            self._failures.pop(address, None)
+
+    def _recent(self, address: str):
+        failures = self._failures.get(address)
+        while failures and self._clock() - failures[0] >= 60.0:
+            failures.popleft()
+        return failures
+
+
 class _Handler(BaseHTTPRequestHandler):
     """The preview's requests; make_handler gives each server its own subclass with these set."""
 
@@ -86,6 +137,7 @@ class _Handler(BaseHTTPRequestHandler):
     page: bytes
     csp: str
     refusals: _Refusals
+    throttle: _Throttle
 
     server_version = "emotion-edge"
     sys_version = ""
@@ -93,6 +145,50 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format, *args):
         log.debug("preview: %s %s", self.address_string(), format % args)
+
+    def handle(self):
+        """One request per connection (HTTP/1.0), its head read under a size and a time limit first."""
+        self.close_connection = True
+        head = self._read_head()
+        if head is not None:
+            self.rfile = io.BytesIO(head)
+            self.handle_one_request()
+
+    def _read_head(self) -> bytes | None:
+        """The request line and headers, or None after answering a head too large or too slow."""
+        data = bytearray()
+        deadline = time.monotonic() + HEAD_TIMEOUT_S
+        while b"\r\n\r\n" not in data and b"\n\n" not in data:
+            if len(data) > MAX_HEAD_BYTES:
+                self._refuse_early(431, "Request Header Fields Too Large")
+                return None
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self._refuse_early(408, "Request Timeout")
+                return None
+            try:
+                self.connection.settimeout(remaining)
+                chunk = self.connection.recv(4096)
+            except TimeoutError:
+                self._refuse_early(408, "Request Timeout")
+                return None
+            except OSError:
+                return None
+            if not chunk:  # the client gave up (or sent a head without its blank line): parse what came
+                break
+            data += chunk
+        self.connection.settimeout(self.timeout)
+        return bytes(data) if data else None
+
+    def _refuse_early(self, status: int, reason: str) -> None:
+        """Answer before the request was parsed (http.server's own replies need a parsed request)."""
+        self.refusals.note(status, self.client_address[0])
+        body = f"{status} {reason.lower()}\n".encode()
+        head = f"HTTP/1.0 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        head += f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        with contextlib.suppress(OSError):
+            self.connection.settimeout(1.0)
+            self.connection.sendall(head.encode() + body)
 
     def _send(self, status: int, body: bytes, content_type: str, extra: dict | None = None) -> None:
         self.send_response(status)
@@ -115,11 +211,21 @@ class _Handler(BaseHTTPRequestHandler):
         if self.token is None and not host_header_is_loopback(self.headers.get("Host")):
             self._refuse(403, "forbidden: without preview.token_file, only http://localhost:PORT/ is served")
             return False
-        if not authorized(self.headers.get("Authorization"), self.token):
+        if self.token is None:
+            return True
+        address, header = self.client_address[0], self.headers.get("Authorization")
+        wait = self.throttle.wait_s(address)
+        if wait:  # the token is not even compared: guessing costs a minute per WRONG_TOKENS_PER_MIN tries
+            self._refuse(429, "too many wrong tokens; try again later", {"Retry-After": str(int(wait) + 1)})
+            return False
+        if not authorized(header, self.token):
+            if header:  # a browser's first request carries no header: that is no guess
+                self.throttle.failed(address)
             self._refuse(
                 401, "unauthorized", {"WWW-Authenticate": 'Basic realm="emotion-edge", charset="UTF-8"'}
             )
             return False
+        self.throttle.succeeded(address)
         return True
 
     def do_GET(self):
@@ -170,13 +276,65 @@ class _Handler(BaseHTTPRequestHandler):
 
 def make_handler(hub: PreviewHub, token: str | None) -> type[BaseHTTPRequestHandler]:
     page, csp = load_page()
-    attrs = {"hub": hub, "token": token, "page": page, "csp": csp, "refusals": _Refusals()}
+    attrs = {
+        "hub": hub,
+        "token": token,
+        "page": page,
+        "csp": csp,
+        "refusals": _Refusals(),
+        "throttle": _Throttle(),
+    }
     return type("Handler", (_Handler,), attrs)
 
 
 class _HttpServer(ThreadingHTTPServer):
     daemon_threads = True  # a viewer thread never keeps the daemon from exiting
     request_queue_size = 16
+    max_connections = 4 + SPARE_CONNECTIONS  # set per server from preview.max_clients
+
+    def server_activate(self):
+        self._open = 0
+        self._open_lock = threading.Lock()
+        super().server_activate()
+
+    def process_request(self, request, client_address):
+        """A thread per connection, up to max_connections; past them a 503 and the connection closed, before
+        a byte of the request is read."""
+        with self._open_lock:
+            full = self._open >= self.max_connections
+            if not full:
+                self._open += 1
+        if full:
+            self._turn_away(request, client_address)
+            return
+        try:
+            super().process_request(request, client_address)
+        except RuntimeError:  # no thread could be started (the unit's TasksMax=): turn it away too
+            self._closed_one()
+            self._turn_away(request, client_address)
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._closed_one()
+
+    def _closed_one(self) -> None:
+        with self._open_lock:
+            self._open -= 1
+
+    @property
+    def open_connections(self) -> int:
+        return self._open
+
+    def _turn_away(self, request, client_address) -> None:
+        self.RequestHandlerClass.refusals.note(503, client_address[0])
+        body = b"503 too many connections\n"
+        with contextlib.suppress(OSError):
+            request.settimeout(0.5)
+            request.sendall(b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))  # fmt: skip
+        self.shutdown_request(request)
 
     def handle_error(self, request, client_address):  # a dropped connection is not worth a traceback
         log.debug("preview: request from %s failed", client_address, exc_info=True)
@@ -189,7 +347,10 @@ class PreviewServer:
         server_class = type(
             "Server",
             (_HttpServer,),
-            {"address_family": socket.AF_INET6 if ":" in cfg.host else socket.AF_INET},
+            {
+                "address_family": socket.AF_INET6 if ":" in cfg.host else socket.AF_INET,
+                "max_connections": int(cfg.max_clients) + SPARE_CONNECTIONS,
+            },
         )
         try:
             self._httpd = server_class((cfg.host, cfg.port), make_handler(hub, token))

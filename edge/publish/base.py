@@ -48,6 +48,10 @@ class Publisher(ABC):
         """After close(): why events of this run did not all reach their destination, or None."""
         return None
 
+    def broken(self) -> str | None:
+        """While running: why this output can never deliver again without a restart, or None."""
+        return None
+
     @property
     def reconnects(self) -> int:
         return 0

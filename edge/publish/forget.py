@@ -45,8 +45,10 @@ def retained_topics(config) -> tuple[list[str], list[str]]:
     base = device_topic_base(config.mqtt, device_id)
     prefix = config.mqtt.discovery.prefix
     subscriptions = [f"{base}/#", f"{prefix}/+/{device_id}/+/config"]
-    # Labels only change the discovery payloads, never their topics.
-    ours = [f"{base}/status", f"{base}/state"] + [topic for topic, _ in discovery_messages(config, [])]
+    # Per-label configs (score sensors, emotion triggers) are found by the subscription; every other config of
+    # this version is cleared even if it did not show up, the diagnostics too when stats are off now.
+    ours = [f"{base}/status", f"{base}/state"]
+    ours += [topic for topic, _ in discovery_messages(config, [], every_entity=True)]
     return subscriptions, ours
 
 

@@ -1,13 +1,17 @@
-"""Home Assistant MQTT discovery: the device and its sensors appear in Home Assistant with no YAML there.
+"""Home Assistant MQTT discovery: the device and its entities appear in Home Assistant with no YAML there.
 
-Per Home Assistant's MQTT discovery protocol, each entity is one retained JSON config message on
-`<discovery prefix>/sensor/<device_id>/<object_id>/config`. The sensors read the topics the daemon already
-publishes (nothing extra is sent per frame):
+One retained JSON config message per entity (Home Assistant's single-component discovery), on
+`<discovery prefix>/<component>/<device_id>/<object_id>/config`, all under one device. Single-component, not the
+one-message device discovery Home Assistant added in 2024.11: every release since 2023.8 (the event entity)
+reads these, the two schemes are equally supported today, and one entity's config can change or go alone.
+The entities read the topics the daemon publishes anyway (nothing extra is sent per frame):
 
-- `emotion`: the dominant emotion (an enum sensor) from the retained `state` topic; attributes: the
-  scores of the largest face, face_count and confidence;
-- `face_count`: faces in view, from `state`;
-- `processed_fps`, `classify_latency` (p50, ms): from `stats`, as diagnostic sensors.
+- from the retained `state`: presence (occupancy), faces, emotion (enum), confidence, camera (problem) and one
+  score per emotion (percent; disabled until a user enables the ones they want graphs of). They expire
+  (unavailable) after three missed state heartbeats (`publish.state_heartbeat_s`), when it is on;
+- from `change` (one message per appeared / changed / left): the `Face` event entity, and device triggers
+  (a face appeared / left; an emotion shown) for the automation editor;
+- from `stats`: the diagnostics of DIAGNOSTICS, one line per stats key, announced while stats are on.
 
 All of them follow the daemon's retained `status` topic (`online`/`offline`, last will `offline`). The
 configs are sent on every (re)connect and again whenever Home Assistant announces itself by publishing
@@ -19,15 +23,49 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import re
+import socket
 from importlib import metadata
-from typing import Any
+from typing import Any, NamedTuple
 
 from edge.publish.base import device_topic_base
 
 log = logging.getLogger(__name__)
 
-COMPONENT = "sensor"
 HA_ONLINE = "online"
+EVENT_TYPES = ("appeared", "changed", "left")
+EXPIRE_AFTER_HEARTBEATS = 3  # one late or lost message must not make the entities flap to unavailable
+
+
+class Diagnostic(NamedTuple):
+    """A diagnostic sensor on one `stats` key: `path` is where its value is in the stats JSON."""
+
+    object_id: str
+    name: str
+    path: str
+    unit: str | None
+    device_class: str | None
+    state_class: str | None
+    icon: str
+    enabled: bool  # enabled by default; the others are one click away in Home Assistant
+
+
+# The stats keys Home Assistant shows, one line each. The counters of dropped events and of the MQTT outage
+# buffer may be missing from a stats payload (`| default(none)` in the template): the sensor is then unknown.
+DIAGNOSTICS = (
+    Diagnostic("processed_fps", "Processed frame rate", "processed_fps", "fps", None, "measurement", "mdi:speedometer", True),
+    Diagnostic("input_fps", "Camera frame rate", "input_fps", "fps", None, "measurement", "mdi:camera-timer", False),
+    Diagnostic("dropped_frames", "Dropped frames", "dropped_frames", None, None, "total_increasing", "mdi:image-off-outline", False),
+    Diagnostic("classify_latency", "Classify latency", "latency_ms.classify.p50", "ms", "duration", "measurement", "mdi:timer-outline", True),
+    Diagnostic("frame_latency", "Frame latency", "latency_ms.total.p50", "ms", "duration", "measurement", "mdi:timer-outline", False),
+    Diagnostic("rss_mb", "Memory", "rss_mb", "MiB", "data_size", "measurement", "mdi:memory", True),
+    Diagnostic("cpu_temp_c", "CPU temperature", "cpu_temp_c", "°C", "temperature", "measurement", "mdi:thermometer", True),
+    Diagnostic("uptime_s", "Uptime", "uptime_s", "s", "duration", "total_increasing", "mdi:clock-outline", False),
+    Diagnostic("reconnects", "MQTT reconnects", "reconnects", None, None, "total_increasing", "mdi:lan-pending", True),
+    Diagnostic("events_dropped", "Events dropped", "events_dropped", None, None, "total_increasing", "mdi:alert-circle-outline", True),
+    Diagnostic("mqtt_buffered", "MQTT buffered events", "mqtt_buffered", None, None, "measurement", "mdi:tray-full", True),
+)  # fmt: skip
 
 
 def _package_version() -> str:
@@ -39,14 +77,44 @@ def _package_version() -> str:
 
 def _topics(config) -> dict[str, str]:
     base = device_topic_base(config.mqtt, config.device_id)
-    return {kind: f"{base}/{kind}" for kind in ("state", "status", "stats")}
+    return {kind: f"{base}/{kind}" for kind in ("state", "status", "stats", "change")}
 
 
-def discovery_messages(config, labels: list[str] | tuple[str, ...]) -> list[tuple[str, dict[str, Any]]]:
+def label_id(label: str) -> str:
+    """A label as it may appear in object ids and unique ids: [a-z0-9_]."""
+    return re.sub(r"[^a-z0-9_]+", "_", label.lower()).strip("_") or "label"
+
+
+def configuration_url(config) -> str | None:
+    """The device page's link: mqtt.discovery.configuration_url, else the preview page when other machines
+    can reach it (a loopback bind cannot be opened from Home Assistant's browser), else None."""
+    if config.mqtt.discovery.configuration_url:
+        return config.mqtt.discovery.configuration_url
+    preview = config.preview
+    if not preview.enabled:
+        return None
+    from edge.preview.address import is_loopback
+
+    host = preview.host
+    if is_loopback(host):
+        return None
+    if host in ("0.0.0.0", "::", ""):
+        host = socket.gethostname()
+    return f"http://{'[' + host + ']' if ':' in host else host}:{preview.port}/"
+
+
+def _expire_after(interval_s: float) -> dict[str, int]:
+    return {"expire_after": math.ceil(EXPIRE_AFTER_HEARTBEATS * interval_s)} if interval_s > 0 else {}
+
+
+def discovery_messages(
+    config, labels: list[str] | tuple[str, ...], every_entity: bool = False
+) -> list[tuple[str, dict[str, Any]]]:
     """(topic, payload) for every discovery config; pure, so the exact messages are easy to check.
 
     `config` is the daemon's `edge.config.Config`; `labels` the classifier's labels in output order (the
-    possible states of the emotion sensor, plus "none" when no face is in view).
+    emotion sensor's states, plus "none" when no face is in view; one score sensor and one trigger each).
+    `every_entity`: also the diagnostics when stats are off (what `forget` must clear either way).
     """
     device_id = config.device_id
     prefix = config.mqtt.discovery.prefix
@@ -62,62 +130,143 @@ def discovery_messages(config, labels: list[str] | tuple[str, ...]) -> list[tupl
         "model": "Facial-emotion detector (int8 TFLite)",
         "sw_version": version,
     }
+    url = configuration_url(config)
+    if url:
+        device["configuration_url"] = url
+    origin = {"name": "emotion-edge", "sw_version": version}
     common = {
         "availability": [
             {"topic": topics["status"], "payload_available": "online", "payload_not_available": "offline"}
         ],
         "device": device,
-        "origin": {"name": "emotion-edge", "sw_version": version},
+        "origin": origin,
     }
+    stats_interval = config.stats.interval_s
+    entities = {
+        **_state_entities(topics["state"], labels, _expire_after(config.publish.state_heartbeat_s)),
+        ("event", "face"): _face_event(topics["change"]),
+    }
+    if stats_interval > 0 or every_entity:
+        entities.update(_diagnostics(topics["stats"], _expire_after(stats_interval)))
     messages = []
-    for object_id, sensor in _sensors(topics, labels).items():
-        payload = {**sensor, "unique_id": f"{id_base}_{object_id}", **common}
-        messages.append((f"{prefix}/{COMPONENT}/{device_id}/{object_id}/config", payload))
+    for (component, object_id), entity in entities.items():
+        payload = {**entity, "unique_id": f"{id_base}_{object_id}", **common}
+        messages.append((f"{prefix}/{component}/{device_id}/{object_id}/config", payload))
+    for trigger_id, trigger in _device_triggers(topics["change"], labels).items():
+        payload = {**trigger, "device": device, "origin": origin}
+        messages.append((f"{prefix}/device_automation/{device_id}/{trigger_id}/config", payload))
     return messages
 
 
-def _sensors(topics: dict[str, str], labels) -> dict[str, dict[str, Any]]:
-    """Each sensor's own part of its config, by object id: what it reads from which topic."""
-    return {
-        "emotion": {
-            "name": "Emotion",
-            "state_topic": topics["state"],
-            "value_template": "{{ value_json.dominant_emotion }}",
-            "device_class": "enum",
-            "options": [*labels, "none"],
-            "json_attributes_topic": topics["state"],
-            "json_attributes_template": (
-                "{{ dict(value_json.scores, face_count=value_json.face_count,"
-                " confidence=value_json.dominant_confidence) | tojson }}"
-            ),
-            "icon": "mdi:emoticon-outline",
+def _state_entities(state: str, labels, expire: dict) -> dict[tuple[str, str], dict[str, Any]]:
+    """The entities on the retained state, by (component, object id)."""
+    present = "value_json.face_count > 0"
+    entities: dict[tuple[str, str], dict[str, Any]] = {
+        ("binary_sensor", "presence"): {
+            "name": "Presence",
+            "device_class": "occupancy",
+            "value_template": f"{{{{ 'ON' if {present} else 'OFF' }}}}",
         },
-        "face_count": {
+        ("sensor", "face_count"): {
             "name": "Faces",
-            "state_topic": topics["state"],
             "value_template": "{{ value_json.face_count }}",
             "state_class": "measurement",
             "icon": "mdi:account-multiple",
         },
-        "processed_fps": {
-            "name": "Processed frame rate",
-            "state_topic": topics["stats"],
-            "value_template": "{{ value_json.processed_fps }}",
-            "unit_of_measurement": "fps",
-            "state_class": "measurement",
-            "entity_category": "diagnostic",
-            "icon": "mdi:speedometer",
+        ("sensor", "emotion"): {
+            "name": "Emotion",
+            "value_template": "{{ value_json.dominant_emotion }}",
+            "device_class": "enum",
+            "options": [*labels, "none"],
+            "icon": "mdi:emoticon-outline",
         },
-        "classify_latency": {
-            "name": "Classify latency",
-            "state_topic": topics["stats"],
-            "value_template": "{{ value_json.latency_ms.classify.p50 }}",
-            "unit_of_measurement": "ms",
-            "device_class": "duration",
-            "state_class": "measurement",
-            "entity_category": "diagnostic",
-            "icon": "mdi:timer-outline",
+        ("sensor", "confidence"): {
+            "name": "Confidence",
+            "value_template": (
+                "{{ (value_json.dominant_confidence * 100) | round(1)"
+                " if value_json.dominant_confidence is not none else none }}"
+            ),
+            **_percent("mdi:gauge"),
         },
+        ("binary_sensor", "camera"): {
+            "name": "Camera",
+            "device_class": "problem",
+            "entity_category": "diagnostic",
+            "value_template": "{{ 'ON' if value_json.get('camera') == 'away' else 'OFF' }}",
+        },
+    }
+    for label in labels:
+        entities[("sensor", f"score_{label_id(label)}")] = {
+            "name": f"{label.capitalize()} score",
+            "value_template": (
+                f"{{{{ (value_json.scores[{json.dumps(label)}] * 100) | round(1) if {present} else none }}}}"
+            ),
+            **_percent("mdi:chart-bell-curve"),
+            "enabled_by_default": False,  # seven graphs most users never open; each is one click away
+        }
+    return {key: {"state_topic": state, **entity, **expire} for key, entity in entities.items()}
+
+
+def _percent(icon: str) -> dict[str, Any]:
+    return {
+        "unit_of_measurement": "%",
+        "state_class": "measurement",
+        "suggested_display_precision": 0,
+        "icon": icon,
+    }
+
+
+def _face_event(change: str) -> dict[str, Any]:
+    """The event entity: fires on every `change` message; its attributes are the message's other keys."""
+    return {
+        "name": "Face",
+        "state_topic": change,
+        "event_types": list(EVENT_TYPES),
+        "icon": "mdi:face-recognition",
+    }
+
+
+def _diagnostics(stats: str, expire: dict) -> dict[tuple[str, str], dict[str, Any]]:
+    entities = {}
+    for diag in DIAGNOSTICS:
+        entity: dict[str, Any] = {
+            "name": diag.name,
+            "state_topic": stats,
+            "value_template": f"{{{{ value_json.{diag.path} | default(none) }}}}",
+            "entity_category": "diagnostic",
+            "icon": diag.icon,
+        }
+        for key, value in (
+            ("unit_of_measurement", diag.unit),
+            ("device_class", diag.device_class),
+            ("state_class", diag.state_class),
+        ):
+            if value is not None:
+                entity[key] = value
+        if not diag.enabled:
+            entity["enabled_by_default"] = False
+        entities[("sensor", diag.object_id)] = {**entity, **expire}
+    return entities
+
+
+def _device_triggers(change: str, labels) -> dict[str, dict[str, Any]]:
+    """Device triggers for the automation editor ("When Emotion edge ...: "face" appeared"). An emotion trigger
+    fires when a face appears with it or changes to it."""
+    triggers = {
+        f"face_{kind}": {"type": kind, "subtype": "face", "value_template": "{{ value_json.event_type }}",
+                         "payload": kind}
+        for kind in ("appeared", "left")
+    }  # fmt: skip
+    for label in labels:
+        triggers[f"emotion_{label_id(label)}"] = {
+            "type": "emotion",
+            "subtype": label,
+            "value_template": "{{ value_json.emotion if value_json.event_type != 'left' else '' }}",
+            "payload": label,
+        }
+    return {
+        trigger_id: {"automation_type": "trigger", "topic": change, **trigger}
+        for trigger_id, trigger in triggers.items()
     }
 
 
@@ -141,7 +290,7 @@ def attach(publisher, config, labels) -> list[tuple[str, dict[str, Any]]]:
         for topic, payload in encoded:
             pub.publish_raw(topic, payload, retain=True, qos=1)
         log.info(
-            "Home Assistant discovery: %d sensors sent under %s/", len(encoded), config.mqtt.discovery.prefix
+            "Home Assistant discovery: %d configs sent under %s/", len(encoded), config.mqtt.discovery.prefix
         )
 
     def on_ha_status(topic: str, payload: bytes) -> None:

@@ -1,16 +1,19 @@
 """MQTT publisher (paho-mqtt 2.x): events, retained state and availability, resilient to broker outages.
 
-Topics under `<topic_prefix>/<device_id>/`: `events` (not retained), `state` (retained), `status` (retained
-`online`/`offline`, with `offline` as the last will, so a crash or power loss still shows as offline) and
-`stats` (not retained).
+Topics under `<topic_prefix>/<device_id>/`: `events` (not retained), `change` (one message per appeared /
+changed / left change of an event, not retained: what Home Assistant's event entity and device triggers read),
+`state` (retained), `status` (retained `online`/`offline`, with `offline` as the last will, so a crash or power
+loss still shows as offline) and `stats` (not retained).
 
 paho runs its network loop in its own thread (`connect_async` + `loop_start`) and reconnects by itself with
 a 1..60 s backoff. The processing loop only ever enqueues: while connected it calls paho's non-blocking
 `publish`; while disconnected events wait in a bounded deque (oldest dropped and counted) that is flushed
 in order on reconnect. (paho re-sends its own unacknowledged messages only after on_connect has returned, so
 events in flight at the drop arrive after the buffered ones; the README tells subscribers to order by
-frame_index.) Every (re)connect publishes `online`, the last retained state, runs the connect
-hooks (Home Assistant discovery) and re-subscribes.
+frame_index.) `change` messages are sent only while connected, never buffered: they trigger automations,
+and a trigger replayed minutes late (after an outage) would do the wrong thing; the events keep the history.
+Every (re)connect publishes `online`, the last retained state, runs the connect hooks (Home Assistant
+discovery) and re-subscribes.
 """
 
 from __future__ import annotations
@@ -35,6 +38,26 @@ log = logging.getLogger(__name__)
 ONLINE = "online"
 OFFLINE = "offline"
 _KEEPALIVE_TIMEOUT = 141  # paho's reason code when no CONNACK (or PINGRESP) came within the keepalive
+TOPIC_KINDS = ("events", "change", "state", "status", "stats")
+
+
+def change_messages(event: dict[str, Any]) -> list[dict[str, Any]]:
+    """One `change` message per change of an event: its kind as `event_type` (the key Home Assistant's MQTT
+    event entity reads; the other keys become the event's attributes), the face's emotion, the previous one
+    (for `changed`), its confidence while it is in view, and when and on which frame it happened."""
+    confidence = {face["track_id"]: face.get("confidence") for face in event.get("faces", [])}
+    return [
+        {
+            "event_type": change["kind"],
+            "track_id": change["track_id"],
+            "emotion": change["emotion"],
+            "previous": change.get("previous"),
+            "confidence": confidence.get(change["track_id"]),
+            "timestamp": event["timestamp"],
+            "frame_index": event["frame_index"],
+        }
+        for change in event.get("changes", [])
+    ]
 
 
 def authenticated_client(cfg, client_id: str) -> mqtt.Client:
@@ -63,7 +86,7 @@ class MqttPublisher(Publisher):
         self.config = mqtt_config
         self.device_id = device_id
         base = device_topic_base(mqtt_config, device_id)
-        self.topics = {kind: f"{base}/{kind}" for kind in ("events", "state", "status", "stats")}
+        self.topics = {kind: f"{base}/{kind}" for kind in TOPIC_KINDS}
         self.client_id = mqtt_config.client_id or f"emotion-edge-{device_id}"
         self.address = f"{mqtt_config.host}:{mqtt_config.port}"
         # One lock orders everything that decides "publish now or buffer": the processing thread's
@@ -85,7 +108,9 @@ class MqttPublisher(Publisher):
         self._subscriptions: dict[str, Callable[[str, bytes], None]] = {}
         self._reconnects = 0
         self._dropped = 0
+        self._outage_drops = 0  # lost in this outage: the first is said at once, the total on reconnect
         self._left_at_close = 0  # events still buffered when close() gave up: never delivered
+        self._network_thread: threading.Thread | None = None
         self.published_events = 0
         self._client = self._make_client()
 
@@ -112,6 +137,7 @@ class MqttPublisher(Publisher):
         except (OSError, ValueError) as exc:
             raise PublishError(f"mqtt: cannot connect to {self.address}: {exc}") from None
         self._client.loop_start()
+        self._network_thread = getattr(self._client, "_thread", None)  # paho forgets it when it ends
         log.info("MQTT publisher for %s connecting to %s as %s", self.device_id, self.address, self.client_id)
 
     # --- hooks for other modules (Home Assistant discovery) --------------------------------------------------
@@ -169,6 +195,14 @@ class MqttPublisher(Publisher):
     def buffered_events(self) -> int:
         return len(self._buffer)
 
+    def broken(self) -> str | None:
+        # paho's network thread ends only on loop_stop(); anything else (an exception inside it) would leave
+        # the daemon running with MQTT silent for good and `online` still retained.
+        thread = self._network_thread
+        if thread is not None and not thread.is_alive() and not self._closing:
+            return f"MQTT: the network thread for {self.address} has stopped; nothing can be published"
+        return None
+
     def delivery_failure(self) -> str | None:
         if not self._ever_connected:
             return f"never connected to the broker {self.address}"
@@ -182,14 +216,26 @@ class MqttPublisher(Publisher):
         with self._lock:
             if self._connected and not self._buffer:
                 self._send(self.topics["events"], payload)
+                for change in change_messages(event):  # live only: see the module docstring
+                    self._client.publish(self.topics["change"], to_json(change), qos=self.config.qos)
                 return
             if self.config.buffer_size == 0:
-                self._dropped += 1
+                self._drop("mqtt.buffer_size is 0")
                 return
             if len(self._buffer) >= self.config.buffer_size:
                 self._buffer.popleft()  # the oldest is the least useful
-                self._dropped += 1
+                self._drop(f"the outage buffer is full ({self.config.buffer_size} events, mqtt.buffer_size)")
             self._buffer.append(payload)
+
+    def _drop(self, why: str) -> None:
+        """Count one lost event; the first of an outage is said at once, the total when the broker is back."""
+        self._dropped += 1
+        self._outage_drops += 1
+        if self._outage_drops == 1:
+            log.warning(
+                "MQTT: %s; dropping the oldest events until %s is back (counted in stats events_dropped)",
+                why, self.address,
+            )  # fmt: skip
 
     def publish_state(self, state: dict[str, Any]) -> None:
         payload = to_json(state)
@@ -206,7 +252,7 @@ class MqttPublisher(Publisher):
     def _send(self, topic: str, payload: str) -> None:
         info = self._client.publish(topic, payload, qos=self.config.qos, retain=False)
         if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:  # paho's bounded queue is full (a long half-open link)
-            self._dropped += 1
+            self._drop("paho's send queue is full (the link is stalled)")
             return
         self.published_events += 1
 
@@ -233,6 +279,12 @@ class MqttPublisher(Publisher):
                 log.info("MQTT reconnected to %s (%d buffered events)", self.address, len(self._buffer))
             else:
                 log.info("MQTT connected to %s", self.address)
+            if self._outage_drops:
+                log.warning(
+                    "MQTT: %d events were dropped while %s was away (%d dropped since start)",
+                    self._outage_drops, self.address, self._dropped,
+                )  # fmt: skip
+                self._outage_drops = 0
             self._ever_connected = True
             self._reported.clear()
             self._refused = False
