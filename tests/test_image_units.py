@@ -86,7 +86,7 @@ def test_the_settings_step_runs_in_sysinit_before_whatever_reads_its_files():
     assert u["Install"]["WantedBy"] == ["sysinit.target"]
     assert u["Service"]["Type"] == ["oneshot"] and u["Service"]["RemainAfterExit"] == ["yes"]
     # The daemon only orders itself after the network: it never requires the settings step, so a bad file
-    # (exit status 1) cannot keep it from starting on the settings it has.
+    # (or a step that failed) cannot keep it from starting on the settings it has.
     daemon = parse_unit((REPO / "systemd" / "emotion-edge.service").read_text())
     assert "emotion-edge-settings.service" not in words(daemon["Unit"].get("Requires", []))
     assert "network-online.target" in words(daemon["Unit"]["After"])

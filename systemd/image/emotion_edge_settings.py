@@ -14,7 +14,10 @@ Secrets (wifi_password, mqtt_password) are removed from the FAT partition once r
 comment saying where they went. Everything else stays, is applied again at every boot and changes nothing
 when it is already in place. A bad value is reported with its line and what is wrong, and not applied;
 the rest still is. Problems go to the journal (as warnings) and to NOTICES, which the daemon repeats in its
-status, its --check-config and the preview page (edge/notices.py). Exit status 1 when any value was bad.
+status, its --check-config and the preview page (edge/notices.py). A bad value is the user's to fix and the
+system comes up on the good ones, so it leaves exit status 0 (no failed unit, no `degraded` system); exit
+status 1 (an error) only when the step itself could not do its job: the file unreadable, a password left on
+the FAT partition because it could not be rewritten.
 
     emotion_edge_settings.py [--file FILE] [--root DIR]
 
@@ -89,7 +92,8 @@ class Entry:
 @dataclasses.dataclass
 class Report:
     applied: list[str] = dataclasses.field(default_factory=list)
-    problems: list[str] = dataclasses.field(default_factory=list)  # bad values: exit status 1
+    problems: list[str] = dataclasses.field(default_factory=list)  # bad values: not applied, said, exit 0
+    failures: list[str] = dataclasses.field(default_factory=list)  # the step could not do its job: exit 1
     warnings: list[str] = dataclasses.field(default_factory=list)  # applied, but worth saying
     moved: set[str] = dataclasses.field(default_factory=set)  # secrets now in place on the Pi
 
@@ -636,12 +640,13 @@ def strip_secrets(data: bytes, moved: set[str]) -> bytes:
 
 def write_notices(root: Path, report: Report) -> None:
     path = root / NOTICES.lstrip("/")
-    if not report.problems and not report.warnings:
+    said = report.failures + report.problems + report.warnings
+    if not said:
         path.unlink(missing_ok=True)
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     os.chmod(path.parent, 0o755)  # the daemon (its own user) reads it; the unit's umask is 077
-    write_atomic(path, "".join(f"{m}\n" for m in report.problems + report.warnings).encode(), 0o644)
+    write_atomic(path, "".join(f"{m}\n" for m in said).encode(), 0o644)
 
 
 def run(settings_file: Path, root: Path, live: bool) -> Report:
@@ -654,7 +659,7 @@ def run(settings_file: Path, root: Path, live: bool) -> Report:
         write_notices(root, report)
         return report
     except OSError as exc:
-        report.problems.append(f"{settings_file}: cannot read it: {exc.strerror}")
+        report.failures.append(f"{settings_file}: cannot read it: {exc.strerror}")
         write_notices(root, report)
         return report
     if len(data) > MAX_BYTES:
@@ -678,7 +683,7 @@ def run(settings_file: Path, root: Path, live: bool) -> Report:
             write_atomic(settings_file, stripped, settings_file.stat().st_mode & 0o7777)
             report.applied.append(f"{name}: passwords removed from it")
         except OSError as exc:
-            report.problems.append(f"{settings_file}: could not remove the passwords from it: {exc.strerror}")
+            report.failures.append(f"{settings_file}: could not remove the passwords from it: {exc.strerror}")
     write_notices(root, report)
     return report
 
@@ -696,11 +701,14 @@ def main(argv: list[str] | None = None) -> int:
     report = run(settings_file, root, live)
     for line in report.applied:
         print(f"applied {line}")
+    journal = bool(os.environ.get("JOURNAL_STREAM"))  # then a <N> prefix is the line's priority
+    for line in report.failures:
+        print(f"<3>{line}" if journal else f"error: {line}", file=sys.stderr)
     for line in report.problems + report.warnings:
-        print(f"<4>{line}" if os.environ.get("JOURNAL_STREAM") else f"warning: {line}", file=sys.stderr)
+        print(f"<4>{line}" if journal else f"warning: {line}", file=sys.stderr)
     if not settings_file.exists():
         print(f"{settings_file}: none (nothing to apply)")
-    return 1 if report.problems else 0
+    return 1 if report.failures else 0
 
 
 if __name__ == "__main__":
