@@ -162,8 +162,8 @@ def root_write(disk: Path, path: str, data: bytes, scratch: Path) -> None:
     check(root_cat(disk, path).encode() == data, f"could not write {path} into the image")
 
 
-# Emulation is slow: on this shared machine one frame takes 20-30 s of BlazeFace and classifier (a Pi 4 takes
-# about 0.1-0.2 s), and the start (ExecStartPre's --check-config, then the daemon) over a minute. The unit's
+# Emulation is slow: on this shared machine one frame of detection and classification takes tens of seconds
+# (a Pi 4 takes well under one), and the start (ExecStartPre's --check-config, then the daemon) over a minute. The unit's
 # own limits (WatchdogSec=30, TimeoutStartSec=120, TimeoutStopSec=10) are scaled for the check by this
 # drop-in, in the check's copy of the image only; the mechanisms checked are the same.
 EMULATION_DROPIN_PATH = "/etc/systemd/system/emotion-edge.service.d/boot-check-emulation.conf"

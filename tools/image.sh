@@ -248,7 +248,16 @@ done_step "units enabled: settings, growroot, networkd, resolved, timesyncd; use
 begin check "--check-config as the service user (emulated)"
 in_stage "runuser -u emotion-edge -- /opt/emotion-edge/venv/bin/emotion-edge --check-config --config /etc/emotion-edge/config.yaml" \
     >"$STAGE/check.txt" 2>&1 || { cat "$STAGE/check.txt" >&2; fail_step "--check-config failed in the image"; }
-done_step "$(tail -n 1 "$STAGE/check.txt" | cut -c1-110)"
+# The default detector is auto's pick, YuNet, from the weights the package installed (auto falls back to
+# BlazeFace when they are missing, which --check-config alone would pass); they must be the repository's.
+grep -q 'detector: yunet (/opt/emotion-edge/venv/.*/edge/models/face_detection_yunet_2023mar.onnx), chosen by auto:' \
+    "$STAGE/check.txt" || { tail -n 1 "$STAGE/check.txt" >&2; fail_step "the image's detector is not YuNet from the installed package"; }
+YUNET=$(find "$R/opt/emotion-edge/venv" -path '*/edge/models/face_detection_yunet_2023mar.onnx' | head -n 1)
+yunet_sha=$(sha256sum "$YUNET" | cut -c1-64)
+[ "$yunet_sha" = "$(sha256sum "$R$SRC/edge/models/face_detection_yunet_2023mar.onnx" | cut -c1-64)" ] \
+    || fail_step "the installed YuNet weights differ from the repository's"
+classifier=$(tail -n 1 "$STAGE/check.txt" | sed -n 's/^config OK: classifier: \([^;]*\);.*/\1/p')
+done_step "config OK: classifier $classifier; detector yunet (auto), weights in the venv, sha256 ${yunet_sha:0:12}"
 
 # What is made on first boot, or belongs to the build alone, leaves the image. The machine id: systemd makes
 # one at first boot and treats that boot as the first (ConditionFirstBoot=), which is when openssh's
