@@ -284,6 +284,9 @@ done_step "$(sed "s|$STAGE/||" "$STAGE/layout.txt")"
 
 # --- xz ------------------------------------------------------------------------------------------------------
 if [ "$SKIP_XZ" = 1 ]; then
+    # An earlier build's .img.xz is not this build's: left there, `make boot-check` would boot it under this
+    # build's commit (the one .commit file names both).
+    rm -f "$OUT/$IMAGE_NAME.img.xz" "$OUT/$IMAGE_NAME.img.xz.sha256"
     mv "$STAGE/$IMAGE_NAME.img" "$OUT/$IMAGE_NAME.img"
     echo "$COMMIT" >"$OUT/$IMAGE_NAME.commit"
     exit 0
