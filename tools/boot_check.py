@@ -547,10 +547,18 @@ def boot_check(image: Path, work: Path, steps: Steps, stack: contextlib.ExitStac
         with sub._lock:
             discovery = sorted({t for t, _, _ in sub.messages if t.startswith("homeassistant/")})
         check(bool(discovery), "no Home Assistant discovery config")
+        # The daemon's own start line names the detector auto chose: YuNet, from the installed weights.
+        started = guest.out("journalctl -b -u emotion-edge --no-pager -o cat | grep -m1 ' detector: '")
+        detector = re.search(r"detector: (\S+) \(\S*/edge/models/(\S+)\), chosen by auto:", started)
+        check(
+            bool(detector) and detector.group(1) == "yunet",
+            f"the daemon's detector: {started.strip()[-200:]}",
+        )
         ready_at = guest.out("systemctl show emotion-edge -p ExecMainStartTimestamp --value").strip()
         result.append(
             f"active, NRestarts={state['NRestarts']}, started {ready_at.split()[2] if ready_at else '?'}"
         )
+        result.append(f"detector {detector.group(1)} ({detector.group(2)}, chosen by auto)")
         result.append(
             f"{len(discovery)} discovery configs; first event: {first['emotion']} {first['confidence']:.2f}"
         )
