@@ -129,6 +129,9 @@ def stream_writer(stream: TextIO) -> Callable[[str], None]:
 _current: StderrSink | None = None
 
 
+OPENCV_LOG_LEVEL_ERROR = 2  # cv::utils::logging::LOG_LEVEL_ERROR, for OpenCV builds that lack the enum
+
+
 def quiet_native_libraries(level: str) -> None:
     """OpenCV and FFmpeg write to stderr themselves, past this sink: a line per failed open of a stream that
     is down ("Connection refused", "can't be used to capture by name"), thousands a day while a camera is
@@ -140,7 +143,11 @@ def quiet_native_libraries(level: str) -> None:
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "8")  # AV_LOG_FATAL
     cv2 = sys.modules.get("cv2")
     if cv2 is not None and os.environ["OPENCV_LOG_LEVEL"] == "ERROR":
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+        native = getattr(cv2.utils, "logging", None)
+        if native is not None:
+            native.setLogLevel(native.LOG_LEVEL_ERROR)
+        else:  # OpenCV before 4.11 (install.sh pins <4.11 beside Debian 12's NumPy 1.x): a top-level call
+            cv2.setLogLevel(OPENCV_LOG_LEVEL_ERROR)
 
 
 def install(stream: TextIO, level: str) -> StderrSink:
