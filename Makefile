@@ -6,6 +6,11 @@
 #               Keras, JAX and torch made unimportable, as on the Pi (tests that need them skip)
 #   make pi-check RELEASE=bookworm|trixie   (as root) the README's Pi install in an emulated Debian arm64
 #               root, its events compared with x86's; not part of `make test` (minutes of emulation)
+#   make image  (as root) a flashable SD-card image (build/image/*.img.xz): Debian trixie arm64 with the
+#               service installed by systemd/install.sh, for a Pi 3/4/400/Zero 2 W with a USB webcam
+#               (docs/image.md); minutes to an hour, not part of `make test`
+#   make boot-check  boots that image under qemu-system-aarch64 with systemd as PID 1 and checks the
+#               settings file, READY, the watchdog, the last will and clean shutdown on a host Mosquitto
 #   make ha-check  (as root) a real Home Assistant core (in a native Debian root, cached), a real Mosquitto and
 #               the daemon on a live stream: every entity checked through Home Assistant's APIs; not part of
 #               `make test` (a few minutes the first time); SCREENSHOT=docs/home-assistant-device.png
@@ -53,7 +58,7 @@ train = if [ -f $(1)/metrics.json ]; then echo "$(1): finished"; \
 	elif [ -f $(1)/checkpoints/state.json ]; then $(VENV)/bin/emotion-train --out $(1) --resume; \
 	else $(VENV)/bin/emotion-train --data $(FER) $(PHOTO_FLAGS) --out $(1) $(2); fi
 
-.PHONY: run test test-fast lint model model-v2 clean pi-check ha-check
+.PHONY: run test test-fast lint model model-v2 clean pi-check ha-check image boot-check
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -93,6 +98,16 @@ RELEASE ?= bookworm
 PI_X86_PYTHON ?= $(EDGE_VENV)/bin/python
 pi-check: $(if $(filter $(EDGE_VENV)/bin/python,$(PI_X86_PYTHON)),$(EDGE_VENV)/.installed)
 	tools/pi-check.sh --release $(RELEASE) --x86-python $(PI_X86_PYTHON)
+
+# The image's build reads the settings step's defaults with this interpreter (PyYAML from the base install).
+IMAGE_X86_PYTHON ?= $(EDGE_VENV)/bin/python
+image: $(if $(filter $(EDGE_VENV)/bin/python,$(IMAGE_X86_PYTHON)),$(EDGE_VENV)/.installed)
+	tools/image.sh --x86-python $(IMAGE_X86_PYTHON)
+
+# The host side (Mosquitto, the camera stream, the MQTT subscriber) runs in the base install's venv.
+IMAGE ?= build/image/emotion-edge-trixie-arm64.img.xz
+boot-check: $(EDGE_VENV)/.installed
+	$(EDGE_VENV)/bin/python tools/boot_check.py --image $(IMAGE)
 
 HA_RELEASE ?= forky
 HA_VERSION ?= 2026.11.0

@@ -265,8 +265,12 @@ def main(argv: list[str] | None = None) -> int:
             print_out(config.to_yaml(mask_secrets=True))
             return 0
         if args.check_config:
+            from edge.notices import read_notices
+
             _, _, description = load_components(config)
             drain_logs()
+            for notice in read_notices():  # not applied, so not wrong in this config: warnings, exit 0
+                print(f"warning: settings: {notice}", file=sys.stderr)
             print(f"config OK: {description}; outputs: {', '.join(config.publish.outputs)}", file=sys.stderr)
             return 0
         return run(config)

@@ -36,6 +36,7 @@ from edge.config import Config, check_files
 from edge.emit import CAMERA_AWAY_S, Emitter, Every
 from edge.loop import FrameLoop
 from edge.model_contract import path_problem
+from edge.notices import read_notices, status_suffix
 from edge.publish.base import PublishError
 from edge.stats import StatsCollector, delivery_figures, format_stats
 
@@ -52,7 +53,7 @@ OUTPUT_CHECK_S = 1.0  # how often the loop asks the outputs whether they are sti
 EXIT_UNDELIVERED = 3
 
 # Host names a fresh image gets on every device: as the default device_id they would collide on the broker.
-SHARED_HOSTNAMES = frozenset({"raspberrypi", "localhost", "debian", "ubuntu", "dietpi"})
+SHARED_HOSTNAMES = frozenset({"raspberrypi", "localhost", "debian", "ubuntu", "dietpi", "emotion-edge"})
 
 
 class FatalError(RuntimeError):
@@ -169,6 +170,9 @@ class Daemon:
 
         classifier, detector, description = load_components(self.config)
         log.info(description)
+        notices = read_notices()  # the image's settings step: values it could not apply
+        for notice in notices:
+            log.warning("settings: %s", notice)
         source = self._open_first_source()
         if self.stop_event.is_set():  # stopped while opening: nothing was started or announced yet
             log.info("stopped before the source was open")
@@ -201,9 +205,9 @@ class Daemon:
         # watchdog covers a hang), while withholding READY would end in systemd's start timeout and a
         # restart loop that flaps `online`/`offline` in Home Assistant.
         if source is not None:
-            notify.ready(f"processing {source_id}; {description}")
+            notify.ready(f"processing {source_id}; {description}{status_suffix(notices)}")
         else:
-            notify.ready(f"waiting for {source_id} (retrying); {description}")
+            notify.ready(f"waiting for {source_id} (retrying); {description}{status_suffix(notices)}")
         try:
             self.serve(capture, processor, detector.name, classifier.backend, waiting=source is None)
         finally:
@@ -253,7 +257,9 @@ class Daemon:
             step = frames.next(timeout=0.25)
             if step is not None:
                 if waiting:  # the camera that was away at start has delivered its first frame
-                    notify.status(f"processing {processor_source(frames.processor)}")
+                    notify.status(
+                        f"processing {processor_source(frames.processor)}{status_suffix(read_notices())}"
+                    )
                     waiting = False
                 self._stats.record(step.timings, len(step.result.faces))
                 if self.preview is not None:  # hands over references only; drawing happens in its own thread

@@ -99,7 +99,11 @@ def daemon_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("EMOTION_EDGE_", "NOTIFY_SOCKET", "WATCHDOG"))
+        # OPENCV_*: an in-process CLI run in an earlier test set them in this process (edge.logs quiets
+        # OpenCV and FFmpeg below DEBUG); inherited, they silence a daemon started with --log-level DEBUG.
+        if not k.startswith(
+            ("EMOTION_EDGE_", "NOTIFY_SOCKET", "WATCHDOG", "OPENCV_LOG_LEVEL", "OPENCV_FFMPEG_")
+        )
     }
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
     env["PYTHONUNBUFFERED"] = "1"

@@ -19,8 +19,6 @@ HEADLINE = json.loads((REPO / "docs" / "headline.json").read_text())
 # A measurement as the documents write one: a percentage, milliseconds, KiB, or a three-decimal F1.
 MEASUREMENT = re.compile(r"(?<![\w.])(\d[\d,]*(?:\.\d+)?(?:%| ms\b| KiB\b)|0\.\d{3}\b)")
 BLOCK = re.compile(r"<!-- headline -->\n(.*?)<!-- /headline -->", re.S)
-# Files other branches add (issue 29: the SD-card image); a link to one may dangle until they are merged.
-PENDING = {"docs/image.md"}
 
 
 def lookup(data, key: str):
@@ -125,10 +123,8 @@ def test_links_and_anchors_resolve(document):
             continue  # http(s), mailto: not checked here (no network)
         file_part, _, anchor = target.partition("#")
         linked = (path.parent / file_part).resolve() if file_part else path
-        relative = linked.relative_to(REPO).as_posix() if linked.is_relative_to(REPO) else str(linked)
         if not linked.exists():
-            if relative not in PENDING:
-                broken.append(target)
+            broken.append(target)
             continue
         if anchor and linked.suffix == ".md" and anchor not in anchors(linked):
             broken.append(target)

@@ -793,6 +793,34 @@ def test_the_daemon_stops_with_exit_1_when_an_output_is_broken():
     assert 20 <= len(publisher.of("event")) < 40  # stopped within a second of loop time, not after 200 frames
 
 
+def test_opencv_is_quieted_through_the_api_each_release_has(monkeypatch):
+    """OpenCV 4.11+ has cv2.utils.logging; the <4.11 that install.sh pins beside Debian 12's NumPy 1.x (the
+    Raspberry Pi OS path, make pi-check RELEASE=bookworm) only a top-level cv2.setLogLevel: --check-config
+    crashed there with an AttributeError."""
+    import types
+
+    import cv2
+
+    from edge import logs
+
+    for name in ("OPENCV_LOG_LEVEL", "OPENCV_FFMPEG_LOGLEVEL"):  # set, then unset: both undone afterwards
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    before = cv2.utils.logging.getLogLevel()
+    try:
+        logs.quiet_native_libraries("INFO")  # this venv's OpenCV: the submodule
+        assert cv2.utils.logging.getLogLevel() == cv2.utils.logging.LOG_LEVEL_ERROR
+    finally:
+        cv2.utils.logging.setLogLevel(before)
+    calls = []
+    old_layout = types.SimpleNamespace(utils=types.SimpleNamespace(), setLogLevel=calls.append)  # 4.10's
+    monkeypatch.setitem(sys.modules, "cv2", old_layout)
+    logs.quiet_native_libraries("INFO")
+    assert calls == [cv2.utils.logging.LOG_LEVEL_ERROR]
+    logs.quiet_native_libraries("DEBUG")  # DEBUG leaves OpenCV as it is
+    assert calls == [cv2.utils.logging.LOG_LEVEL_ERROR]
+
+
 def test_opencv_and_ffmpeg_do_not_write_a_line_per_retry(tmp_path, tiny_model_path):
     """A stream that is down: FFmpeg and OpenCV wrote two lines of their own per failed open, past the log's
     once-per-episode rule (a camera away for a day: thousands). At DEBUG they still speak."""
@@ -819,27 +847,3 @@ def test_opencv_and_ffmpeg_do_not_write_a_line_per_retry(tmp_path, tiny_model_pa
             assert daemon.stderr.count("WARNING edge.capture.thread") == 1, daemon.stderr[-2000:]
         else:
             assert native, daemon.stderr[-2000:]
-
-
-@pytest.mark.parametrize("shape", ["cv2.utils.logging (4.11 on)", "cv2.setLogLevel (4.10, Bookworm's pin)"])
-def test_opencv_is_quieted_through_whichever_logging_api_its_wheel_has(monkeypatch, shape):
-    """Bookworm's install pins opencv-python-headless<4.11, whose cv2 has setLogLevel and no utils.logging; newer
-    wheels the other way round. Either way the daemon starts and OpenCV's level is ERROR (2)."""
-    import types
-
-    from edge import logs
-
-    levels = []
-    fake = types.ModuleType("cv2")
-    if shape.startswith("cv2.utils"):
-        fake.utils = types.SimpleNamespace(logging=types.SimpleNamespace(setLogLevel=levels.append))
-    else:
-        fake.utils = types.SimpleNamespace()
-        fake.setLogLevel = levels.append
-    monkeypatch.setitem(sys.modules, "cv2", fake)
-    for name in ("OPENCV_LOG_LEVEL", "OPENCV_FFMPEG_LOGLEVEL"):
-        monkeypatch.setenv(name, "unset")  # recorded, so what the call sets is undone after the test
-        monkeypatch.delenv(name)
-    logs.quiet_native_libraries("INFO")
-    assert levels == [2]
-    assert os.environ["OPENCV_LOG_LEVEL"] == "ERROR" and os.environ["OPENCV_FFMPEG_LOGLEVEL"] == "8"

@@ -26,6 +26,8 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=tools/debian-root.sh
+source "$REPO/tools/debian-root.sh"
 RELEASE=""
 X86_PYTHON=""
 CACHE=${PI_CHECK_CACHE:-${HOME:-/root}/.cache/emotion-edge/pi-check}
@@ -83,36 +85,12 @@ print_summary() {
     printf '  %s\n' "${SUMMARY[@]}"
     [ "$status" = 0 ] && echo "pi-check $RELEASE: PASS" || echo "pi-check $RELEASE: FAIL"
 }
-MOUNTS=()
-cleanup_mounts() {
-    local i
-    for ((i = ${#MOUNTS[@]} - 1; i >= 0; i--)); do umount -l "${MOUNTS[$i]}" 2>/dev/null || true; done
-    MOUNTS=()
-}
-# Mount points under a folder, deepest first (also ones a killed run left behind).
-mounts_under() { awk -v r="$1/" 'index($2, r) == 1 {print $2}' /proc/mounts | sort -r; }
 trap print_summary EXIT
 
 # --- tools ---------------------------------------------------------------------------------------------
 ensure_tools() {
-    local missing=()
-    command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)
-    command -v qemu-aarch64-static >/dev/null || missing+=(qemu-user-static)
-    if [ ${#missing[@]} -gt 0 ]; then
-        say "installing ${missing[*]} with apt"
-        apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null ||
-            fail_step "apt-get install ${missing[*]} failed"
-    fi
-    local misc=/proc/sys/fs/binfmt_misc
-    [ -e $misc/register ] || mount -t binfmt_misc binfmt_misc $misc || fail_step "cannot mount binfmt_misc"
-    if [ ! -e $misc/qemu-aarch64 ]; then
-        # The package's own registration (F: the interpreter is opened now, so it works inside a chroot).
-        local conf=/usr/lib/binfmt.d/qemu-aarch64.conf
-        [ -f $conf ] || fail_step "$conf missing (qemu-user-static too old?)"
-        grep -v '^#' $conf | head -n 1 >$misc/register || fail_step "cannot register $conf"
-    fi
-    grep -qx enabled $misc/qemu-aarch64 || echo 1 >$misc/qemu-aarch64
-    grep -q '^flags:.*F' $misc/qemu-aarch64 || fail_step "qemu-aarch64 is registered without the F flag"
+    ensure_apt_tools mmdebstrap:mmdebstrap qemu-aarch64-static:qemu-user-static
+    ensure_binfmt_aarch64
     done_step "$(qemu-aarch64-static --version | head -n 1), mmdebstrap $(mmdebstrap --version | cut -d' ' -f2)"
 }
 
@@ -123,54 +101,22 @@ readme_apt_packages() {
         sed -n 's/^sudo apt install -y \([^#]*\).*/\1/p' | tr ' ' '\n' | grep -v '^-' | grep -v '^$' | sort -u
 }
 
-# The mirror the host's apt uses (deb822 or one-line sources), for the root.
-host_mirror() {
-    local uri
-    uri=$(grep -rhs '^URIs:' /etc/apt/sources.list.d/*.sources | awk '{print $2}' | grep -m1 '/debian/\?$' || true)
-    [ -n "$uri" ] || uri=$(grep -rhs '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list |
-        awk '{print $2}' | grep -m1 '/debian/\?$' || true)
-    echo "${uri:-http://deb.debian.org/debian}"
-}
-
 build_root() {
-    local mirror key extra
-    mirror=$(host_mirror)
+    local key packages
     # systemd (its systemctl enables the unit offline), sudo and useradd (passwd: not in Trixie's required set)
     # as on Raspberry Pi OS.
-    extra="ca-certificates,passwd,sudo,systemd,python3"
-    key=$(printf '%s\n' "$RELEASE" "$mirror" "$extra" "${APT_PACKAGES[@]}" | sha256sum | cut -c1-12)
+    packages="ca-certificates,passwd,sudo,systemd,python3,$(IFS=,; echo "${APT_PACKAGES[*]}")"
+    # apt lists kept for the apt step.
+    key=$(debian_root_key "$RELEASE" main "$packages" --skip=cleanup/apt/lists)
     BASE=$CACHE/$RELEASE-$key.base
     if [ -d "$BASE" ] && [ "$REBUILD" = 0 ]; then
         done_step "cached $BASE ($(du -sh "$BASE" 2>/dev/null | cut -f1))"
         return
     fi
-    mkdir -p "$CACHE"
-    say "building the $RELEASE arm64 root from $mirror (emulated: ~15 min)"
-    # Security and updates, as an installed system has them; apt lists kept for the apt step.
-    local security=${mirror%/debian*}/debian-security
-    local m
-    for m in $(mounts_under "$BASE.tmp"); do umount -l "$m" || true; done  # a killed mmdebstrap's
-    rm -rf --one-file-system "$BASE.tmp"
-    nice -n 10 mmdebstrap --quiet --arch=arm64 --variant=apt --skip=cleanup/apt/lists \
-        --include="$extra,$(IFS=,; echo "${APT_PACKAGES[*]}")" "$RELEASE" "$BASE.tmp" \
-        "deb $mirror $RELEASE main" "deb $mirror $RELEASE-updates main" \
-        "deb $security $RELEASE-security main" >"$CACHE/$RELEASE-build.log" 2>&1 ||
-        { rm -rf "$BASE.tmp"; fail_step "mmdebstrap failed: see $CACHE/$RELEASE-build.log"; }
-    rm -rf "$BASE"
-    mv "$BASE.tmp" "$BASE"
+    say "building the $RELEASE arm64 root from $(host_mirror) (emulated: ~15 min)"
+    debian_root_build "$RELEASE" "$BASE" "$CACHE/$RELEASE-build.log" main "$packages" --skip=cleanup/apt/lists ||
+        fail_step "mmdebstrap failed: see $CACHE/$RELEASE-build.log"
     done_step "built $BASE ($(du -sh "$BASE" 2>/dev/null | cut -f1))"
-}
-
-# A Raspberry Pi 4's /proc/cpuinfo (BCM2711, four Cortex-A72: CPU part 0xd08).
-pi4_cpuinfo() {
-    local n
-    for n in 0 1 2 3; do
-        printf 'processor\t: %s\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd evtstrm crc32 cpuid\n' "$n"
-        printf 'CPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: 0x0\nCPU part\t: 0xd08\n'
-        printf 'CPU revision\t: 3\n\n'
-    done
-    printf 'Hardware\t: BCM2835\nRevision\t: c03111\nSerial\t\t: 100000000000pi4c\n'
-    printf 'Model\t\t: Raspberry Pi 4 Model B Rev 1.1\n'
 }
 
 prepare_root() {
@@ -183,11 +129,8 @@ prepare_root() {
     rm -rf --one-file-system "$R"
     mkdir -p "$R"
     nice -n 10 cp -a "$BASE/." "$R/"
-    mount -t proc proc "$R/proc" && MOUNTS+=("$R/proc")
     pi4_cpuinfo >"$CACHE/cpuinfo-pi4"
-    mount --bind "$CACHE/cpuinfo-pi4" "$R/proc/cpuinfo" && MOUNTS+=("$R/proc/cpuinfo")
-    mount --rbind /dev "$R/dev" && MOUNTS+=("$R/dev")
-    mount -t sysfs sysfs "$R/sys" && MOUNTS+=("$R/sys")
+    mount_for_chroot "$R" "$CACHE/cpuinfo-pi4"
     mkdir -p "$CACHE/pip-$RELEASE" "$R/root/.cache/pip"
     mount --bind "$CACHE/pip-$RELEASE" "$R/root/.cache/pip" && MOUNTS+=("$R/root/.cache/pip")
     cp -L /etc/resolv.conf "$R/etc/resolv.conf"

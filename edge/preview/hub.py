@@ -19,6 +19,7 @@ import statistics
 import threading
 import time
 
+from edge.notices import read_notices
 from edge.preview import overlay
 from edge.stats import cpu_temp_c, rss_mb
 
@@ -78,6 +79,7 @@ class PreviewHub:
         self.frames_drawn = 0
         self.frames_skipped = 0
         self.viewer_drops = 0
+        self.notices = read_notices()  # the image's settings step, read once: it runs before the daemon
         self._thread = threading.Thread(target=self._encode_loop, name="preview-encoder", daemon=True)
 
     def start(self) -> PreviewHub:
@@ -250,4 +252,5 @@ class PreviewHub:
                 "draw_ms_p50": round(statistics.median(draw_ms), 2) if draw_ms else None,
             },
             "events": events,
+            "notices": self.notices,
         }
