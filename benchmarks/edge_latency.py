@@ -37,6 +37,7 @@ from edge.capture import Frame  # noqa: E402
 from edge.classify import EmotionClassifier  # noqa: E402
 from edge.config import Config  # noqa: E402
 from edge.detect import make_detector  # noqa: E402
+from edge.emit import EventMaker  # noqa: E402
 from edge.pipeline import FrameProcessor  # noqa: E402
 from edge.preprocess import faces_to_batch  # noqa: E402
 from edge.publish.stdout import StdoutPublisher  # noqa: E402
@@ -88,11 +89,13 @@ def measure(spec: str, args, classifier, model_name: str) -> dict:
         "two faces": facesdata.two_faces_frame(),
     }.items():
         processor = FrameProcessor(config, classifier, detector, "bench")
+        events = EventMaker(config, classifier.labels, "bench")
         counter = iter(range(10**9))
 
-        def one_frame(image=image, processor=processor, counter=counter):
-            result = processor.process(Frame(image, next(counter), time.time()))
-            publisher.publish_event(result.event)
+        def one_frame(image=image, processor=processor, events=events, counter=counter):
+            frame = Frame(image, next(counter), time.time())
+            result = processor.process(frame)
+            publisher.publish_event(events.make(frame, result, time.monotonic()))
             return result
 
         faces = len(one_frame().faces)

@@ -35,6 +35,7 @@ from edge.capture import Frame  # noqa: E402
 from edge.classify import EmotionClassifier  # noqa: E402
 from edge.config import Config, PreviewConfig  # noqa: E402
 from edge.detect import make_detector  # noqa: E402
+from edge.emit import EventMaker  # noqa: E402
 from edge.pipeline import FrameProcessor  # noqa: E402
 from edge.preview.server import start_preview  # noqa: E402
 from edge.stats import StatsCollector  # noqa: E402
@@ -62,7 +63,7 @@ def viewer(port: int, stop: threading.Event, received: list[int]) -> None:
     conn.close()
 
 
-def run_mode(mode: str, frames: int, fps: float, processor, preview, port: int) -> dict:
+def run_mode(mode: str, frames: int, fps: float, processor, events, preview, port: int) -> dict:
     viewers = MODES.index(mode) - 1 if mode.startswith("page open") else 0
     stop, received, threads = threading.Event(), [0], []
     for _ in range(viewers):
@@ -82,11 +83,13 @@ def run_mode(mode: str, frames: int, fps: float, processor, preview, port: int) 
         time.sleep(max(0.0, due - time.perf_counter()))
         capture.captured += 1
         start = time.perf_counter()
-        result = processor.process(Frame(image, index, time.time()))
+        frame = Frame(image, index, time.time())
+        result = processor.process(frame)
+        event = events.make(frame, result, time.monotonic())
         stats.record(result.timings_ms, len(result.faces))
         offered = time.perf_counter()
         if hook is not None:
-            hook.offer(SimpleNamespace(image=image, index=index), result, stats, capture)
+            hook.offer(SimpleNamespace(image=image, index=index), result, stats, capture, event)
         done = time.perf_counter()
         loop_ms.append((done - start) * 1000)
         offer_us.append((done - offered) * 1e6)
@@ -118,6 +121,7 @@ def main() -> int:
     port = free_port()
     config.preview = PreviewConfig(enabled=True, port=port, max_fps=args.max_fps)
     processor = FrameProcessor(config, classifier, make_detector(config.detector), "bench")
+    events = EventMaker(config, classifier.labels, "bench")
     preview = start_preview(config, "bench", classifier.labels, publishers=[])
     print("command:", " ".join([Path(sys.executable).name, *sys.argv]))
     print(f"640x480, one face, {args.fps:g} fps in, haar every {config.detector.every_n_frames} frames, "
@@ -126,7 +130,7 @@ def main() -> int:
     try:
         for round_index in range(args.rounds):
             for mode in MODES[round_index % 4 :] + MODES[: round_index % 4]:  # each mode in each position
-                results[mode].append(run_mode(mode, args.frames, args.fps, processor, preview, port))
+                results[mode].append(run_mode(mode, args.frames, args.fps, processor, events, preview, port))
     finally:
         preview.close()
     for mode, runs in results.items():

@@ -237,7 +237,13 @@ class Daemon:
 
             snapshots = SnapshotWriter(self.config.debug.snapshot_dir, self.config.debug.snapshot_limit)
         self.emitter = Emitter(
-            self.config, processor.labels, self.publishers, processor.forget_faces, now, snapshots
+            self.config,
+            processor.labels,
+            processor_source(processor),
+            self.publishers,
+            processor.forget_faces,
+            now,
+            snapshots,
         )
         self._stats = StatsCollector(clock=self.clock)
         self._stats_due = Every(self.config.stats.interval_s, now)
@@ -257,7 +263,7 @@ class Daemon:
                     waiting = False
                 self._stats.record(step.timings, len(step.result.faces))
                 if self.preview is not None:  # hands over references only; drawing happens in its own thread
-                    self.preview.offer(step.frame, step.result, self._stats, capture)
+                    self.preview.offer(step.frame, step.result, self._stats, capture, step.event)
             if step is not None or (
                 capture.is_alive() and capture.busy_for() < (self._watchdog.interval or 0)
             ):

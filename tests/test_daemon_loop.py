@@ -122,9 +122,11 @@ class RecordingPublisher(Publisher):
 class RecordingPreview:
     def __init__(self):
         self.offers = []
+        self.events = []
 
-    def offer(self, frame, result, stats, capture):
+    def offer(self, frame, result, stats, capture, event=None):
         self.offers.append((frame.index, result, stats.processed))
+        self.events.append(event)
 
 
 @pytest.fixture
@@ -150,7 +152,7 @@ def run_loop(script, pings=None, preview=None, error=None, busy_for=0.0, **secti
     daemon.preview = preview
     if pings is not None:
         notify.watchdog = lambda: pings.append(clock.now) or True  # undone by monkeypatch's fixture scope
-    processor = FrameProcessor(config, SceneClassifier(camera), SceneDetector(camera), "scripted", clock)
+    processor = FrameProcessor(config, SceneClassifier(camera), SceneDetector(camera), "scripted")
     daemon.serve(camera, processor, "scene", "scene")
     return daemon, publisher
 
@@ -271,8 +273,11 @@ def test_no_pings_while_the_capture_is_stuck_in_a_source_call(pings):
 
 def test_preview_is_offered_every_processed_frame(pings):
     preview = RecordingPreview()
-    run_loop([[(FACE, HAPPY)]] * 3 + [None] + [[]] * 2, preview=preview)
+    _, out = run_loop([[(FACE, HAPPY)]] * 3 + [None] + [[]] * 2, preview=preview)
     assert [index for index, _, _ in preview.offers] == [0, 1, 2, 3, 4]
+    # The page gets the very events that were published (the face appeared on frame 0), and no others.
+    assert [event for event in preview.events if event is not None] == [e for _, e in out.of("event")]
+    assert preview.events[0] is out.of("event")[0][1] and preview.events[1:3] == [None, None]
     # Frames 3-4 find no face: its track waits (not left yet), but no face is in view to draw.
     assert [len(result.faces) for _, result, _ in preview.offers] == [1, 1, 1, 0, 0]
     assert [processed for _, _, processed in preview.offers] == [1, 2, 3, 4, 5]  # recorded before the offer

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from importlib import resources
+from types import SimpleNamespace
 
 import cv2
 import jsonschema
@@ -17,6 +19,7 @@ from edge.capture import Frame, open_source
 from edge.classify import EmotionClassifier
 from edge.config import Config
 from edge.detect import make_detector
+from edge.emit import EventMaker
 from edge.pipeline import FrameProcessor
 from edge.preprocess import faces_to_batch
 from edge.stats import STAGES, StatsCollector
@@ -34,6 +37,21 @@ def classifier(tiny_model_path):
     return EmotionClassifier(tiny_model_path, num_threads=1)
 
 
+class Pipeline:
+    """The daemon's per-frame path without publishers: FrameProcessor, then edge/emit.py's EventMaker, as the
+    loop runs them. `process(frame)` returns the processor's result with the frame's `event` (or None)."""
+
+    def __init__(self, config, classifier, source_id):
+        self.processor = FrameProcessor(config, classifier, make_detector(config.detector), source_id)
+        self.events = EventMaker(config, classifier.labels, source_id)
+        self.detector = self.processor.detector
+        self.faces_in_view = self.processor.faces_in_view
+
+    def process(self, frame):
+        result = self.processor.process(frame)
+        return SimpleNamespace(**vars(result), event=self.events.make(frame, result, time.monotonic()))
+
+
 def make_processor(classifier, source_id="test", **sections):
     config = Config()
     config.device_id = "test-pi"
@@ -41,7 +59,7 @@ def make_processor(classifier, source_id="test", **sections):
     config.detector = replace(config.detector, every_n_frames=1)
     for name, changes in sections.items():
         setattr(config, name, replace(getattr(config, name), **changes))
-    return FrameProcessor(config, classifier, make_detector(config.detector), source_id)
+    return Pipeline(config, classifier, source_id)
 
 
 def face_at(event, box):
@@ -320,13 +338,14 @@ def test_a_face_not_found_again_is_not_published_with_its_old_box(classifier):
     config.publish = replace(config.publish, policy="every")
     processor = FrameProcessor(config, classifier, make_detector(config.detector), "clip")
     recorder = Recorder()
-    emitter = Emitter(config, processor.labels, [recorder], processor.forget_faces, now=0.0)
+    emitter = Emitter(config, processor.labels, "clip", [recorder], processor.forget_faces, now=0.0)
     images, truths = facesdata.one_then_two_faces()
     for index, (image, truth) in enumerate(zip(images, truths, strict=True)):
         result = processor.process(frame(image, index))
         recorder.index = index
-        emitter.frame(frame(image, index), result, now=index / 15)
-        boxes = [f["box"] for f in result.event["faces"]]
+        event = emitter.frame(frame(image, index), result, now=index / 15)
+        assert recorder.events[-1] is event
+        boxes = [f["box"] for f in event["faces"]]
         # Every face published is one in view, where it is now: no stale box.
         assert all(max(iou(box, t) for t in truth) > 0.3 for box in boxes), (index, boxes, truth)
         assert len(boxes) <= len(truth), (index, boxes)

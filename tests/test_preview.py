@@ -182,8 +182,8 @@ def face(track_id=1, box=(40, 30, 60, 60), missing=0) -> FaceState:
     return FaceState(track_id, box, np.array([0.1, 0.8, 0.1]), 1, missing=missing)
 
 
-def result(faces, event=None):
-    return SimpleNamespace(faces=faces, event=event)
+def result(faces):
+    return SimpleNamespace(faces=faces)
 
 
 CAPTURE = SimpleNamespace(captured=10, dropped=1)
@@ -198,7 +198,7 @@ def test_hub_does_nothing_for_frames_while_nobody_watches():
     stats = StatsCollector()
     event = {"timestamp": "2026-11-29T10:00:00.000Z", "frame_index": 0,
              "faces": [{"track_id": 1, "emotion": "happy", "confidence": 0.8}], "changes": []}  # fmt: skip
-    hub.offer(frame(), result([face()], event), stats, CAPTURE)
+    hub.offer(frame(), result([face()]), stats, CAPTURE, event)
     assert hub._slot is None and hub._stats is None and hub.frames_drawn == 0  # no copy, no figures
     status = hub.status()  # the page's list is kept though: one reference per published event
     assert status["events"][0]["faces"] == [{"track_id": 1, "emotion": "happy", "confidence": 0.8}]

@@ -787,7 +787,7 @@ def test_the_daemon_stops_with_exit_1_when_an_output_is_broken():
     config.stats.interval_s = 0
     publisher = BreakingPublisher(clock)
     daemon = Daemon(config, publishers=[publisher], clock=clock)
-    processor = FrameProcessor(config, SceneClassifier(camera), SceneDetector(camera), "scripted", clock)
+    processor = FrameProcessor(config, SceneClassifier(camera), SceneDetector(camera), "scripted")
     daemon.serve(camera, processor, "scene", "scene")
     assert daemon.exit_code == 1 and daemon.stop_event.is_set()
     assert 20 <= len(publisher.of("event")) < 40  # stopped within a second of loop time, not after 200 frames

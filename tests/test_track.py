@@ -92,6 +92,20 @@ def test_a_missed_track_keeps_its_id_but_is_not_in_view_until_found_again():
     assert [t.track_id for t in tracker.visible()] == [1, 2]
 
 
+def test_a_detections_eyes_travel_with_its_track():
+    tracker = Tracker(LABELS)
+    left_eyes, moved_eyes = ((10.0, 20.0), (30.0, 20.0)), ((14.0, 21.0), (34.0, 21.0))
+    tracker.update([(0, 0, 50, 50), (200, 0, 50, 50)], probs([1, 0, 0], [0, 1, 0]), [left_eyes, None])
+    assert [(t.track_id, t.eyes) for t in tracker.tracks] == [(1, left_eyes), (2, None)]
+    tracker.update([(204, 0, 50, 50), (4, 1, 50, 50)], probs([0, 1, 0], [1, 0, 0]), [None, moved_eyes])
+    assert [(t.track_id, t.box, t.eyes) for t in tracker.visible()] == [
+        (1, (4, 1, 50, 50), moved_eyes),  # matched by overlap, not by list position: the newest eyes
+        (2, (204, 0, 50, 50), None),
+    ]
+    tracker.update([(4, 1, 50, 50)], probs([1, 0, 0]))  # a box-only detector (no eyes given): none kept
+    assert tracker.tracks[0].eyes is None
+
+
 def test_low_overlap_is_a_new_face():
     tracker = Tracker(LABELS, iou_threshold=0.5, max_missing_frames=0)
     tracker.update([(0, 0, 50, 50)], probs([1, 0, 0]))
