@@ -40,13 +40,8 @@ from convert.model_io import (
     to_model_order,
 )
 from convert.quantize import METADATA_NAME, convert_model, embed_metadata
-from edge.model_contract import (
-    ModelContract,
-    save_contract,
-    sidecar_path,
-    write_bytes_atomic,
-    write_text_atomic,
-)
+from edge.files import write_bytes_atomic, write_text_atomic
+from edge.model_contract import ModelContract, save_contract, sidecar_path
 from train.data import Dataset, load_dataset, stratified_sample
 from train.metrics import format_report
 

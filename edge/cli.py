@@ -175,7 +175,7 @@ def _bench(argv: list[str]) -> int:
         results = run_bench(config, args.source, frames=args.frames, warmup=args.warmup)
         print_out(format_bench(results) + "\n")
         if args.json:
-            from edge.model_contract import write_text_atomic
+            from edge.files import write_text_atomic
 
             try:
                 write_text_atomic(args.json, json.dumps(results, indent=2) + "\n")

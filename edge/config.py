@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from edge.model_contract import not_utf8_hint, path_problem, read_text_limited
+from edge.files import not_utf8_hint, path_problem, read_secret, read_text_limited
 
 DEFAULT_CONFIG_PATH = "/etc/emotion-edge/config.yaml"
 ENV_PREFIX = "EMOTION_EDGE_"
@@ -625,30 +625,13 @@ def env_layer(environ: dict[str, str]) -> dict[str, Any]:
     return layer
 
 
-def read_secret(path: Path, key: str, what: str) -> str | None:
-    """A secret file's text (a password, a token), or None when it does not exist. Any other failure is a
-    ConfigError naming `key`; the file is read at most MAX_TEXT_BYTES, so /dev/zero is an error, not a hang."""
-    try:
-        return read_text_limited(path, what)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise ConfigError(f"{key}: cannot read {what} {path}: {exc.strerror}") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(
-            f"{key}: {what} {path} is not UTF-8 text (byte {exc.start}): {not_utf8_hint(exc)}"
-        ) from None
-    except ValueError as exc:
-        raise ConfigError(f"{key}: {exc}") from None
-
-
 def _credential_password(environ: dict[str, str]) -> str | None:
     directory = environ.get("CREDENTIALS_DIRECTORY")
     if not directory:
         return None
     # install.sh always creates the file (LoadCredential= fails the unit when it is missing),
     # so an empty file means "no password", not an empty one.
-    text = read_secret(Path(directory) / CREDENTIAL_NAME, "mqtt.password", "credential")
+    text = read_secret(Path(directory) / CREDENTIAL_NAME, "mqtt.password", "credential", ConfigError)
     return (text or "").rstrip("\r\n") or None
 
 

@@ -34,8 +34,8 @@ from pathlib import Path
 from edge import logs, notify
 from edge.config import Config, check_files
 from edge.emit import CAMERA_AWAY_S, Emitter, Every
+from edge.files import path_problem
 from edge.loop import FrameLoop
-from edge.model_contract import path_problem
 from edge.publish.base import PublishError
 from edge.stats import StatsCollector, delivery_figures, format_stats
 

@@ -154,7 +154,8 @@ def test_int8_accuracy_close_to_float(converted, dataset, float_probs):
 def test_contract_travels_to_what_the_daemon_reads(converted, keras_model_path):
     from convert.quantize import METADATA_NAME, read_metadata
     from edge.classify import EmotionClassifier
-    from edge.model_contract import file_sha256, load_contract
+    from edge.files import file_sha256
+    from edge.model_contract import load_contract
 
     source = load_contract(keras_model_path)
     classifier = EmotionClassifier(converted)

@@ -222,7 +222,7 @@ def test_a_path_the_service_user_may_not_enter_says_so(tmp_path):
         result, f"model.path: model file {private}/m.tflite cannot be reached: permission denied"
     )
     home = Path("/home") / ("no-such-user-" + "x" * 8) / "m.tflite"
-    from edge.model_contract import path_problem
+    from edge.files import path_problem
 
     assert path_problem(home).endswith("does not exist")  # the hint is only for permission denied
 
@@ -693,7 +693,8 @@ def _model_copy(tmp_path: Path, keep_sha256: bool = True) -> Path:
 
 
 def test_the_shipped_models_carry_the_checksum_of_their_file():
-    from edge.model_contract import file_sha256, load_contract
+    from edge.files import file_sha256
+    from edge.model_contract import load_contract
 
     for model in (REPO / "edge" / "models" / "default.tflite", REPO / "tests" / "data" / "tiny.tflite"):
         assert load_contract(model).sha256 == file_sha256(model)
@@ -724,7 +725,8 @@ def test_a_contract_without_a_checksum_still_loads_and_says_nothing_is_checked(t
 
 
 def test_save_contract_writes_the_model_files_checksum(tmp_path):
-    from edge.model_contract import ContractError, ModelContract, file_sha256, load_contract, save_contract
+    from edge.files import file_sha256
+    from edge.model_contract import ContractError, ModelContract, load_contract, save_contract
 
     model = tmp_path / "x.tflite"
     save_contract(model, ModelContract(labels=["a", "b"]))  # before the model exists: none to write

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.model_contract import file_sha256, load_contract
+from edge.files import file_sha256
+from edge.model_contract import load_contract
 from tests.fakefaces import FER_LABELS, write_folder_dataset
 
 keras = pytest.importorskip("keras")

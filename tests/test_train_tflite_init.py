@@ -14,7 +14,8 @@ pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
 from edge.classify import EmotionClassifier  # noqa: E402
-from edge.model_contract import ModelContract, save_contract, write_bytes_atomic  # noqa: E402
+from edge.files import write_bytes_atomic  # noqa: E402
+from edge.model_contract import ModelContract, save_contract  # noqa: E402
 from tests.fakefaces import FER_LABELS, make_faces  # noqa: E402
 from train.model import make_model  # noqa: E402
 from train.tflite_init import TfliteInitError, copy_tflite_weights  # noqa: E402

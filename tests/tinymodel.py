@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from edge.align import DEFAULT_BOX_MARGIN, DEFAULT_FRAMING
-from edge.model_contract import ModelContract, save_contract, write_bytes_atomic
+from edge.files import write_bytes_atomic
+from edge.model_contract import ModelContract, save_contract
 from tests.fakefaces import FER_LABELS, make_faces
 
 INPUT_SIZE = 48

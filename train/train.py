@@ -245,7 +245,7 @@ def warm_start_model(config: TrainConfig, data: RunData):
 def prepare_run_dir(run_dir: Path, config: TrainConfig, resume: bool) -> None:
     """Only now the run directory is created, or a previous run in it replaced: bad data, a bad teacher or a
     bad --init left nothing behind, and destroyed nothing."""
-    from edge.model_contract import write_text_atomic
+    from edge.files import write_text_atomic
 
     if not resume:
         remove_run_files(run_dir)

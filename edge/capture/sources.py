@@ -27,7 +27,7 @@ from edge.capture.imagefile import (
     load_image,
 )
 from edge.config import SourceConfig
-from edge.model_contract import path_problem
+from edge.files import path_problem
 
 log = logging.getLogger(__name__)
 
