@@ -666,7 +666,8 @@ def _check_combinations(config: Config) -> None:
 
 
 def check_files(config: Config) -> None:
-    """Files named by the config must exist (for --check-config and before connecting)."""
+    """Files named by the config must exist (for --check-config and before connecting). The preview's token
+    file is checked by edge.preview.auth.load_token, which edge.daemon.load_components calls."""
     tls = config.mqtt.tls
     if tls.enabled:
         for key in ("ca_certs", "certfile", "keyfile"):
@@ -684,10 +685,6 @@ def check_files(config: Config) -> None:
         problem = check_snapshot_dir(config.debug.snapshot_dir)
         if problem:
             raise ConfigError(f"debug.snapshot_dir: {problem}")
-    if config.preview.enabled:
-        from edge.preview.auth import load_token  # raises ConfigError for a bind the token rules refuse
-
-        load_token(config.preview)
 
 
 def check_snapshot_dir(directory: str) -> str | None:

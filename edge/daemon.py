@@ -85,6 +85,10 @@ def load_components(config: Config):
     from edge.model_contract import ContractError
 
     check_files(config)
+    if config.preview.enabled:
+        from edge.preview.auth import load_token  # raises ConfigError for a bind the token rules refuse
+
+        load_token(config.preview)
     if config.device_id in SHARED_HOSTNAMES and "mqtt" in config.publish.outputs:
         log.warning(
             "device_id %r is a stock host name: two devices with it share MQTT topics, the client id (the "

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge.capture.sources import Frame
+from edge.capture.base import Frame
 from edge.emit import face_dicts
 from edge.preprocess import faces_to_batch
 from edge.track import FaceState, Tracker

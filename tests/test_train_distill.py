@@ -13,6 +13,7 @@ from tests.fakefaces import FER_LABELS, make_faces, write_folder_dataset
 
 keras = pytest.importorskip("keras")
 
+from train.batches import make_train_dataset  # noqa: E402
 from train.cli import main  # noqa: E402
 from train.distill import (  # noqa: E402
     Teacher,
@@ -21,7 +22,7 @@ from train.distill import (  # noqa: E402
     check_teachers,
     teacher_model_paths,
 )
-from train.pipeline import PipelineSettings, make_train_dataset  # noqa: E402
+from train.pipeline import PipelineSettings  # noqa: E402
 from train.pipeline_numpy import NumpyTrainBatches  # noqa: E402
 
 

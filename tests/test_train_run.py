@@ -245,7 +245,8 @@ def first_epoch_batches(global_seed: int) -> set[tuple[int, ...]]:
     """Which images (by index) the first epoch puts in each batch, in batch order. A set: the batches
     themselves are fixed by the shuffle, but the pipeline's map runs batches in parallel and non-deterministic
     (deterministic=False), so on a loaded machine the second batch can come out first."""
-    from train.pipeline import PipelineSettings, make_train_dataset
+    from train.batches import make_train_dataset
+    from train.pipeline import PipelineSettings
 
     keras.utils.set_random_seed(global_seed)
     images = np.repeat(np.arange(64, dtype=np.uint8), 48 * 48).reshape(64, 48, 48)  # pixel value = index

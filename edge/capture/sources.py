@@ -12,12 +12,12 @@ import logging
 import os
 import re
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from edge.capture.base import Frame, Source, SourceError
 from edge.capture.imagefile import (
     ImageRefused,
     ImageUnreadable,
@@ -42,37 +42,6 @@ _URL = re.compile(r"^(rtsp|rtsps|rtmp|http|https)://", re.IGNORECASE)
 _PICAMERA = re.compile(r"^picamera2(?::(\d+))?$")
 # Network streams: give up on a dead connection instead of blocking the capture thread for FFmpeg's 30 s.
 _STREAM_TIMEOUT_MS = 5000
-
-
-class SourceError(RuntimeError):
-    """A source cannot be opened or has failed; the message names the source and the reason."""
-
-
-@dataclass
-class Frame:
-    image: np.ndarray  # as decoded: BGR, gray, or BGRA
-    index: int  # 0-based, in order of the source
-    timestamp: float  # time.time() at capture
-    file: str | None = None  # file name (basename) for image files/folders, else None
-
-
-class Source:
-    """One open frame source. `read()` returns the next Frame, or None when a finite source has ended."""
-
-    source_id: str = ""
-    live: bool = False
-
-    def read(self) -> Frame | None:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 # The config's defaults, for callers that have no config (tests, scripts).

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from edge.capture.sources import Frame, Source, SourceError
+from edge.capture.base import Frame, Source, SourceError
 
 log = logging.getLogger(__name__)
 
