@@ -107,7 +107,7 @@ model: $(VENV)/.installed $(V2_MODEL)
 	$(VENV)/bin/emotion-convert $(V3_RUN) --data $(FER) --out $(V3_RUN)/default.tflite
 	$(VENV)/bin/emotion-convert evaluate --model $(V3_RUN)/model.keras --compare $(V3_RUN)/default.tflite \
 		--data $(FER) --split test --soft-labels $(FERPLUS) --tta-flip --json $(V3_RUN)/evaluation.json
-	$(VENV)/bin/python benchmarks/photo_accuracy.py --data $(V3_PHOTOS) --split held-out \
+	$(VENV)/bin/python -m benchmarks.photo_accuracy --data $(V3_PHOTOS) --split held-out \
 		--model $(V3_RUN)/default.tflite --per-label --json $(V3_RUN)/photos-held-out.json
 	mkdir -p edge/models
 	cp $(V3_RUN)/default.tflite $(V3_RUN)/default.json edge/models/
@@ -127,7 +127,7 @@ model-v2: $(VENV)/.installed
 	$(VENV)/bin/emotion-convert $(MODEL_RUN) --data $(FER) --out $(MODEL_RUN)/default.tflite
 	$(VENV)/bin/emotion-convert evaluate --model $(MODEL_RUN)/model.keras --compare $(MODEL_RUN)/default.tflite \
 		--data $(FER) --split test --tta-flip --json $(MODEL_RUN)/evaluation.json
-	$(if $(PHOTOS),$(VENV)/bin/python benchmarks/photo_accuracy.py --data $(PHOTOS) --split held-out \
+	$(if $(PHOTOS),$(VENV)/bin/python -m benchmarks.photo_accuracy --data $(PHOTOS) --split held-out \
 		--model $(MODEL_RUN)/default.tflite --per-label --json $(MODEL_RUN)/photos-held-out.json)
 	mkdir -p edge/models
 	cp $(MODEL_RUN)/default.tflite $(MODEL_RUN)/default.json edge/models/

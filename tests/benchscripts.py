@@ -1,25 +1,28 @@
-"""The benchmark scripts (benchmarks/NAME.py) as their tests use them: run as a user runs them, or loaded as a
-module to call one of their functions."""
+"""The benchmarks (benchmarks/NAME.py) as their tests use them: run as a user runs them, or imported to call
+one of their functions."""
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import subprocess
 import sys
 from pathlib import Path
 
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+REPO = Path(__file__).resolve().parent.parent
 
 
-def run(name: str, *args, timeout: float = 240) -> subprocess.CompletedProcess:
-    """`python benchmarks/NAME.py ARGS...` in a subprocess, output captured as text."""
-    command = [sys.executable, str(BENCHMARKS / f"{name}.py"), *map(str, args)]
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+def command(name: str, *args) -> list[str]:
+    """`python -m benchmarks.NAME ARGS...`, run from the repository root."""
+    return [sys.executable, "-m", f"benchmarks.{name}", *map(str, args)]
+
+
+def run(name: str, *args, timeout: float = 240, **kwargs) -> subprocess.CompletedProcess:
+    """`python -m benchmarks.NAME ARGS...` in a subprocess from the repository root, output captured as text."""
+    return subprocess.run(
+        command(name, *args), capture_output=True, text=True, timeout=timeout, cwd=REPO, **kwargs
+    )
 
 
 def load(name: str):
     """benchmarks/NAME.py imported as a module (its main() does not run)."""
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(f"benchmarks.{name}")

@@ -40,11 +40,11 @@ def trained_tiny_model_path(tmp_path_factory):
 # --- MQTT broker (daemon helper) ------------------------------------------------------------------------
 @pytest.fixture
 def mosquitto(tmp_path):
-    """A real Mosquitto broker on a free 127.0.0.1 port (tests/mosquitto.py), stopped after the test.
+    """A real Mosquitto broker on a free 127.0.0.1 port (testbed/mosquitto.py), stopped after the test.
 
     Skips only when the binary is not installed (`.ci/run` installs it): `apt install mosquitto`.
     """
-    from tests.mosquitto import MosquittoBroker, find_mosquitto
+    from testbed.mosquitto import MosquittoBroker, find_mosquitto
 
     binary = find_mosquitto()
     if binary is None:

@@ -10,7 +10,7 @@ from edge.align import Framing, cut_aligned, eye_angle, eye_transform
 from edge.config import DetectorConfig
 from edge.detect import make_detector
 from edge.model_contract import ContractError, ModelContract
-from tests import facesdata
+from testbed import facesdata
 
 FRAMING = Framing(eye_distance=0.36, eye_y=0.43)
 

@@ -9,7 +9,7 @@ import pytest
 from edge.bench import STAGES, format_bench, run_bench
 from edge.config import Config
 from edge.daemon import FatalError
-from tests import facesdata
+from testbed import facesdata
 
 
 def bench_config(model_path):

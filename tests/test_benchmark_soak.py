@@ -1,4 +1,4 @@
-"""benchmarks/daemon_soak.py, shortened: the script works, and the daemon it drives recovers from both outages.
+"""python -m benchmarks.daemon_soak, shortened: the script works, and the daemon it drives recovers from both outages.
 
 docs/reliability.md quotes a long run of it; this keeps the script from rotting and checks what it measures
 is real: the broker and the camera are each taken away and the daemon's events come back after both; a
@@ -8,23 +8,21 @@ broker outage longer than the buffer drops events, and every event is either on 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
-from tests.daemonproc import REPO, daemon_env
+from testbed.daemonproc import daemon_env
+from tests import benchscripts
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_a_short_soak_sees_events_return_after_each_outage(mosquitto, tiny_model_path, tmp_path):
     out = tmp_path / "soak.json"
-    command = [sys.executable, str(REPO / "benchmarks" / "daemon_soak.py"), "--minutes", "0.75",
-               "--broker-every", "12", "--camera-every", "20", "--outage", "2", "--warmup", "5",
-               "--long-outage", "6", "--buffer", "20", "--flaky", "5",
-               "--sample", "1", "--model", str(tiny_model_path), "--json", str(out)]  # fmt: skip
-    result = subprocess.run(command, env=daemon_env(), capture_output=True, text=True, timeout=240)
+    result = benchscripts.run("daemon_soak", "--minutes", "0.75", "--broker-every", "12", "--camera-every", "20",
+                              "--outage", "2", "--warmup", "5", "--long-outage", "6", "--buffer", "20",
+                              "--flaky", "5", "--sample", "1", "--model", tiny_model_path, "--json", out,
+                              env=daemon_env())  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     report = json.loads(out.read_text())
     kinds = [outage["kind"] for outage in report["outages"]]

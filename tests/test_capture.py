@@ -19,8 +19,8 @@ from edge.capture import (
     open_source,
     reusing_factory,
 )
-from tests import facesdata
-from tests.mosquitto import wait_until
+from testbed import facesdata
+from testbed.mosquitto import wait_until
 
 
 def test_folder_source_sorted_names_skipping_non_images(tmp_path, caplog):

@@ -9,7 +9,7 @@ import sys
 import jsonschema
 import pytest
 
-from tests.daemonproc import (
+from testbed.daemonproc import (
     SCHEMA_PATH,
     DaemonProcess,
     daemon_args,
@@ -18,7 +18,7 @@ from tests.daemonproc import (
     write_face_video,
     write_photo_folder,
 )
-from tests.mosquitto import wait_until
+from testbed.mosquitto import wait_until
 
 
 def _events(stdout: str) -> list[dict]:

@@ -14,9 +14,9 @@ import time
 import pytest
 
 from edge.daemon import CAMERA_AWAY_S
-from tests import facesdata
-from tests.daemonproc import DaemonProcess, MjpegServer, daemon_args, live_frame, write_config
-from tests.mosquitto import Subscriber
+from testbed import facesdata
+from testbed.daemonproc import DaemonProcess, MjpegServer, daemon_args, live_frame, write_config
+from testbed.mosquitto import Subscriber
 
 BASE = "emotion/test-pi"
 
@@ -143,7 +143,7 @@ def test_broker_down_at_start_keeps_running_and_says_so_once(mosquitto, camera, 
 
 def test_photo_folder_over_mqtt_delivers_every_event_before_exit(mosquitto, tiny_model_path, tmp_path):
     """A short finite run can end before MQTT connects: its events must still be delivered, then `offline`."""
-    from tests.daemonproc import run_daemon, write_photo_folder
+    from testbed.daemonproc import run_daemon, write_photo_folder
 
     expected = write_photo_folder(tmp_path / "photos")
     args = daemon_args(_mqtt_config(tmp_path, mosquitto), tiny_model_path, str(tmp_path / "photos"),
@@ -162,7 +162,7 @@ def test_a_clip_of_one_face_then_two_never_counts_the_face_that_left(mosquitto, 
     of the first part is not found again, and no event or state shows it (once, frames 21-24 carried it with
     its old box and the retained state said face_count 3)."""
     from edge.track import iou
-    from tests.daemonproc import run_daemon
+    from testbed.daemonproc import run_daemon
 
     images, truths = facesdata.one_then_two_faces()
     video = facesdata.write_video(tmp_path / "clip.avi", images)

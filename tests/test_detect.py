@@ -12,7 +12,7 @@ from edge.config import DetectorConfig
 from edge.detect import DetectorError, make_detector
 from edge.detect.blazeface import VARIANTS, make_anchors, weighted_nms
 from edge.detect.cascade import find_cascade
-from tests import facesdata
+from testbed import facesdata
 
 
 def iou(a, b) -> float:

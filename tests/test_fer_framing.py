@@ -7,7 +7,8 @@ import json
 import cv2
 import pytest
 
-from tests import benchscripts, facesdata
+from testbed import facesdata
+from tests import benchscripts
 
 
 def test_eyes_of_tight_crops_are_measured_in_crop_units(tmp_path):

@@ -16,9 +16,9 @@ import pytest
 from edge.cli import main
 from edge.config import load_config
 from edge.publish.homeassistant import discovery_messages
-from tests.daemonproc import daemon_env, write_config, write_photo_folder
+from testbed.daemonproc import daemon_env, write_config, write_photo_folder
+from testbed.mosquitto import Subscriber, free_port, publish_retained
 from tests.fakefaces import FER_LABELS
-from tests.mosquitto import Subscriber, free_port, publish_retained
 
 STATE = b'{"device_id":"kitchen-pi","face_count":0}'
 

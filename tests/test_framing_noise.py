@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from edge.align import DEFAULT_FRAMING
+from testbed.facesdata import portrait
 from tests import benchscripts
-from tests.facesdata import portrait
 
 
 def load():

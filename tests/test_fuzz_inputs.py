@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemonproc import daemon_env
+from testbed.daemonproc import daemon_env
 
 REPO = Path(__file__).resolve().parent.parent
 

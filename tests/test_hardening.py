@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _cli(*args: str, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
-    from tests.daemonproc import daemon_env
+    from testbed.daemonproc import daemon_env
 
     if "stdout" not in kwargs:
         kwargs["capture_output"] = True
@@ -71,7 +71,7 @@ def test_good_names_still_pass():
 
 
 def test_long_host_name_fails_check_config_instead_of_killing_the_mqtt_thread(tmp_path):
-    from tests.daemonproc import write_config
+    from testbed.daemonproc import write_config
 
     config = write_config(tmp_path)
     result = _cli("--config", str(config), "--check-config", "--publish", "mqtt", "--mqtt-host",
@@ -101,7 +101,7 @@ def test_endless_config_file_is_refused_after_a_bounded_read():
 
 
 def test_non_utf8_password_from_the_environment_is_named_not_echoed(tmp_path):
-    from tests.daemonproc import write_config
+    from testbed.daemonproc import write_config
 
     env = {"EMOTION_EDGE_MQTT__USERNAME": "pi", "EMOTION_EDGE_MQTT__PASSWORD": "s\udcffcret"}
     result = _cli("--config", str(write_config(tmp_path)), "--check-config", env=env, text=True)
@@ -110,7 +110,7 @@ def test_non_utf8_password_from_the_environment_is_named_not_echoed(tmp_path):
 
 
 def test_bench_json_to_a_folder_and_forget_with_infinite_timeout(tmp_path):
-    from tests.daemonproc import write_config
+    from testbed.daemonproc import write_config
 
     config = str(write_config(tmp_path))
     photo = str(REPO / "edge" / "samples" / "astronaut_640x480.jpg")
@@ -169,7 +169,7 @@ def test_input_shape_error_prints_plain_integers(tmp_path):
 def test_live_run_piped_into_head_ends_cleanly(tmp_path):
     import shlex
 
-    from tests.daemonproc import MjpegServer, daemon_args, daemon_env, live_frame, write_config
+    from testbed.daemonproc import MjpegServer, daemon_args, daemon_env, live_frame, write_config
 
     model = REPO / "edge" / "models" / "default.tflite"
     with MjpegServer(live_frame(), fps=20) as camera:
@@ -185,7 +185,7 @@ def test_live_run_piped_into_head_ends_cleanly(tmp_path):
 
 @pytest.mark.parametrize("what", ["daemon", "print-config"])
 def test_stdout_closed_or_full_is_one_error_line(tmp_path, what):
-    from tests.daemonproc import daemon_env, write_config
+    from testbed.daemonproc import daemon_env, write_config
 
     args = ["--config", str(write_config(tmp_path))]
     if what == "daemon":
@@ -213,8 +213,8 @@ def test_stdout_closed_or_full_is_one_error_line(tmp_path, what):
 def test_sighup_is_a_clean_stop_that_publishes_offline(mosquitto, tmp_path):
     import signal
 
-    from tests.daemonproc import DaemonProcess, MjpegServer, daemon_args, live_frame, write_config
-    from tests.mosquitto import Subscriber
+    from testbed.daemonproc import DaemonProcess, MjpegServer, daemon_args, live_frame, write_config
+    from testbed.mosquitto import Subscriber
 
     config = write_config(tmp_path, f"mqtt:\n  host: {mosquitto.host}\n  port: {mosquitto.port}\n"
                                     "  discovery:\n    enabled: false\nstats:\n  interval_s: 0\n")  # fmt: skip
@@ -238,7 +238,7 @@ def test_sigterm_during_the_first_open_of_a_silent_stream_is_answered_at_once(tm
     import socket
     import time
 
-    from tests.daemonproc import DaemonProcess, daemon_args, write_config
+    from testbed.daemonproc import DaemonProcess, daemon_args, write_config
 
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
@@ -286,8 +286,8 @@ def test_installer_creates_nothing_world_writable_under_umask_000(tmp_path):
 
 
 def test_finite_run_whose_mqtt_delivered_nothing_exits_3(tmp_path, mosquitto):
-    from tests.daemonproc import daemon_args, run_daemon, write_config, write_photo_folder
-    from tests.mosquitto import MosquittoBroker, find_mosquitto
+    from testbed.daemonproc import daemon_args, run_daemon, write_config, write_photo_folder
+    from testbed.mosquitto import MosquittoBroker, find_mosquitto
 
     model = REPO / "edge" / "models" / "default.tflite"
     photos = tmp_path / "photos"
@@ -319,7 +319,7 @@ def test_a_silent_broker_is_not_blamed_on_client_certificates(caplog):
 
     from edge.config import MqttConfig
     from edge.publish.mqtt import MqttPublisher
-    from tests.mosquitto import wait_until
+    from testbed.mosquitto import wait_until
 
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))

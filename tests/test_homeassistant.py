@@ -14,8 +14,8 @@ from edge.config import Config, DiscoveryConfig, MqttConfig, PreviewConfig
 from edge.emit import CAMERA_AWAY, build_state
 from edge.publish.homeassistant import DIAGNOSTICS, attach, configuration_url, discovery_messages
 from edge.publish.mqtt import MqttPublisher, change_messages
+from testbed.mosquitto import Subscriber, wait_until
 from tests.fakefaces import FER_LABELS
-from tests.mosquitto import Subscriber, wait_until
 
 STATE_ENTITIES = {
     ("binary_sensor", "presence"),
@@ -360,7 +360,7 @@ def test_the_daemon_announces_itself_to_home_assistant(tmp_path, mosquitto, tiny
     import subprocess
     import sys
 
-    from tests.facesdata import write_photo_folder
+    from testbed.facesdata import write_photo_folder
 
     photos = tmp_path / "photos"
     write_photo_folder(photos)

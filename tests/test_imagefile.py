@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from edge.capture.imagefile import ImageRefused, header_size, load_image
-from tests.daemonproc import daemon_args, run_daemon, write_config
+from testbed.daemonproc import daemon_args, run_daemon, write_config
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL = REPO / "edge" / "models" / "default.tflite"

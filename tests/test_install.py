@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from edge.config import Config, load_config
-from tests.mosquitto import Subscriber, publish_retained
+from testbed.mosquitto import Subscriber, publish_retained
 
 REPO = Path(__file__).resolve().parents[1]
 INSTALL = REPO / "systemd" / "install.sh"

@@ -19,7 +19,7 @@ import pytest
 from edge.config import MqttConfig
 from edge.publish.base import to_json
 from edge.publish.mqtt import MqttPublisher
-from tests.daemonproc import (
+from testbed.daemonproc import (
     DaemonProcess,
     MjpegServer,
     daemon_args,
@@ -28,7 +28,7 @@ from tests.daemonproc import (
     write_config,
     write_photo_folder,
 )
-from tests.mosquitto import MosquittoBroker, Subscriber, find_mosquitto, wait_until
+from testbed.mosquitto import MosquittoBroker, Subscriber, find_mosquitto, wait_until
 
 DEVICE = "test-pi"
 BASE = f"emotion/{DEVICE}"
@@ -199,7 +199,7 @@ def test_a_mistyped_password_is_not_echoed_in_the_error(tmp_path):
 
 def test_forget_uses_the_configs_credentials_and_names_a_refusal(auth_broker, tmp_path, capsys):
     from edge.cli import main
-    from tests.mosquitto import publish_retained
+    from testbed.mosquitto import publish_retained
 
     publish_retained(auth_broker, {f"{BASE}/state": b"{}"}, username=USER, password=SECRET)
     broker = f"device_id: {DEVICE}\npublish:\n  outputs: [mqtt]\nmqtt:\n  host: {auth_broker.host}\n"

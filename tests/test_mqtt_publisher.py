@@ -10,7 +10,7 @@ import pytest
 
 from edge.config import MqttConfig
 from edge.publish.mqtt import MqttPublisher
-from tests.mosquitto import Subscriber, wait_until
+from testbed.mosquitto import Subscriber, wait_until
 from tests.slowlink import SlowLink
 
 DEVICE = "test-pi"

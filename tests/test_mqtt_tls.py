@@ -18,8 +18,8 @@ import pytest
 from edge.config import MqttConfig, TlsConfig
 from edge.publish.base import to_json
 from edge.publish.mqtt import MqttPublisher
-from tests.daemonproc import DaemonProcess, MjpegServer, daemon_args, live_frame, run_daemon, write_config
-from tests.mosquitto import MosquittoBroker, Subscriber, find_mosquitto, wait_until
+from testbed.daemonproc import DaemonProcess, MjpegServer, daemon_args, live_frame, run_daemon, write_config
+from testbed.mosquitto import MosquittoBroker, Subscriber, find_mosquitto, wait_until
 from tests.tlscerts import NO_TLS_TOOL, make_ca, make_tls_files, tls_backend
 
 DEVICE = "test-pi"

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from edge import notify
-from tests.mosquitto import wait_until
+from testbed.mosquitto import wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 WATCHDOG_USEC = 400_000  # the daemon pings every 0.2 s

@@ -10,7 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from tests import benchscripts, facesdata
+from testbed import facesdata
+from tests import benchscripts
 
 
 def write_photos(root: Path) -> Path:

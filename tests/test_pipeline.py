@@ -24,7 +24,7 @@ from edge.pipeline import FrameProcessor
 from edge.preprocess import faces_to_batch
 from edge.stats import STAGES, StatsCollector
 from edge.track import iou
-from tests import facesdata
+from testbed import facesdata
 
 
 @pytest.fixture(scope="module")

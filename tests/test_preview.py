@@ -23,8 +23,8 @@ from edge.preview.hub import PreviewHub
 from edge.preview.server import PreviewError, PreviewServer, start_preview
 from edge.stats import StatsCollector
 from edge.track import FaceState
-from tests.daemonproc import run_daemon, write_config
-from tests.facesdata import one_face_frame
+from testbed.daemonproc import run_daemon, write_config
+from testbed.facesdata import one_face_frame
 
 LABELS = ["angry", "happy", "sad"]
 TOKEN = "correct-horse-battery"

@@ -25,8 +25,8 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.daemonproc import DaemonProcess, MjpegServer, daemon_args, write_config
-from tests.facesdata import one_face_frame
+from testbed.daemonproc import DaemonProcess, MjpegServer, daemon_args, write_config
+from testbed.facesdata import one_face_frame
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"

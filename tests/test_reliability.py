@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemonproc import DaemonProcess, MjpegServer, daemon_args, daemon_env, live_frame, write_config
-from tests.mosquitto import Subscriber, wait_until
+from testbed.daemonproc import DaemonProcess, MjpegServer, daemon_args, daemon_env, live_frame, write_config
+from testbed.mosquitto import Subscriber, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 BASE = "emotion/test-pi"
@@ -380,7 +380,7 @@ def test_an_image_under_a_video_name_is_checked_as_an_image(tmp_path):
 def test_jfif_gif_and_unnamed_images_in_a_folder_are_used(tmp_path, tiny_model_path):
     import cv2
 
-    from tests.facesdata import one_face_frame
+    from testbed.facesdata import one_face_frame
 
     folder = tmp_path / "photos"
     folder.mkdir()
@@ -412,7 +412,7 @@ def test_a_folder_where_nothing_decodes_is_an_error_not_zero_events(tmp_path, ti
 
 
 def test_video_frames_over_the_pixel_limit_are_refused_before_decoding(tmp_path):
-    from tests.facesdata import write_face_video
+    from testbed.facesdata import write_face_video
 
     video = write_face_video(tmp_path / "clip.avi", n_frames=3)  # 640x480: 0.31 Mpx
     config = write_config(tmp_path, "stats:\n  interval_s: 0\nsource:\n  max_image_mpx: 0.1\n")
@@ -442,7 +442,7 @@ def test_a_live_stream_sending_frames_over_the_limit_is_refused_and_retried(tmp_
 
 
 def test_a_truncated_video_is_reported_with_what_was_read(tmp_path, tiny_model_path):
-    from tests.facesdata import write_face_video
+    from testbed.facesdata import write_face_video
 
     video = write_face_video(tmp_path / "clip.avi", n_frames=20)
     data = video.read_bytes()

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from edge.track import iou
-from tests import benchscripts, facesdata
+from testbed import facesdata
+from tests import benchscripts
 from tests.fakefaces import make_faces
 
 

@@ -162,7 +162,7 @@ os.execv(sys.executable, [sys.executable, "-m", "edge.cli", *sys.argv[1:]])
 
 
 def test_daemon_runs_without_writable_executable_memory(tmp_path, tiny_model_path):
-    from tests.facesdata import write_photo_folder
+    from testbed.facesdata import write_photo_folder
 
     photos = tmp_path / "photos"
     expected = write_photo_folder(photos)

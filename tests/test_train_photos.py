@@ -1,6 +1,6 @@
 """train/photos.py: the person-disjoint split and the daemon-cut crops of a labelled photo folder.
 
-Faces are scikit-image's astronaut (tests/facesdata.py), never the shared photo set."""
+Faces are scikit-image's astronaut (testbed/facesdata.py), never the shared photo set."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from edge.capture.sources import read_image
 from edge.config import DetectorConfig
 from edge.detect import make_detector
 from edge.preprocess import faces_to_batch
-from tests.facesdata import no_face_frame, portrait
+from testbed.facesdata import no_face_frame, portrait
 from train.data import DataError
 from train.photos import HELD_OUT, TRAIN, load_photo_dataset, person_of, relabel, split_of
 

@@ -14,7 +14,7 @@ from edge.align import DEFAULT_FRAMING, cut_aligned, eye_transform
 from edge.config import ConfigError, DetectorConfig, load_config
 from edge.detect import DetectorError, describe, make_detector
 from edge.detect import yunet as yunet_module
-from tests import facesdata
+from testbed import facesdata
 from tests.test_detect import iou, matched
 
 

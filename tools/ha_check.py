@@ -52,7 +52,7 @@ sys.path.insert(0, str(REPO))
 
 from edge.config import load_config  # noqa: E402
 from edge.publish.homeassistant import discovery_messages  # noqa: E402
-from tests.mosquitto import MosquittoBroker, find_mosquitto, free_port  # noqa: E402
+from testbed.mosquitto import MosquittoBroker, find_mosquitto, free_port  # noqa: E402
 
 DEVICE_ID = "ha-check"
 USER, PASSWORD = "ha-check", "ha-check-password"

@@ -2,7 +2,7 @@
 
 The live source is an HTTP MJPEG stream (multipart/x-mixed-replace, what IP cameras serve) from a thread
 on 127.0.0.1: a real source type that never ends, so SIGTERM, SIGKILL and broker restarts can be tested
-mid-run. Photos and videos come from tests/facesdata.py (scikit-image's astronaut, NASA, public domain).
+mid-run. Photos and videos come from testbed/facesdata.py (scikit-image's astronaut, NASA, public domain).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from tests.facesdata import one_face_frame, write_face_video, write_photo_folder  # noqa: F401 - re-exported
+from testbed.facesdata import one_face_frame, write_face_video, write_photo_folder  # noqa: F401 - re-exported
 
 REPO = Path(__file__).resolve().parent.parent
 SCHEMA_PATH = REPO / "edge" / "schema" / "event.schema.json"
