@@ -1,5 +1,7 @@
 # Every target builds what it needs from the repository alone: a venv, then the package into it.
 #   make run    the edge daemon (base install, no TensorFlow) on the shipped model and sample faces
+#   make demo   the same faces as an endless camera (faces appear and leave) until Ctrl-C, with the preview
+#               page on http://127.0.0.1:$(DEMO_PORT)/ (DEMO_PORT=8080): every live feature without a camera
 #   make test   the test suite (installs the [train,dev] extras into .venv, and [train-jax] into .venv-jax
 #               so training is also tested on a machine without TensorFlow)
 #   make test-fast  the quick loop while editing (about a minute): no slow/fer/backoff/long tests, and TensorFlow,
@@ -53,7 +55,7 @@ train = if [ -f $(1)/metrics.json ]; then echo "$(1): finished"; \
 	elif [ -f $(1)/checkpoints/state.json ]; then $(VENV)/bin/emotion-train --out $(1) --resume; \
 	else $(VENV)/bin/emotion-train --data $(FER) $(PHOTO_FLAGS) --out $(1) $(2); fi
 
-.PHONY: run test test-fast lint model model-v2 clean pi-check ha-check
+.PHONY: run demo test test-fast lint model model-v2 clean pi-check ha-check
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -75,6 +77,10 @@ $(JAX_VENV)/.installed: pyproject.toml
 
 run: $(EDGE_VENV)/.installed
 	$(EDGE_VENV)/bin/emotion-edge --source edge/samples --publish stdout
+
+DEMO_PORT ?= 8080
+demo: $(EDGE_VENV)/.installed
+	$(EDGE_VENV)/bin/emotion-edge --source demo --publish stdout --preview $(DEMO_PORT)
 
 test: $(VENV)/.installed $(JAX_VENV)/.installed
 	$(VENV)/bin/python -m ruff check .

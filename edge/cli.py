@@ -1,8 +1,8 @@
 """`emotion-edge`: run the daemon, check or print its config, benchmark the pipeline (`bench`), or clear
 its retained MQTT messages (`forget`).
 
-    emotion-edge [--config FILE] [--source SRC] [--model FILE] [--publish stdout|mqtt ...] [--mqtt-host H]
-                 [--mqtt-port P] [--device-id ID] [--policy every|change] [--detector auto|yunet|blazeface_full|blazeface|haar|lbp]
+    emotion-edge [--config FILE] [--source SRC|demo] [--realtime] [--model FILE] [--publish stdout|mqtt ...]
+                 [--mqtt-host H] [--mqtt-port P] [--device-id ID] [--policy every|change] [--detector TYPE]
                  [--threads N] [--log-level L] [--preview [HOST:]PORT] [--check-config] [--print-config]
     emotion-edge bench --source SRC [--frames N] [--json OUT] ...
     emotion-edge forget [--config FILE] [--device-id ID] [--force]   (clear its retained MQTT messages)
@@ -29,7 +29,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--config", metavar="FILE", help="YAML config (default /etc/emotion-edge/config.yaml)"
     )
     parser.add_argument(
-        "--source", metavar="SRC", help="picamera2, /dev/videoN, N, video file, URL, image, folder"
+        "--source",
+        metavar="SRC",
+        help="picamera2, /dev/videoN, N, video file, URL, image, folder, or demo (the bundled sample faces "
+        "as an endless camera: try the preview, stats and Home Assistant without one)",
+    )
+    parser.add_argument(
+        "--realtime",
+        action="store_true",
+        default=None,
+        help="read a video file at its own frame rate and pictures one a second, as a camera would "
+        "(default: as fast as possible)",
     )
     parser.add_argument("--model", metavar="FILE", help="a .tflite model with its .json contract next to it")
     parser.add_argument(
@@ -75,6 +85,7 @@ def overrides_from_args(args: argparse.Namespace) -> dict:
         (overrides.setdefault(section, {}) if section else overrides)[key] = value
 
     put("source", "uri", args.source)
+    put("source", "realtime", args.realtime)
     put("model", "path", args.model)
     if args.publish:
         put("publish", "outputs", ",".join(args.publish))

@@ -132,6 +132,9 @@ class SourceConfig:
     width: int | None = _spec(640, int, lo=16, hi=8192, nullable=True)
     height: int | None = _spec(480, int, lo=16, hi=8192, nullable=True)
     fps: float | None = _spec(15, float, lo=0.1, hi=240, nullable=True)
+    # Files as a camera would give them (--realtime): a video at its own frame rate, a picture a second, so
+    # the preview page and the stats can be watched; off, files are read as fast as the pipeline takes them.
+    realtime: bool = _spec(False, bool)
     reopen_backoff_max_s: float = _spec(30, float, lo=0.1, hi=3600)
     # Image files (a photo or a folder) over either limit are skipped and counted, never decoded: a small PNG
     # can claim 30000x30000 pixels (1.9 GB to decode). 40 Mpx is a full-size photo of today's phones.

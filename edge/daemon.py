@@ -13,7 +13,8 @@ service. SIGTERM/SIGINT/SIGHUP set the stop event: the loop ends, `offline` is p
 and the process exits 0 within 2 s (the first open of a source runs in a helper thread, so a slow one does
 not hold the signal up).
 A finite source (file, folder, image) ends the run with exit 0 after its last event is published, or
-EXIT_UNDELIVERED (3) when an output (MQTT) did not get every event.
+EXIT_UNDELIVERED (3) when an output (MQTT) did not get every event; `--source demo` (the bundled samples as
+a camera) runs until stopped, like a camera.
 
 What goes out, and when (events, the retained state, camera away) is decided in edge/emit.py; one turn of
 the loop (capture -> process -> emit) is edge/loop.py, which `emotion-edge bench` runs too.
@@ -148,7 +149,9 @@ class Daemon:
         cfg = self.config.source
         try:  # in a helper thread: SIGTERM must not wait for a silent stream's open timeout
             return open_until_stopped(
-                lambda: open_source(cfg.uri, cfg.width, cfg.height, cfg.fps, _image_limits(cfg)),
+                lambda: open_source(
+                    cfg.uri, cfg.width, cfg.height, cfg.fps, _image_limits(cfg), cfg.realtime
+                ),
                 self.stop_event,
             )
         except SourceError as exc:
@@ -161,7 +164,8 @@ class Daemon:
         from edge.capture import open_source, reusing_factory
 
         cfg = self.config.source
-        size = {"width": cfg.width, "height": cfg.height, "fps": cfg.fps, "image_limits": _image_limits(cfg)}
+        size = {"width": cfg.width, "height": cfg.height, "fps": cfg.fps, "image_limits": _image_limits(cfg),
+                "realtime": cfg.realtime}  # fmt: skip
         if first is not None:
             return reusing_factory(first, cfg.uri, **size)
         return lambda: open_source(cfg.uri, **size)

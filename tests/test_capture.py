@@ -238,3 +238,66 @@ def test_reusing_factory_hands_out_the_open_source_first(tmp_path):
     assert second is not first and second.read().index == 0
     first.close()
     second.close()
+
+
+def test_demo_is_a_camera_of_the_bundled_samples_showing_one_face_two_then_nobody():
+    from importlib import resources
+
+    import cv2
+
+    from edge.capture.demo import SCENE, DemoSource
+
+    source = open_source("demo", fps=10)
+    assert isinstance(source, DemoSource) and source.live and source.source_id == "demo"
+    assert source.frame_interval == pytest.approx(0.1)
+    samples = {name: cv2.imread(str(resources.files("edge") / "samples" / name)) for name, _ in SCENE if name}
+    shown = []
+    for _ in range(2 * sum(round(seconds * 10) for _, seconds in SCENE)):  # the scene twice over
+        frame = source.read()
+        assert frame.file is None  # a camera's frames, tracked across frames (not photos)
+        match = [
+            name for name, image in samples.items() if np.abs(frame.image.astype(int) - image).mean() < 2
+        ]
+        shown.append(match[0] if match else "empty" if frame.image.std() == 0 else "?")
+    runs = [shown[0]] + [b for a, b in zip(shown, shown[1:], strict=False) if a != b]
+    assert runs == ["astronaut_640x480.jpg", "astronaut_pair_640x480.jpg", "empty"] * 2
+    assert shown.count("astronaut_640x480.jpg") == 2 * 40 and shown.count("empty") == 2 * 30
+    frame = source.read()
+    frame.image[:] = 0  # a caller drawing on a frame does not change the next ones
+    assert source.read().image.any()
+
+
+def test_a_paced_source_is_read_at_its_frame_interval_and_files_in_realtime_at_their_own_rate(tmp_path):
+    path = facesdata.write_face_video(tmp_path / "clip.avi", n_frames=6, fps=20.0)
+    assert open_source(str(path)).frame_interval is None  # as fast as possible unless asked
+    paced = open_source(str(path), realtime=True)
+    assert paced.frame_interval == pytest.approx(1 / 20)
+    facesdata.write_photo_folder(tmp_path / "photos")
+    assert open_source(str(tmp_path / "photos"), realtime=True).frame_interval == 1.0  # a picture a second
+    stop = threading.Event()
+    capture = CaptureThread(lambda: paced, stop).start()
+    arrived = []
+    while not capture.finished:
+        frame = capture.get(timeout=2)
+        if frame is not None:
+            arrived.append(time.monotonic())
+    capture.join(2)
+    assert len(arrived) == 6 and capture.dropped == 0
+    # Never faster than the file's own rate (a loaded machine can only make it slower).
+    assert arrived[-1] - arrived[0] >= 5 * (1 / 20) * 0.95
+
+
+def test_stop_is_prompt_while_a_paced_source_waits_for_its_next_frame():
+    class Slow(Source):
+        live, source_id, frame_interval = True, "slow", 30.0
+
+        def read(self):
+            return Frame(np.zeros((4, 4, 3), np.uint8), 0, time.time())
+
+    stop = threading.Event()
+    capture = CaptureThread(Slow, stop).start()
+    assert capture.get(timeout=5) is not None  # the first frame comes at once, the next in 30 s
+    started = time.monotonic()
+    stop.set()
+    capture.join(2)
+    assert not capture.is_alive() and time.monotonic() - started < 2

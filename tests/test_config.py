@@ -156,6 +156,9 @@ def test_cli_print_config_masks_secret_and_applies_flags(tmp_path):
     assert printed["mqtt"]["password"] == MASK
     assert printed["mqtt"]["port"] == 1999 and printed["mqtt"]["host"] == "envhost"
     assert printed["publish"]["outputs"] == ["stdout", "mqtt"]
+    assert printed["source"]["realtime"] is False  # files as fast as possible unless asked
+    realtime = _cli("--config", str(path), "--source", "demo", "--realtime", "--print-config")
+    assert yaml.safe_load(realtime.stdout)["source"] == {**printed["source"], "uri": "demo", "realtime": True}
 
 
 @pytest.mark.parametrize(

@@ -78,6 +78,38 @@ def test_sigterm_publishes_offline_and_exits_0(mosquitto, camera, tiny_model_pat
         )
 
 
+def test_the_demo_runs_like_a_camera_until_sigterm(mosquitto, tiny_model_path, tmp_path):
+    """`--source demo` needs no camera: the bundled faces appear, leave and come back, the state and stats
+    follow them on a real broker, and SIGTERM ends it as it ends a camera run (exit 0, retained offline)."""
+    config = _mqtt_config(tmp_path, mosquitto, "source:\n  fps: 30\n")  # the 11 s scene in 5.5 s
+    args = daemon_args(config, tiny_model_path, "demo", "--publish", "stdout", "--publish", "mqtt")
+    with Subscriber(mosquitto, f"{BASE}/#") as sub:
+        daemon = DaemonProcess(args, tmp_path)
+        try:
+            sub.wait_topic(f"{BASE}/status", b"online", timeout=90)
+
+            def changes(message):
+                return [c["kind"] for c in json.loads(message[1])["changes"]] if _is_event(message) else []
+
+            sub.wait_for(lambda m: "left" in changes(m), timeout=60)  # the one face gives way to the pair
+            sub.wait_for(lambda m: changes(m).count("left") == 2, timeout=60)  # the pair leaves: nobody
+            sub.wait_for(lambda m: "appeared" in changes(m) and json.loads(m[1])["frame_index"] > 100,
+                         timeout=60)  # the scene starts over  # fmt: skip
+            states = [json.loads(p) for t, p, _ in sub.messages if t == f"{BASE}/state"]
+            assert {s["face_count"] for s in states} >= {0, 1, 2} and {s["camera"] for s in states} == {"ok"}
+            stats = json.loads(sub.wait_topic(f"{BASE}/stats", timeout=15)[1])
+            assert stats["input_fps"] > 0 and stats["detector"] == "yunet"
+            daemon.proc.send_signal(signal.SIGTERM)
+            assert daemon.proc.wait(timeout=10) == 0, daemon.stderr[-3000:]
+            sub.wait_topic(f"{BASE}/status", b"offline", timeout=5)
+        finally:
+            daemon.stop()
+    events = [json.loads(line) for line in daemon.stdout.splitlines()]
+    assert events and all(e["source_id"] == "demo" and "file" not in e for e in events)
+    assert events == [json.loads(p) for t, p, _ in sub.messages if t == f"{BASE}/events"]  # both outputs
+    assert "Traceback" not in daemon.stderr
+
+
 def test_sigkill_leaves_the_last_will_offline(mosquitto, camera, tiny_model_path, tmp_path):
     with Subscriber(mosquitto, f"{BASE}/status") as sub:
         daemon = _start(tmp_path, mosquitto, camera, tiny_model_path)

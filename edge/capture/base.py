@@ -24,6 +24,9 @@ class Source:
 
     source_id: str = ""
     live: bool = False
+    # Seconds between frames when the source must not be read faster (the demo, a file played in real
+    # time): the capture thread keeps the pace. None: read as fast as frames come.
+    frame_interval: float | None = None
 
     def read(self) -> Frame | None:
         raise NotImplementedError
