@@ -138,5 +138,7 @@ model-v2: $(VENV)/.installed
 	mkdir -p edge/models
 	cp $(MODEL_RUN)/default.tflite $(MODEL_RUN)/default.json edge/models/
 
+# Build outputs only: trained runs ($(RUNS)/) are results, and are left alone.
 clean:
-	rm -rf $(VENV) $(EDGE_VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(EDGE_VENV) $(JAX_VENV) build dist *.egg-info .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -not -path './.git/*' -exec rm -rf {} +

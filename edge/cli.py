@@ -16,7 +16,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from edge.config import ConfigError, load_config
+from edge.config import DETECTOR_TYPES, ConfigError, load_config
+
+DETECTORS = "|".join(DETECTOR_TYPES)  # the metavar of --detector: the choices edge/config.py declares
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mqtt-port", metavar="P")
     parser.add_argument("--device-id", metavar="ID", help="[a-z0-9_-], used in MQTT topics")
     parser.add_argument("--policy", metavar="every|change", help="publish every frame or only changes")
-    parser.add_argument("--detector", metavar="auto|yunet|blazeface_full|blazeface|haar|lbp")
+    parser.add_argument("--detector", metavar=DETECTORS)
     parser.add_argument("--threads", metavar="N", help="TFLite interpreter threads")
     parser.add_argument("--log-level", metavar="L", help="DEBUG, INFO, WARNING, ERROR, CRITICAL")
     parser.add_argument(
@@ -152,7 +154,7 @@ def build_bench_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", metavar="OUT", help="also write the results as JSON to this file")
     parser.add_argument("--config", metavar="FILE", help="YAML config for the detector/model settings")
     parser.add_argument("--model", metavar="FILE")
-    parser.add_argument("--detector", metavar="auto|yunet|blazeface_full|blazeface|haar|lbp")
+    parser.add_argument("--detector", metavar=DETECTORS)
     parser.add_argument("--threads", metavar="N")
     parser.add_argument("--log-level", metavar="L", default="WARNING")
     return parser

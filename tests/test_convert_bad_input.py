@@ -284,8 +284,12 @@ def test_default_split_is_test_then_val_else_a_clear_error():
     assert choose_eval_split(data("train", "val", "test"), None) == "test"
     assert choose_eval_split(data("train", "val"), None) == "val"
     assert choose_eval_split(data("train", "val", "test"), "train") == "train"
-    with pytest.raises(ConvertError, match=r"no test or val split \(available: train\)"):
-        choose_eval_split(data("train"), None)
+    with pytest.raises(
+        ConvertError, match=r"no test or val split \(available: train\); name one with --split"
+    ):
+        choose_eval_split(data("train"), None)  # emotion-convert evaluate's advice: it has --split
+    with pytest.raises(ConvertError, match=r"\(available: train\); give --data held-out faces"):
+        choose_eval_split(data("train"), None, "give --data held-out faces")  # emotion-convert's: it has not
     with pytest.raises(ConvertError, match=r"no 'val' split \(available: test, train\)"):
         choose_eval_split(data("train", "test"), "val")
 

@@ -39,7 +39,9 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 
 pytestmark = [
     pytest.mark.skipif(
-        not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER) and importlib.util.find_spec("selenium")),
+        not (
+            os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER) and importlib.util.find_spec("selenium")
+        ),
         reason="needs chromium, chromium-driver (apt) and selenium (the dev extra); .ci/run installs them",
     ),
     pytest.mark.long,  # a real browser: ~25 s in all, left to `make test`

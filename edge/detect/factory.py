@@ -7,6 +7,7 @@ import logging
 from dataclasses import is_dataclass, replace
 from types import SimpleNamespace
 
+from edge.config import DETECTOR_TYPES
 from edge.detect.base import Detector, DetectorError
 
 log = logging.getLogger(__name__)
@@ -77,9 +78,7 @@ def make_detector(cfg) -> Detector:
             min_confidence=cfg.min_confidence,
             min_face_px=cfg.min_face_px,
         )
-    raise DetectorError(
-        f"unknown detector type {kind!r} (choose auto, yunet, blazeface_full, blazeface, haar or lbp)"
-    )
+    raise DetectorError(f"unknown detector type {kind!r} (choose one of {', '.join(DETECTOR_TYPES)})")
 
 
 def _auto(cfg) -> Detector:
