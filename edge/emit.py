@@ -3,7 +3,8 @@ frame from the loop (edge/loop.py) with what edge/pipeline.py found.
 
 - events: the publish policy (`every` frame or on `change`, capped by `publish.max_rate_hz`) and the
   schema-v1 event payload (edge/schema/event.schema.json), its `latency_ms` included;
-- the retained `state`: faces in view, the emotion and scores of the largest one and the camera's state, sent
+- the retained `state`: faces in view, whether someone is present (a face still tracked, also through a few
+  missed frames), the emotion and scores of the largest one and the camera's state, sent
   when what it says changes; scores alone send it only past `publish.score_deadband`, at most once per
   STATE_REFRESH_S, and an unchanged state goes out again every `publish.state_heartbeat_s` (StatePolicy);
 - a live camera silent for CAMERA_AWAY_S: the state says nobody is in view and `camera: away`;
@@ -105,10 +106,19 @@ CAMERA_OK, CAMERA_AWAY = "ok", "away"
 
 
 def build_state(
-    device_id: str, labels: list[str], faces: list[dict], camera: str = CAMERA_OK, decimals: int = 4
+    device_id: str,
+    labels: list[str],
+    faces: list[dict],
+    camera: str = CAMERA_OK,
+    decimals: int = 4,
+    present: bool | None = None,
 ) -> dict:
     """The retained `state` payload from the faces' dicts: faces in view, the emotion of the largest one, its
-    scores and confidence rounded to `decimals`, and the camera (`ok`, or `away` after CAMERA_AWAY_S)."""
+    scores and confidence rounded to `decimals`, and the camera (`ok`, or `away` after CAMERA_AWAY_S).
+
+    `present` (default: any face in view) stays true while a face missed on the last frames is still
+    tracked, up to `tracking.max_missing_frames`: one frame without a detection (a turned head, motion
+    blur) does not make Home Assistant's presence flap off and on; `face_count` counts the faces in view."""
     largest = max(faces, key=lambda f: f["box"][2] * f["box"][3]) if faces else None
     scores = {label: 0.0 for label in labels}
     if largest is not None and largest.get("scores"):
@@ -118,6 +128,7 @@ def build_state(
         "device_id": device_id,
         "timestamp": utc_timestamp(),
         "camera": camera,
+        "present": bool(faces) if present is None else bool(present),
         "face_count": len(faces),
         "dominant_emotion": largest["emotion"] if largest else "none",
         "dominant_confidence": round(float(largest["confidence"]), decimals) if largest else None,
@@ -153,6 +164,7 @@ class StatePolicy:
     def _what_it_says(state: dict) -> tuple:
         return (
             state["camera"],
+            state["present"],
             state["face_count"],
             state["dominant_emotion"],
             tuple((face.get("track_id"), face.get("emotion")) for face in state["faces"]),
@@ -222,6 +234,7 @@ class Emitter:
         self.last_frame = now
         self.camera = CAMERA_OK
         self._last_faces: list[dict] = []  # the faces of the last state sent (a heartbeat repeats them)
+        self._last_present = False
         self.events_published = 0
 
     def frame(self, frame, result, now: float) -> dict | None:
@@ -238,7 +251,7 @@ class Emitter:
                 self._snapshots.save(frame.image, event)
         # The event's face dicts are those of this frame's tracks: reuse them rather than build them again.
         faces = event["faces"] if event is not None else face_dicts(result.faces, self.labels)
-        self._offer_state(faces, now)
+        self._offer_state(faces, now, present=result.tracked > 0)
         return event
 
     def no_frame(self, now: float) -> None:
@@ -252,14 +265,15 @@ class Emitter:
                 now - self.last_frame,
                 " and no faces" if forgotten else "",
             )
-            self._offer_state([], now)
+            self._offer_state([], now, present=False)
         elif self.state_policy.sent_once:
-            self._offer_state(self._last_faces, now)  # only the heartbeat can make this one due
+            # Only the heartbeat can make this one due.
+            self._offer_state(self._last_faces, now, present=self._last_present)
 
-    def _offer_state(self, faces: list[dict], now: float) -> None:
-        state = build_state(self.device_id, self.labels, faces, self.camera, self._decimals)
+    def _offer_state(self, faces: list[dict], now: float, present: bool) -> None:
+        state = build_state(self.device_id, self.labels, faces, self.camera, self._decimals, present)
         if not self.state_policy.due(state, now):
             return
-        self._last_faces = faces
+        self._last_faces, self._last_present = faces, present
         for publisher in self.publishers:
             publisher.publish_state(state)

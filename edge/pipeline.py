@@ -25,6 +25,9 @@ class ProcessResult:
     faces: list[FaceState]  # the faces in view: tracks found on this frame
     changes: list[dict]  # this frame's appeared/changed/left records
     timings_ms: dict[str, float]  # detect, classify, track
+    # Faces tracked: those in view and those missed on the last frames but not yet declared left
+    # (tracking.max_missing_frames); the state's `present` is true while there is one.
+    tracked: int = 0
 
 
 def usable_image(image) -> np.ndarray | None:
@@ -112,7 +115,7 @@ class FrameProcessor:
             "classify": (classified - detected) * 1000,
             "track": (done - classified) * 1000,
         }
-        return ProcessResult(faces, changes, timings)
+        return ProcessResult(faces, changes, timings, len(self.tracker.tracks))
 
     def forget_faces(self) -> int:
         """The camera went away: nobody is known to be in view any more. Returns how many were tracked."""

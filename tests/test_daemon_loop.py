@@ -192,6 +192,20 @@ def test_change_policy_one_event_per_change_and_state_on_change_then_refreshed(p
     assert first_state["scores"] == first_event["faces"][0]["scores"] and first_state["face_count"] == 1
 
 
+def test_presence_rides_out_missed_frames_until_the_track_has_left(pings):
+    """`present` in the state (Home Assistant's presence) stays on while a face missed on a few frames is
+    still tracked; `face_count` is the faces in view. A gap shorter than tracking.max_missing_frames is no
+    leaving; a longer one is, at the frame the `left` change is made."""
+    script = [[(FACE, HAPPY)]] * 4 + [[]] * 2 + [[(FACE, HAPPY)]] * 2 + [[]] * 5
+    _, out = run_loop(script, tracking={"max_missing_frames": 3})
+    states = [(s["present"], s["face_count"]) for _, s in out.of("state")]
+    assert states == [(True, 1), (True, 0), (True, 1), (True, 0), (False, 0)]
+    changes = [c["kind"] for _, e in out.of("event") for c in e["changes"]]
+    assert changes == ["appeared", "left"]  # the short gap made no change
+    left_at = next(at for at, e in out.of("event") if e["changes"][0]["kind"] == "left")
+    assert out.of("state")[-1][0] == left_at  # presence goes off with the `left` change, not before
+
+
 def test_every_policy_with_a_rate_cap(pings):
     script = [[(FACE, HAPPY)]] * 16  # 2 s of frames
     _, out = run_loop(script, publish={"policy": "every", "max_rate_hz": 2.0})

@@ -95,7 +95,7 @@ def test_the_state_entities_exact_configs():
            for key in found}  # fmt: skip
     assert own[("binary_sensor", "presence")] == {
         **common, "name": "Presence", "device_class": "occupancy",
-        "value_template": "{{ 'ON' if value_json.face_count > 0 else 'OFF' }}",
+        "value_template": "{{ 'ON' if value_json.get('present', value_json.face_count > 0) else 'OFF' }}",
         "unique_id": "emotion_edge_kitchen_pi_presence",
     }  # fmt: skip
     assert own[("sensor", "emotion")] == {
@@ -140,6 +140,11 @@ def test_state_templates_render_what_home_assistant_must_show():
     assert nobody["confidence"] == "None" and nobody["score_happy"] == "None"
     away = shown(build_state("kitchen-pi", FER_LABELS, [], camera=CAMERA_AWAY))
     assert away["camera"] == "ON" and away["presence"] == "OFF"
+    # A face missed on the last frame but still tracked: present, though none is in view to score.
+    missed = shown(build_state("kitchen-pi", FER_LABELS, [], present=True))
+    assert missed["presence"] == "ON" and missed["face_count"] == "0" and missed["score_happy"] == "None"
+    before = {k: v for k, v in one.items() if k != "present"}  # retained by a daemon from before `present`
+    assert shown(before)["presence"] == "ON" and shown({**before, "face_count": 0})["presence"] == "OFF"
     assert shown({**one, "camera": "ok"})["camera"] == "OFF"
     older = {k: v for k, v in one.items() if k != "camera"}  # a state from before the camera field
     assert shown(older)["camera"] == "OFF"
