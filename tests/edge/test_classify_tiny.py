@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -35,7 +37,10 @@ def test_the_checked_in_model_is_what_its_script_makes(tiny_model_path, trained_
     """tests/data/make_tiny_model.py's recipe, trained now, still gives a model like the checked-in one: same
     contract, same int8 interface, both well above chance on unseen faces and mostly agreeing. Fails when the
     recipe (tests/support/tinymodel.py) changed without the files being remade."""
-    assert load_contract(trained_tiny_model_path) == load_contract(tiny_model_path)
+    # The same contract but for the file's sha256: training is bit-exact only when TensorFlow's threads are
+    # the recipe's, and a test that ran TensorFlow earlier in the session has already fixed them.
+    trained, checked_in = load_contract(trained_tiny_model_path), load_contract(tiny_model_path)
+    assert replace(trained, sha256=None) == replace(checked_in, sha256=None)
     images, targets = make_faces(6, FER_LABELS, seed=321)
     predictions = []
     for path in (tiny_model_path, trained_tiny_model_path):
