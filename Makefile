@@ -1,5 +1,7 @@
 # Every target builds what it needs from the repository alone: a venv, then the package into it.
 #   make run    the edge daemon (base install, no TensorFlow) on the shipped model and sample faces
+#   make demo   the same faces as an endless camera (faces appear and leave) until Ctrl-C, with the preview
+#               page on http://127.0.0.1:$(DEMO_PORT)/ (DEMO_PORT=8080): every live feature without a camera
 #   make test   the test suite (installs the [train,dev] extras into .venv, and [train-jax] into .venv-jax
 #               so training is also tested on a machine without TensorFlow)
 #   make test-fast  the quick loop while editing (about a minute): no slow/fer/backoff/long tests, and TensorFlow,
@@ -58,7 +60,7 @@ train = if [ -f $(1)/metrics.json ]; then echo "$(1): finished"; \
 	elif [ -f $(1)/checkpoints/state.json ]; then $(VENV)/bin/emotion-train --out $(1) --resume; \
 	else $(VENV)/bin/emotion-train --data $(FER) $(PHOTO_FLAGS) --out $(1) $(2); fi
 
-.PHONY: run test test-fast lint model model-v2 clean pi-check ha-check image boot-check
+.PHONY: run demo test test-fast lint model model-v2 clean pi-check ha-check image boot-check
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -80,6 +82,10 @@ $(JAX_VENV)/.installed: pyproject.toml
 
 run: $(EDGE_VENV)/.installed
 	$(EDGE_VENV)/bin/emotion-edge --source edge/samples --publish stdout
+
+DEMO_PORT ?= 8080
+demo: $(EDGE_VENV)/.installed
+	$(EDGE_VENV)/bin/emotion-edge --source demo --publish stdout --preview $(DEMO_PORT)
 
 test: $(VENV)/.installed $(JAX_VENV)/.installed
 	$(VENV)/bin/python -m ruff check .
@@ -122,7 +128,7 @@ model: $(VENV)/.installed $(V2_MODEL)
 	$(VENV)/bin/emotion-convert $(V3_RUN) --data $(FER) --out $(V3_RUN)/default.tflite
 	$(VENV)/bin/emotion-convert evaluate --model $(V3_RUN)/model.keras --compare $(V3_RUN)/default.tflite \
 		--data $(FER) --split test --soft-labels $(FERPLUS) --tta-flip --json $(V3_RUN)/evaluation.json
-	$(VENV)/bin/python benchmarks/photo_accuracy.py --data $(V3_PHOTOS) --split held-out \
+	$(VENV)/bin/python -m benchmarks.photo_accuracy --data $(V3_PHOTOS) --split held-out \
 		--model $(V3_RUN)/default.tflite --per-label --json $(V3_RUN)/photos-held-out.json
 	mkdir -p edge/models
 	cp $(V3_RUN)/default.tflite $(V3_RUN)/default.json edge/models/
@@ -142,10 +148,12 @@ model-v2: $(VENV)/.installed
 	$(VENV)/bin/emotion-convert $(MODEL_RUN) --data $(FER) --out $(MODEL_RUN)/default.tflite
 	$(VENV)/bin/emotion-convert evaluate --model $(MODEL_RUN)/model.keras --compare $(MODEL_RUN)/default.tflite \
 		--data $(FER) --split test --tta-flip --json $(MODEL_RUN)/evaluation.json
-	$(if $(PHOTOS),$(VENV)/bin/python benchmarks/photo_accuracy.py --data $(PHOTOS) --split held-out \
+	$(if $(PHOTOS),$(VENV)/bin/python -m benchmarks.photo_accuracy --data $(PHOTOS) --split held-out \
 		--model $(MODEL_RUN)/default.tflite --per-label --json $(MODEL_RUN)/photos-held-out.json)
 	mkdir -p edge/models
 	cp $(MODEL_RUN)/default.tflite $(MODEL_RUN)/default.json edge/models/
 
+# Build outputs only: trained runs ($(RUNS)/) are results, and are left alone.
 clean:
-	rm -rf $(VENV) $(EDGE_VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(EDGE_VENV) $(JAX_VENV) build dist *.egg-info .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -not -path './.git/*' -exec rm -rf {} +

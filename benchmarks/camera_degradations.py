@@ -24,7 +24,7 @@ faces (found by the detector, cut as the daemon cuts them) are measured the same
 frames are not in any of the data either: the low-contrast and gamma ranges cover flat grey images, not IR's
 particular look.
 
-    .venv/bin/python benchmarks/camera_degradations.py --json camera_degradations.json
+    .venv/bin/python -m benchmarks.camera_degradations --json camera_degradations.json
 """
 
 from __future__ import annotations
@@ -38,15 +38,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-from edge.align import DEFAULT_FRAMING  # noqa: E402
-from edge.capture.sources import read_image  # noqa: E402
-from edge.config import DetectorConfig  # noqa: E402
-from edge.detect import largest, make_detector  # noqa: E402
-from edge.preprocess import faces_to_batch, to_gray  # noqa: E402
+from benchmarks.common import REPO
+from edge.align import DEFAULT_FRAMING
+from edge.capture.sources import read_image
+from edge.config import DetectorConfig
+from edge.detect import largest, make_detector
+from edge.preprocess import faces_to_batch, to_gray
 
 FRAME = (480, 640)
 FOUND_AT_ALL = 0.25  # a size the detector finds one time in four still reaches the model often

@@ -1,14 +1,14 @@
 """Daemon footprint: start-up time to the first event, and resident memory, as a real subprocess.
 
 Runs `python -m edge.cli` (what the console script runs) on a video of a real face (scikit-image's
-astronaut, from tests/facesdata.py) with policy `every`, several times, and reports medians:
+astronaut, from testbed/facesdata.py) with policy `every`, several times, and reports medians:
 
 - start-up to first event: from process start to the first JSON line on stdout (imports, model load,
   detector build, source open, first frame detected + classified);
 - RSS at the first event (from /proc/<pid>/statm) and peak RSS of the whole run (ru_maxrss via wait4);
 - total run time for the clip.
 
-    .venv/bin/python benchmarks/daemon_footprint.py [--model FILE] [--runs 5] [--frames 60] [--detector auto ...]
+    .venv/bin/python -m benchmarks.daemon_footprint [--model FILE] [--runs 5] [--frames 60] [--detector auto ...]
 
 Several --detector values (default: auto, blazeface_full, haar) are run in turn within each round, so a busy
 machine slows them alike and their medians compare.
@@ -28,8 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from benchmarks.common import REPO, command_line
 
 
 def _rss_mb(pid: int) -> float | None:
@@ -74,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     options = parser.parse_args(argv)
 
-    from tests.facesdata import write_face_video
+    from testbed.facesdata import write_face_video
 
     detectors = options.detector or ["auto", "blazeface_full", "haar"]
     with tempfile.TemporaryDirectory() as tmp:
@@ -92,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             for detector in detectors:
                 runs[detector].append(one_run([*base, "--detector", detector], env))
 
-    print(f"command: {' '.join([sys.executable, *sys.argv])}")
+    print("command:", command_line())
     print(f"daemon:  {' '.join(base[1:3])} --source <{options.frames}-frame 640x480 MJPG clip> "
           f"--policy every --threads {options.threads} --detector D; {options.runs} runs each, "
           f"{runs[detectors[0]][0]['events']} events per run")  # fmt: skip

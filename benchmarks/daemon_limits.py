@@ -11,7 +11,7 @@ reads its peak resident memory (VmHWM) and threads from /proc:
 
 It prints the figures next to the unit's MemoryMax= and TasksMax=, which must stay above them.
 
-    .venv/bin/python benchmarks/daemon_limits.py [--model FILE] [--json OUT]
+    .venv/bin/python -m benchmarks.daemon_limits [--model FILE] [--json OUT]
 """
 
 from __future__ import annotations
@@ -28,8 +28,7 @@ import threading
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from benchmarks.common import REPO, command_line
 
 TOKEN = "limits-token-0123456789"
 # Reports the process's own peak at exit: VmHWM of a process that has ended cannot be read from outside.
@@ -89,8 +88,8 @@ def largest_photo(workdir: Path, args: list[str], env: dict) -> dict:
 
 
 def live_with_preview(workdir: Path, args: list[str], env: dict) -> list[dict]:
-    from tests.daemonproc import MjpegServer, live_frame
-    from tests.mosquitto import MosquittoBroker, find_mosquitto, free_port
+    from testbed.daemonproc import MjpegServer, live_frame
+    from testbed.mosquitto import MosquittoBroker, find_mosquitto, free_port
 
     binary = find_mosquitto()
     if binary is None:
@@ -165,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", help="a .tflite with its .json contract (default: the shipped model)")
     parser.add_argument("--json", metavar="OUT", help="also write the figures as JSON")
     options = parser.parse_args(argv)
-    from tests.daemonproc import daemon_env
+    from testbed.daemonproc import daemon_env
 
     args = ["--model", options.model] if options.model else []
     env = daemon_env()
@@ -173,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         workdir = Path(tmp)
         rows = [largest_photo(workdir, args, env), *live_with_preview(workdir, args, env)]
     limits = unit_limits()
-    print(f"command: {' '.join([sys.executable, *sys.argv])}")
+    print("command:", command_line())
     for row in rows:
         threads = f", {row['threads']} threads" if "threads" in row else ""
         seen = f" (at most {row['threads_max_seen']} during the flood)" if "threads_max_seen" in row else ""

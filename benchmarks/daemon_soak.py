@@ -2,7 +2,7 @@
 and does the journal stay quiet?
 
 Runs the real daemon (`python -m edge.cli`, default log level and stats interval) as a subprocess for
-`--minutes` against a live source (an HTTP MJPEG stream of a real face on localhost, tests/daemonproc.py),
+`--minutes` against a live source (an HTTP MJPEG stream of a real face on localhost, testbed/daemonproc.py),
 publishing every frame's event to stdout (a file) and to a real Mosquitto on a free localhost port, while the
 harness
 
@@ -28,7 +28,7 @@ accepted, across its restarts. At the end the daemon is stopped with SIGTERM and
   level, and how many came during the flaky-camera phase;
 - for every outage, how long until the next event arrived on the broker.
 
-    .venv/bin/python benchmarks/daemon_soak.py [--minutes 30] [--model FILE] [--json OUT]
+    .venv/bin/python -m benchmarks.daemon_soak [--minutes 30] [--model FILE] [--json OUT]
 
 A single run on a shared machine: read the trend with its first/last medians, not the slope alone.
 """
@@ -46,8 +46,7 @@ import threading
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from benchmarks.common import command_line
 
 DEVICE = "soak-pi"
 EVENTS = f"emotion/{DEVICE}/events"
@@ -201,8 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     options = parser.parse_args(argv)
 
-    from tests.daemonproc import DaemonProcess, MjpegServer, live_frame
-    from tests.mosquitto import MosquittoBroker, find_mosquitto
+    from testbed.daemonproc import DaemonProcess, MjpegServer, live_frame
+    from testbed.mosquitto import MosquittoBroker, find_mosquitto
 
     binary = find_mosquitto()
     if binary is None:
@@ -344,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         "journal": {**lines, "per_hour": round(per_hour), "during_flaky_camera": flaky_lines},
         "not_on_broker": {"count": len(missing), "first": missing[:1], "last": missing[-1:]},
     }  # fmt: skip
-    print(f"command: {' '.join([sys.executable, *sys.argv])}")
+    print("command:", command_line())
     print(f"ran {options.minutes:g} min at {options.fps:g} fps: daemon exit {exit_code} on SIGTERM, "
           f"{summary['tracebacks']} tracebacks, {summary['error_lines']} ERROR lines")  # fmt: skip
     print(f"events: {made} made, {stdout_lines} on stdout, {delivered} on the broker ({messages} messages), "

@@ -1,7 +1,7 @@
 """Edge latency benchmark: detect + classify (+ publish to a null stdout) per 640x480 frame, and per-face
 classify time, on real photographs (scikit-image astronaut, one and two faces).
 
-    python benchmarks/edge_latency.py [--model edge/models/default.tflite] [--detector auto --detector haar]
+    python -m benchmarks.edge_latency [--model edge/models/default.tflite] [--detector auto --detector haar]
                                       [--repeats 50] [--every-n N] [--no-roi-redetect]
 
 A --detector is `type[:key=value,...]` of detector settings, checked as the daemon's config is (as in
@@ -12,8 +12,7 @@ Several --detector values are measured one after the other in one run (default: 
 scan alone, and a whole frame at the cadence (wall time, and the process's CPU time, which other jobs on the
 machine inflate less).
 
-Without --model it uses the shipped edge/models/default.tflite, or, when that is absent, the tests' tiny
-int8 model (built with TensorFlow; timings then describe that small network, not the shipped one).
+Without --model it uses the shipped edge/models/default.tflite.
 """
 
 from __future__ import annotations
@@ -21,26 +20,20 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
-import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-from scene_accuracy import parse_detector  # noqa: E402
-
-from edge.capture import Frame  # noqa: E402
-from edge.classify import EmotionClassifier  # noqa: E402
-from edge.config import Config  # noqa: E402
-from edge.detect import make_detector  # noqa: E402
-from edge.pipeline import FrameProcessor  # noqa: E402
-from edge.preprocess import faces_to_batch  # noqa: E402
-from edge.publish.stdout import StdoutPublisher  # noqa: E402
-from tests import facesdata  # noqa: E402
+from benchmarks.common import REPO, command_line, parse_detector
+from edge.capture import Frame
+from edge.classify import EmotionClassifier
+from edge.config import Config
+from edge.detect import make_detector
+from edge.emit import EventMaker
+from edge.pipeline import FrameProcessor
+from edge.preprocess import faces_to_batch
+from edge.publish.stdout import StdoutPublisher
+from testbed import facesdata
 
 
 def timings_ms(fn, repeats: int) -> list[float]:
@@ -88,11 +81,13 @@ def measure(spec: str, args, classifier, model_name: str) -> dict:
         "two faces": facesdata.two_faces_frame(),
     }.items():
         processor = FrameProcessor(config, classifier, detector, "bench")
+        events = EventMaker(config, classifier.labels, "bench")
         counter = iter(range(10**9))
 
-        def one_frame(image=image, processor=processor, counter=counter):
-            result = processor.process(Frame(image, next(counter), time.time()))
-            publisher.publish_event(result.event)
+        def one_frame(image=image, processor=processor, events=events, counter=counter):
+            frame = Frame(image, next(counter), time.time())
+            result = processor.process(frame)
+            publisher.publish_event(events.make(frame, result, time.monotonic()))
             return result
 
         faces = len(one_frame().faces)
@@ -134,18 +129,13 @@ def main() -> int:
     args = parser.parse_args()
 
     model = Path(args.model) if args.model else REPO / "edge" / "models" / "default.tflite"
-    note = ""
     if not model.is_file():
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        from tests.tinymodel import tiny_tflite
-
-        model = tiny_tflite(tempfile.mkdtemp(prefix="edge-bench-"))
-        note = " (tests' tiny int8 model: no shipped default model yet)"
+        raise SystemExit(f"no model at {model}: give --model FILE (a .tflite with its .json contract)")
     classifier = EmotionClassifier(model, num_threads=args.threads)
-    print("command:", " ".join([Path(sys.executable).name, *sys.argv]))
+    print("command:", command_line())
     figures = {}
     for kind in args.detector or ["auto", "blazeface_full", "haar"]:
-        figures[kind] = measure(kind, args, classifier, f"{model.name}{note}")
+        figures[kind] = measure(kind, args, classifier, model.name)
     first, *others = figures
     for key, what in (
         ("detect", "full-scan detect time"),

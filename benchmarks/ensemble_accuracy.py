@@ -4,7 +4,7 @@ Each model (a run directory, a .keras with its contract, or a .tflite) classifie
 script prints each one's accuracy alone and flip-averaged, then the accuracy of their averaged
 probabilities, plain and flip-averaged. `emotion-train --teacher A,B` averages exactly this way (both views).
 
-    .venv/bin/python benchmarks/ensemble_accuracy.py runs/vgg60 runs/vgg30 --data ../shared/data/fer2013 \\
+    .venv/bin/python -m benchmarks.ensemble_accuracy runs/vgg60 runs/vgg30 --data ../shared/data/fer2013 \\
         [--split test]
 """
 
@@ -12,18 +12,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from convert.commands import choose_eval_split  # noqa: E402
-from convert.errors import ConvertError  # noqa: E402
-from convert.evaluate import load_predictor  # noqa: E402
-from convert.model_io import check_labels_match, resolve_eval_path, to_model_order  # noqa: E402
-from train.data import DataError, load_dataset  # noqa: E402
+from convert.commands import choose_eval_split
+from convert.errors import ConvertError
+from convert.evaluate import load_predictor
+from convert.model_io import check_labels_match, resolve_eval_path, to_model_order
+from train.data import DataError, load_dataset
 
 
 def accuracy(probs: np.ndarray, targets: np.ndarray) -> float:

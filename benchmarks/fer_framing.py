@@ -4,9 +4,9 @@ Each 48x48 face of a FER-style folder is enlarged 3x and set in a mid-grey 320x3
 some context around a tight crop), BlazeFace full range finds its landmarks, and the eye centre and eye
 distance are mapped back into crop units (fractions of the crop's side), with the head's roll. The medians are
 edge/align.py's reference point for `framing` (eye_distance, eye_y); the framing shipped was then chosen on real
-photos (benchmarks/photo_accuracy.py --framing eyes:...):
+photos (python -m benchmarks.photo_accuracy --framing eyes:...):
 
-    .venv/bin/python benchmarks/fer_framing.py --data ../shared/data/fer2013 --split train --limit 1500
+    .venv/bin/python -m benchmarks.fer_framing --data ../shared/data/fer2013 --split train --limit 1500
 """
 
 from __future__ import annotations
@@ -18,13 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from edge.align import eye_angle  # noqa: E402
-from edge.config import DetectorConfig  # noqa: E402
-from edge.detect import largest, make_detector  # noqa: E402
-from train.data import DataError, load_dataset  # noqa: E402
+from edge.align import eye_angle
+from edge.config import DetectorConfig
+from edge.detect import largest, make_detector
+from train.data import DataError, load_dataset
 
 ENLARGE = 3  # 48 px faces become 144 px, a size the full-range model finds reliably
 FRAME_SIDE = 320

@@ -14,7 +14,7 @@ the original's eyes. The difference between the two is the framing noise, in cro
 Each number is a difference of two noisy detections, so one detection's own spread is about 1/sqrt(2) of it;
 both are printed. Photos where either detection has no eyes are counted, not measured.
 
-    .venv/bin/python benchmarks/framing_noise.py [--data DIR] [--limit 600] [--copies 4] [--json out.json]
+    .venv/bin/python -m benchmarks.framing_noise [--data DIR] [--limit 600] [--copies 4] [--json out.json]
 """
 
 from __future__ import annotations
@@ -28,15 +28,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from benchmarks.common import DEV_PHOTOS
+from edge.align import DEFAULT_FRAMING, eye_angle, eye_transform
+from edge.capture.sources import read_image
+from edge.config import DetectorConfig
+from edge.detect import largest, make_detector
 
-from edge.align import DEFAULT_FRAMING, eye_angle, eye_transform  # noqa: E402
-from edge.capture.sources import read_image  # noqa: E402
-from edge.config import DetectorConfig  # noqa: E402
-from edge.detect import largest, make_detector  # noqa: E402
-
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "photos"
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 # How the copies differ from the photo: a person a little nearer or further, off centre, with the head tilted.
 SCALE_RANGE = (0.75, 1.1)
@@ -114,7 +111,7 @@ def summarise(rows: np.ndarray) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(DEFAULT_DATA), help="<label>/ folders of photos")
+    parser.add_argument("--data", default=str(DEV_PHOTOS), help="<label>/ folders of photos")
     parser.add_argument(
         "--limit", type=int, default=600, help="a seeded random sample of this many (0 = all)"
     )

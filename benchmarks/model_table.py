@@ -2,9 +2,9 @@
 
 Each argument is a folder holding `evaluation.json` (`emotion-convert evaluate ... --soft-labels ... --json`;
 with `--compare X.tflite` the int8 model's numbers are read from its `compare` part) and, when it exists,
-`photos-held-out.json` (`benchmarks/photo_accuracy.py --split held-out --json`):
+`photos-held-out.json` (`python -m benchmarks.photo_accuracy --split held-out --json`):
 
-    .venv/bin/python benchmarks/model_table.py docs/model/v3/shipped-v2 docs/model/v3/a1-fp-mix1 ...
+    .venv/bin/python -m benchmarks.model_table docs/model/v3/shipped-v2 docs/model/v3/a1-fp-mix1 ...
 """
 
 from __future__ import annotations

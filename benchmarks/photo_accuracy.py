@@ -7,7 +7,7 @@ through what the daemon does with a frame: the image decoded as the folder sourc
 says (or as each --framing says), the classifier. The largest detection is taken as the photo's labelled face;
 a photo with none counts as wrong end to end. Detectors and framings are compared in one run:
 
-    .venv/bin/python benchmarks/photo_accuracy.py --detector haar --detector blazeface_full \\
+    .venv/bin/python -m benchmarks.photo_accuracy --detector haar --detector blazeface_full \\
         --framing contract --framing box:margin=0.1 --framing eyes:eye_distance=0.36,eye_y=0.4 [--json out.json]
 
 Framing specs: `contract` (the model's own), `box:margin=M` (the detector box grown by M on each side), and
@@ -29,22 +29,16 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
+from benchmarks.common import DEV_PHOTOS, parse_detector
+from edge.align import Framing
+from edge.capture.sources import read_image
+from edge.classify import EmotionClassifier
+from edge.daemon import default_model_path
+from edge.detect import DetectorError, largest, make_detector
+from edge.model_contract import ContractError, ModelContract
+from edge.preprocess import faces_to_batch
+from train.photos import person_of, split_of
 
-from scene_accuracy import parse_detector  # noqa: E402
-
-from edge.align import Framing  # noqa: E402
-from edge.capture.sources import read_image  # noqa: E402
-from edge.classify import EmotionClassifier  # noqa: E402
-from edge.daemon import default_model_path  # noqa: E402
-from edge.detect import DetectorError, largest, make_detector  # noqa: E402
-from edge.model_contract import ContractError, ModelContract  # noqa: E402
-from edge.preprocess import faces_to_batch  # noqa: E402
-from train.photos import person_of, split_of  # noqa: E402
-
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "photos"
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
 
@@ -181,7 +175,7 @@ def score(classifier, detected, targets, margin: float, framing: Framing | None)
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(DEFAULT_DATA), help="<label>/ folders of photos")
+    parser.add_argument("--data", default=str(DEV_PHOTOS), help="<label>/ folders of photos")
     parser.add_argument("--model", help="a .tflite with its .json contract (default: the shipped model)")
     parser.add_argument("--detector", action="append", help="type[:key=value,...]; repeat to compare")
     parser.add_argument("--framing", action="append", help="contract | box:margin=M | eyes:...; repeat")

@@ -1,7 +1,7 @@
 """What the live preview page costs the daemon: the processing loop's per-frame time and the process's CPU,
 with no preview, with the preview on but the page closed, and with one or two viewers streaming it.
 
-    python benchmarks/preview_cost.py [--frames 150] [--fps 15] [--rounds 4] [--max-fps 5] [--threads 1]
+    python -m benchmarks.preview_cost [--frames 150] [--fps 15] [--rounds 4] [--max-fps 5] [--threads 1]
 
 A 640x480 camera frame with one real face (scikit-image's astronaut) is fed at --fps, as a camera would,
 through the daemon's own FrameProcessor and the preview's offer() hook, exactly as edge/daemon.py calls
@@ -21,24 +21,21 @@ import http.client
 import os
 import socket
 import statistics
-import sys
 import threading
 import time
 from dataclasses import replace
-from pathlib import Path
 from types import SimpleNamespace
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from edge.capture import Frame  # noqa: E402
-from edge.classify import EmotionClassifier  # noqa: E402
-from edge.config import Config, PreviewConfig  # noqa: E402
-from edge.detect import make_detector  # noqa: E402
-from edge.pipeline import FrameProcessor  # noqa: E402
-from edge.preview.server import start_preview  # noqa: E402
-from edge.stats import StatsCollector  # noqa: E402
-from tests import facesdata  # noqa: E402
+from benchmarks.common import REPO, command_line
+from edge.capture import Frame
+from edge.classify import EmotionClassifier
+from edge.config import Config, PreviewConfig
+from edge.detect import make_detector
+from edge.emit import EventMaker
+from edge.pipeline import FrameProcessor
+from edge.preview.server import start_preview
+from edge.stats import StatsCollector
+from testbed import facesdata
 
 MODES = ("no preview", "preview on, page closed", "page open, 1 viewer", "page open, 2 viewers")
 
@@ -62,7 +59,7 @@ def viewer(port: int, stop: threading.Event, received: list[int]) -> None:
     conn.close()
 
 
-def run_mode(mode: str, frames: int, fps: float, processor, preview, port: int) -> dict:
+def run_mode(mode: str, frames: int, fps: float, processor, events, preview, port: int) -> dict:
     viewers = MODES.index(mode) - 1 if mode.startswith("page open") else 0
     stop, received, threads = threading.Event(), [0], []
     for _ in range(viewers):
@@ -82,11 +79,13 @@ def run_mode(mode: str, frames: int, fps: float, processor, preview, port: int) 
         time.sleep(max(0.0, due - time.perf_counter()))
         capture.captured += 1
         start = time.perf_counter()
-        result = processor.process(Frame(image, index, time.time()))
+        frame = Frame(image, index, time.time())
+        result = processor.process(frame)
+        event = events.make(frame, result, time.monotonic())
         stats.record(result.timings_ms, len(result.faces))
         offered = time.perf_counter()
         if hook is not None:
-            hook.offer(SimpleNamespace(image=image, index=index), result, stats, capture)
+            hook.offer(SimpleNamespace(image=image, index=index), result, stats, capture, event)
         done = time.perf_counter()
         loop_ms.append((done - start) * 1000)
         offer_us.append((done - offered) * 1e6)
@@ -118,15 +117,16 @@ def main() -> int:
     port = free_port()
     config.preview = PreviewConfig(enabled=True, port=port, max_fps=args.max_fps)
     processor = FrameProcessor(config, classifier, make_detector(config.detector), "bench")
+    events = EventMaker(config, classifier.labels, "bench")
     preview = start_preview(config, "bench", classifier.labels, publishers=[])
-    print("command:", " ".join([Path(sys.executable).name, *sys.argv]))
+    print("command:", command_line())
     print(f"640x480, one face, {args.fps:g} fps in, haar every {config.detector.every_n_frames} frames, "
           f"preview.max_fps {args.max_fps:g}, {args.frames} frames x {args.rounds} rounds per mode")  # fmt: skip
     results: dict[str, list[dict]] = {mode: [] for mode in MODES}
     try:
         for round_index in range(args.rounds):
             for mode in MODES[round_index % 4 :] + MODES[: round_index % 4]:  # each mode in each position
-                results[mode].append(run_mode(mode, args.frames, args.fps, processor, preview, port))
+                results[mode].append(run_mode(mode, args.frames, args.fps, processor, events, preview, port))
     finally:
         preview.close()
     for mode, runs in results.items():

@@ -8,7 +8,7 @@ people, or a dark room with a dimmed face), and the frame goes through `make_det
 `faces_to_batch` (faces with eyes framed from them as the model's contract says, the others by their box and
 each --margin), then the classifier. Detector variants are compared in one run:
 
-    .venv/bin/python benchmarks/scene_accuracy.py --data ../shared/data/fer2013 --split test --limit 600 \\
+    .venv/bin/python -m benchmarks.scene_accuracy --data ../shared/data/fer2013 --split test --limit 600 \\
         --detector auto --detector haar --detector haar:scale_factor=1.1 [--margin 0,0.1] [--json out.json]
 
 Tune on `--split train` and choose on `test`, as for the model.
@@ -18,7 +18,7 @@ detectors miss many small ones. `--photos` pastes whole photos from a `<label>/`
 ../shared/data/photos, a face with its hair, forehead and some background): `--face-px` is then the pasted
 photo's side, of which the face is about 80%.
 
-    .venv/bin/python benchmarks/scene_accuracy.py --photos --limit 600 --face-px 120,180,250 \
+    .venv/bin/python -m benchmarks.scene_accuracy --photos --limit 600 --face-px 120,180,250 \
         --detector auto --detector haar
 
 `--room` builds what a room camera sees instead: 640x480 frames holding one to four dev photos each, scaled so
@@ -29,7 +29,7 @@ face is placed where at least two of REFERENCE_DETECTORS agree on it at the phot
 they do not, or where they agree on a second face, are left out and counted). It reports, per detector, the
 faces found by face-width bin, false faces per frame, end-to-end accuracy and detect ms:
 
-    .venv/bin/python benchmarks/scene_accuracy.py --room --split held-out --frames 600 \
+    .venv/bin/python -m benchmarks.scene_accuracy --room --split held-out --frames 600 \
         --detector yunet --detector blazeface_full --detector haar [--json out.json]
 """
 
@@ -45,21 +45,17 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import yaml
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-from convert.model_io import to_model_order  # noqa: E402
-from edge.capture.sources import read_image  # noqa: E402
-from edge.classify import EmotionClassifier  # noqa: E402
-from edge.config import DetectorConfig, validate_layer  # noqa: E402
-from edge.daemon import default_model_path  # noqa: E402
-from edge.detect import DetectorError, make_detector  # noqa: E402
-from edge.preprocess import faces_to_batch, to_gray  # noqa: E402
-from edge.track import iou  # noqa: E402
-from train.data import DataError, load_dataset  # noqa: E402
+from benchmarks.common import parse_detector
+from convert.model_io import to_model_order
+from edge.capture.sources import read_image
+from edge.classify import EmotionClassifier
+from edge.config import DetectorConfig
+from edge.daemon import default_model_path
+from edge.detect import DetectorError, make_detector
+from edge.preprocess import faces_to_batch, to_gray
+from edge.track import iou
+from train.data import DataError, load_dataset
 
 FRAME = (480, 640)  # (height, width): the daemon's default camera size
 # scikit-image photos with no human face in them (its "camera" and "astronaut" have one).
@@ -107,17 +103,6 @@ def centre_offset(box, face) -> float:
     dx = abs(box[0] + box[2] / 2 - face[0] - face[2] / 2)
     dy = abs(box[1] + box[3] / 2 - face[1] - face[3] / 2)
     return max(dx, dy) / face[2]
-
-
-def parse_detector(spec: str) -> DetectorConfig:
-    """'haar' or 'haar:scale_factor=1.1,min_neighbors=4' -> a DetectorConfig, checked as the daemon's config is."""
-    kind, _, overrides = spec.partition(":")
-    layer = {"type": kind}
-    for item in filter(None, overrides.split(",")):
-        key, _, value = item.partition("=")
-        layer[key.strip()] = yaml.safe_load(value)  # "1.1" -> 1.1, "3" -> 3, as in the YAML config
-    checked = validate_layer(layer, f" (from --detector {spec})", DetectorConfig, "detector.")
-    return replace(DetectorConfig(), **checked)
 
 
 def score(detector, classifier, faces, targets, face_px, background, photos, margins, seed) -> dict:
@@ -178,9 +163,10 @@ def load_crops(args, classifier):
 
 def load_photo_faces(args, classifier):
     """A seeded sample of whole photos from <label>/ folders, gray: (images, targets, None)."""
-    from photo_accuracy import DEFAULT_DATA, load_photos
+    from benchmarks.common import DEV_PHOTOS
+    from benchmarks.photo_accuracy import load_photos
 
-    args.data = args.data or str(DEFAULT_DATA)
+    args.data = args.data or str(DEV_PHOTOS)
     paths, targets, _ = load_photos(Path(args.data), classifier.labels, args.limit, args.seed)
     images = [read_image(p) for p in paths]
     keep = [i for i, image in enumerate(images) if image is not None]
@@ -228,9 +214,10 @@ def is_colour(image: np.ndarray) -> bool:
 
 def load_room_photos(args, classifier):
     """(photos, reference boxes, targets, colour flags, left-out count) of the dev photos' --split."""
-    from photo_accuracy import DEFAULT_DATA, load_photos
+    from benchmarks.common import DEV_PHOTOS
+    from benchmarks.photo_accuracy import load_photos
 
-    args.data = args.data or str(DEFAULT_DATA)
+    args.data = args.data or str(DEV_PHOTOS)
     paths, targets, _ = load_photos(Path(args.data), classifier.labels, 0, args.seed, args.split)
     referees = [make_detector(replace(DetectorConfig(), type=kind)) for kind in REFERENCE_DETECTORS]
     rng = np.random.default_rng(args.seed)

@@ -5,7 +5,7 @@ training faces), then classifies the same faces with both: the .tflite through t
 recovered network in Keras, in inference mode and in training mode (BatchNorm on each shuffled batch's own
 statistics, dropout off), which is what fine-tuning starts from.
 
-    .venv/bin/python benchmarks/tflite_recovery.py --model edge/models/default.tflite --arch vgg \\
+    .venv/bin/python -m benchmarks.tflite_recovery --model edge/models/default.tflite --arch vgg \\
         --data ../shared/data/fer2013 --split test [--json out.json]
 """
 
@@ -17,9 +17,9 @@ import os
 import sys
 from pathlib import Path
 
+from benchmarks.common import REPO
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 
 def main(argv=None) -> int:

@@ -5,7 +5,7 @@ AVX512_BF16 dot products where it has them, and converts dtypes around every oth
 model once per policy, then times `train_on_batch` on one batch of random faces, alternating the policies in
 rounds so both see the same load from other work on the machine; it reports the median step per policy.
 
-    .venv/bin/python benchmarks/train_step_speed.py --arch vgg --batch-size 64 --steps 20 --rounds 3
+    .venv/bin/python -m benchmarks.train_step_speed --arch vgg --batch-size 64 --steps 20 --rounds 3
 """
 
 from __future__ import annotations
@@ -19,8 +19,6 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 
 def build(policy: str, arch: str, batch: int):

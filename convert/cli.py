@@ -103,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         args = _convert_parser().parse_args(argv)
         from convert.commands import run_convert as run
+    from train.tf_startup import quiet_tensorflow_startup
+
+    quiet_tensorflow_startup()
     try:
         return run(args)
     except (ConvertError, DataError, ContractError, ModelLoadError) as exc:

@@ -40,13 +40,8 @@ from convert.model_io import (
     to_model_order,
 )
 from convert.quantize import METADATA_NAME, convert_model, embed_metadata
-from edge.model_contract import (
-    ModelContract,
-    save_contract,
-    sidecar_path,
-    write_bytes_atomic,
-    write_text_atomic,
-)
+from edge.files import write_bytes_atomic, write_text_atomic
+from edge.model_contract import ModelContract, save_contract, sidecar_path
 from train.data import Dataset, load_dataset, stratified_sample
 from train.metrics import format_report
 
@@ -79,7 +74,9 @@ def check_output_path(path: str | os.PathLike, suffix: str, what: str) -> Path:
     return out
 
 
-def choose_eval_split(dataset: Dataset, requested: str | None) -> str:
+def choose_eval_split(dataset: Dataset, requested: str | None, advice: str = "name one with --split") -> str:
+    """The split asked for, else test, else val; ConvertError (ending in `advice`: what this command takes
+    to fix it) when there is none."""
     if requested:
         if requested not in dataset.splits:
             raise ConvertError(
@@ -91,7 +88,7 @@ def choose_eval_split(dataset: Dataset, requested: str | None) -> str:
             return name
     raise ConvertError(
         f"{dataset.source} has no test or val split (available: {', '.join(sorted(dataset.splits))}); "
-        "name one with --split"
+        + advice
     )
 
 
@@ -205,7 +202,10 @@ def _check_graph(staged: Path, mode: str, allow_float_fallback: bool) -> dict:
 def _verify(model, keras_path: Path, contract: ModelContract, staged: Path, dataset: Dataset) -> dict:
     """Float vs converted accuracy on the held-out split, so the user sees at once what quantization cost."""
     try:
-        split = choose_eval_split(dataset, None)
+        # emotion-convert itself has no --split: the check runs on the held-out faces --data holds.
+        split = choose_eval_split(
+            dataset, None, "give --data held-out faces (a test/ or val/ folder) to check the conversion"
+        )
     except ConvertError as exc:
         warn(f"verification skipped: {exc}")
         return {"skipped": str(exc)}

@@ -1,8 +1,8 @@
 """`emotion-edge`: run the daemon, check or print its config, benchmark the pipeline (`bench`), or clear
 its retained MQTT messages (`forget`).
 
-    emotion-edge [--config FILE] [--source SRC] [--model FILE] [--publish stdout|mqtt ...] [--mqtt-host H]
-                 [--mqtt-port P] [--device-id ID] [--policy every|change] [--detector auto|yunet|blazeface_full|blazeface|haar|lbp]
+    emotion-edge [--config FILE] [--source SRC|demo] [--realtime] [--model FILE] [--publish stdout|mqtt ...]
+                 [--mqtt-host H] [--mqtt-port P] [--device-id ID] [--policy every|change] [--detector TYPE]
                  [--threads N] [--log-level L] [--preview [HOST:]PORT] [--check-config] [--print-config]
     emotion-edge bench --source SRC [--frames N] [--json OUT] ...
     emotion-edge forget [--config FILE] [--device-id ID] [--force]   (clear its retained MQTT messages)
@@ -16,7 +16,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from edge.config import ConfigError, load_config
+from edge.config import DETECTOR_TYPES, ConfigError, load_config
+
+DETECTORS = "|".join(DETECTOR_TYPES)  # the metavar of --detector: the choices edge/config.py declares
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,7 +31,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--config", metavar="FILE", help="YAML config (default /etc/emotion-edge/config.yaml)"
     )
     parser.add_argument(
-        "--source", metavar="SRC", help="picamera2, /dev/videoN, N, video file, URL, image, folder"
+        "--source",
+        metavar="SRC",
+        help="picamera2, /dev/videoN, N, video file, URL, image, folder, or demo (the bundled sample faces "
+        "as an endless camera: try the preview, stats and Home Assistant without one)",
+    )
+    parser.add_argument(
+        "--realtime",
+        action="store_true",
+        default=None,
+        help="read a video file at its own frame rate and pictures one a second, as a camera would "
+        "(default: as fast as possible)",
     )
     parser.add_argument("--model", metavar="FILE", help="a .tflite model with its .json contract next to it")
     parser.add_argument(
@@ -39,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mqtt-port", metavar="P")
     parser.add_argument("--device-id", metavar="ID", help="[a-z0-9_-], used in MQTT topics")
     parser.add_argument("--policy", metavar="every|change", help="publish every frame or only changes")
-    parser.add_argument("--detector", metavar="auto|yunet|blazeface_full|blazeface|haar|lbp")
+    parser.add_argument("--detector", metavar=DETECTORS)
     parser.add_argument("--threads", metavar="N", help="TFLite interpreter threads")
     parser.add_argument("--log-level", metavar="L", help="DEBUG, INFO, WARNING, ERROR, CRITICAL")
     parser.add_argument(
@@ -75,6 +87,7 @@ def overrides_from_args(args: argparse.Namespace) -> dict:
         (overrides.setdefault(section, {}) if section else overrides)[key] = value
 
     put("source", "uri", args.source)
+    put("source", "realtime", args.realtime)
     put("model", "path", args.model)
     if args.publish:
         put("publish", "outputs", ",".join(args.publish))
@@ -141,7 +154,7 @@ def build_bench_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", metavar="OUT", help="also write the results as JSON to this file")
     parser.add_argument("--config", metavar="FILE", help="YAML config for the detector/model settings")
     parser.add_argument("--model", metavar="FILE")
-    parser.add_argument("--detector", metavar="auto|yunet|blazeface_full|blazeface|haar|lbp")
+    parser.add_argument("--detector", metavar=DETECTORS)
     parser.add_argument("--threads", metavar="N")
     parser.add_argument("--log-level", metavar="L", default="WARNING")
     return parser
@@ -175,7 +188,7 @@ def _bench(argv: list[str]) -> int:
         results = run_bench(config, args.source, frames=args.frames, warmup=args.warmup)
         print_out(format_bench(results) + "\n")
         if args.json:
-            from edge.model_contract import write_text_atomic
+            from edge.files import write_text_atomic
 
             try:
                 write_text_atomic(args.json, json.dumps(results, indent=2) + "\n")

@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from edge.model_contract import not_utf8_hint, path_problem, read_text_limited
+from edge.files import not_utf8_hint, path_problem, read_secret, read_text_limited
 
 DEFAULT_CONFIG_PATH = "/etc/emotion-edge/config.yaml"
 ENV_PREFIX = "EMOTION_EDGE_"
@@ -132,6 +132,9 @@ class SourceConfig:
     width: int | None = _spec(640, int, lo=16, hi=8192, nullable=True)
     height: int | None = _spec(480, int, lo=16, hi=8192, nullable=True)
     fps: float | None = _spec(15, float, lo=0.1, hi=240, nullable=True)
+    # Files as a camera would give them (--realtime): a video at its own frame rate, a picture a second, so
+    # the preview page and the stats can be watched; off, files are read as fast as the pipeline takes them.
+    realtime: bool = _spec(False, bool)
     reopen_backoff_max_s: float = _spec(30, float, lo=0.1, hi=3600)
     # Image files (a photo or a folder) over either limit are skipped and counted, never decoded: a small PNG
     # can claim 30000x30000 pixels (1.9 GB to decode). 40 Mpx is a full-size photo of today's phones.
@@ -625,30 +628,13 @@ def env_layer(environ: dict[str, str]) -> dict[str, Any]:
     return layer
 
 
-def read_secret(path: Path, key: str, what: str) -> str | None:
-    """A secret file's text (a password, a token), or None when it does not exist. Any other failure is a
-    ConfigError naming `key`; the file is read at most MAX_TEXT_BYTES, so /dev/zero is an error, not a hang."""
-    try:
-        return read_text_limited(path, what)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise ConfigError(f"{key}: cannot read {what} {path}: {exc.strerror}") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(
-            f"{key}: {what} {path} is not UTF-8 text (byte {exc.start}): {not_utf8_hint(exc)}"
-        ) from None
-    except ValueError as exc:
-        raise ConfigError(f"{key}: {exc}") from None
-
-
 def _credential_password(environ: dict[str, str]) -> str | None:
     directory = environ.get("CREDENTIALS_DIRECTORY")
     if not directory:
         return None
     # install.sh always creates the file (LoadCredential= fails the unit when it is missing),
     # so an empty file means "no password", not an empty one.
-    text = read_secret(Path(directory) / CREDENTIAL_NAME, "mqtt.password", "credential")
+    text = read_secret(Path(directory) / CREDENTIAL_NAME, "mqtt.password", "credential", ConfigError)
     return (text or "").rstrip("\r\n") or None
 
 
@@ -683,7 +669,8 @@ def _check_combinations(config: Config) -> None:
 
 
 def check_files(config: Config) -> None:
-    """Files named by the config must exist (for --check-config and before connecting)."""
+    """Files named by the config must exist (for --check-config and before connecting). The preview's token
+    file is checked by edge.preview.auth.load_token, which edge.daemon.load_components calls."""
     tls = config.mqtt.tls
     if tls.enabled:
         for key in ("ca_certs", "certfile", "keyfile"):
@@ -701,10 +688,6 @@ def check_files(config: Config) -> None:
         problem = check_snapshot_dir(config.debug.snapshot_dir)
         if problem:
             raise ConfigError(f"debug.snapshot_dir: {problem}")
-    if config.preview.enabled:
-        from edge.preview.auth import load_token  # raises ConfigError for a bind the token rules refuse
-
-        load_token(config.preview)
 
 
 def check_snapshot_dir(directory: str) -> str | None:

@@ -13,7 +13,8 @@ service. SIGTERM/SIGINT/SIGHUP set the stop event: the loop ends, `offline` is p
 and the process exits 0 within 2 s (the first open of a source runs in a helper thread, so a slow one does
 not hold the signal up).
 A finite source (file, folder, image) ends the run with exit 0 after its last event is published, or
-EXIT_UNDELIVERED (3) when an output (MQTT) did not get every event.
+EXIT_UNDELIVERED (3) when an output (MQTT) did not get every event; `--source demo` (the bundled samples as
+a camera) runs until stopped, like a camera.
 
 What goes out, and when (events, the retained state, camera away) is decided in edge/emit.py; one turn of
 the loop (capture -> process -> emit) is edge/loop.py, which `emotion-edge bench` runs too.
@@ -34,8 +35,8 @@ from pathlib import Path
 from edge import logs, notify
 from edge.config import Config, check_files
 from edge.emit import CAMERA_AWAY_S, Emitter, Every
+from edge.files import path_problem
 from edge.loop import FrameLoop
-from edge.model_contract import path_problem
 from edge.notices import read_notices, status_suffix
 from edge.publish.base import PublishError
 from edge.stats import StatsCollector, delivery_figures, format_stats
@@ -86,6 +87,10 @@ def load_components(config: Config):
     from edge.model_contract import ContractError
 
     check_files(config)
+    if config.preview.enabled:
+        from edge.preview.auth import load_token  # raises ConfigError for a bind the token rules refuse
+
+        load_token(config.preview)
     if config.device_id in SHARED_HOSTNAMES and "mqtt" in config.publish.outputs:
         log.warning(
             "device_id %r is a stock host name: two devices with it share MQTT topics, the client id (the "
@@ -145,7 +150,9 @@ class Daemon:
         cfg = self.config.source
         try:  # in a helper thread: SIGTERM must not wait for a silent stream's open timeout
             return open_until_stopped(
-                lambda: open_source(cfg.uri, cfg.width, cfg.height, cfg.fps, _image_limits(cfg)),
+                lambda: open_source(
+                    cfg.uri, cfg.width, cfg.height, cfg.fps, _image_limits(cfg), cfg.realtime
+                ),
                 self.stop_event,
             )
         except SourceError as exc:
@@ -158,7 +165,8 @@ class Daemon:
         from edge.capture import open_source, reusing_factory
 
         cfg = self.config.source
-        size = {"width": cfg.width, "height": cfg.height, "fps": cfg.fps, "image_limits": _image_limits(cfg)}
+        size = {"width": cfg.width, "height": cfg.height, "fps": cfg.fps, "image_limits": _image_limits(cfg),
+                "realtime": cfg.realtime}  # fmt: skip
         if first is not None:
             return reusing_factory(first, cfg.uri, **size)
         return lambda: open_source(cfg.uri, **size)
@@ -241,7 +249,13 @@ class Daemon:
 
             snapshots = SnapshotWriter(self.config.debug.snapshot_dir, self.config.debug.snapshot_limit)
         self.emitter = Emitter(
-            self.config, processor.labels, self.publishers, processor.forget_faces, now, snapshots
+            self.config,
+            processor.labels,
+            processor_source(processor),
+            self.publishers,
+            processor.forget_faces,
+            now,
+            snapshots,
         )
         self._stats = StatsCollector(clock=self.clock)
         self._stats_due = Every(self.config.stats.interval_s, now)
@@ -263,7 +277,7 @@ class Daemon:
                     waiting = False
                 self._stats.record(step.timings, len(step.result.faces))
                 if self.preview is not None:  # hands over references only; drawing happens in its own thread
-                    self.preview.offer(step.frame, step.result, self._stats, capture)
+                    self.preview.offer(step.frame, step.result, self._stats, capture, step.event)
             if step is not None or (
                 capture.is_alive() and capture.busy_for() < (self._watchdog.interval or 0)
             ):

@@ -1,8 +1,10 @@
-"""What goes out, and when: the one place that decides what the daemon publishes.
+"""What goes out, and when: the one place that decides what the daemon publishes, entered once per processed
+frame from the loop (edge/loop.py) with what edge/pipeline.py found.
 
 - events: the publish policy (`every` frame or on `change`, capped by `publish.max_rate_hz`) and the
-  schema-v1 event payload (edge/schema/event.schema.json);
-- the retained `state`: faces in view, the emotion and scores of the largest one and the camera's state, sent
+  schema-v1 event payload (edge/schema/event.schema.json), its `latency_ms` included;
+- the retained `state`: faces in view, whether someone is present (a face still tracked, also through a few
+  missed frames), the emotion and scores of the largest one and the camera's state, sent
   when what it says changes; scores alone send it only past `publish.score_deadband`, at most once per
   STATE_REFRESH_S, and an unchanged state goes out again every `publish.state_heartbeat_s` (StatePolicy);
 - a live camera silent for CAMERA_AWAY_S: the state says nobody is in view and `camera: away`;
@@ -57,19 +59,20 @@ class PublishPolicy:
 class EventMaker:
     """The policy and the event payload of one source: `make` is called once per processed frame."""
 
-    def __init__(self, config, labels: list[str], source_id: str, clock=time.monotonic):
+    def __init__(self, config, labels: list[str], source_id: str):
         self.device_id = config.device_id
         self.labels = list(labels)
         self.source_id = source_id
         self.policy = PublishPolicy(config.publish.policy, config.publish.max_rate_hz)
-        self._clock = clock
 
-    def make(self, frame, image, faces, changes: list[dict]) -> dict | None:
-        """The event for this frame (faces: the tracker's FaceStates), or None when the policy says wait."""
-        to_publish = self.policy.decide(changes, self._clock())
+    def make(self, frame, result, now: float) -> dict | None:
+        """The event for this frame (result: edge.pipeline.ProcessResult), or None when the policy says wait.
+        `now` is the loop's clock, which the rate cap counts in."""
+        started = time.perf_counter()
+        to_publish = self.policy.decide(result.changes, now)
         if to_publish is None:
             return None
-        shape = image.shape if image is not None else getattr(frame.image, "shape", (0, 0))
+        shape = getattr(frame.image, "shape", (0, 0))
         height, width = (int(shape[0]), int(shape[1])) if len(shape) >= 2 else (0, 0)
         event = {
             "schema_version": SCHEMA_VERSION,
@@ -81,8 +84,16 @@ class EventMaker:
         if frame.file is not None:
             event["file"] = frame.file
         event["frame_size"] = [width, height]
-        event["faces"] = face_dicts(faces, self.labels)
+        event["faces"] = face_dicts(result.faces, self.labels)
         event["changes"] = [dict(change) for change in to_publish]
+        timings = result.timings_ms
+        # From the frame to its event: the pipeline's stages and the building of this event.
+        total = sum(timings.values()) + (time.perf_counter() - started) * 1000
+        event["latency_ms"] = {
+            "detect": round(timings["detect"], 2),
+            "classify": round(timings["classify"], 2),
+            "total": round(total, 2),
+        }
         return event
 
 
@@ -95,10 +106,19 @@ CAMERA_OK, CAMERA_AWAY = "ok", "away"
 
 
 def build_state(
-    device_id: str, labels: list[str], faces: list[dict], camera: str = CAMERA_OK, decimals: int = 4
+    device_id: str,
+    labels: list[str],
+    faces: list[dict],
+    camera: str = CAMERA_OK,
+    decimals: int = 4,
+    present: bool | None = None,
 ) -> dict:
     """The retained `state` payload from the faces' dicts: faces in view, the emotion of the largest one, its
-    scores and confidence rounded to `decimals`, and the camera (`ok`, or `away` after CAMERA_AWAY_S)."""
+    scores and confidence rounded to `decimals`, and the camera (`ok`, or `away` after CAMERA_AWAY_S).
+
+    `present` (default: any face in view) stays true while a face missed on the last frames is still
+    tracked, up to `tracking.max_missing_frames`: one frame without a detection (a turned head, motion
+    blur) does not make Home Assistant's presence flap off and on; `face_count` counts the faces in view."""
     largest = max(faces, key=lambda f: f["box"][2] * f["box"][3]) if faces else None
     scores = {label: 0.0 for label in labels}
     if largest is not None and largest.get("scores"):
@@ -108,6 +128,7 @@ def build_state(
         "device_id": device_id,
         "timestamp": utc_timestamp(),
         "camera": camera,
+        "present": bool(faces) if present is None else bool(present),
         "face_count": len(faces),
         "dominant_emotion": largest["emotion"] if largest else "none",
         "dominant_confidence": round(float(largest["confidence"]), decimals) if largest else None,
@@ -143,6 +164,7 @@ class StatePolicy:
     def _what_it_says(state: dict) -> tuple:
         return (
             state["camera"],
+            state["present"],
             state["face_count"],
             state["dominant_emotion"],
             tuple((face.get("track_id"), face.get("emotion")) for face in state["faces"]),
@@ -187,13 +209,15 @@ class Every:
 
 
 class Emitter:
-    """Sends one processed frame's event and state to every publisher; says nobody is in view when frames
-    stop. `forget_faces()` (the processor's) clears the tracks and returns how many there were."""
+    """Makes one processed frame's event and sends it and the state to every publisher; says nobody is in
+    view when frames stop. `forget_faces()` (the processor's) clears the tracks and returns how many there
+    were."""
 
     def __init__(
         self,
         config,
         labels: list[str],
+        source_id: str,
         publishers,
         forget_faces: Callable[[], int],
         now: float,
@@ -201,6 +225,7 @@ class Emitter:
     ):
         self.device_id = config.device_id
         self.labels = list(labels)
+        self.events = EventMaker(config, labels, source_id)
         self.publishers = publishers
         self._forget_faces = forget_faces
         self._snapshots = snapshots  # debug JPEGs of published events (debug.snapshot_dir), or None
@@ -209,21 +234,25 @@ class Emitter:
         self.last_frame = now
         self.camera = CAMERA_OK
         self._last_faces: list[dict] = []  # the faces of the last state sent (a heartbeat repeats them)
+        self._last_present = False
         self.events_published = 0
 
-    def frame(self, frame, result, now: float) -> None:
-        """One processed frame: its event (if the policy made one), then the state when it is due."""
+    def frame(self, frame, result, now: float) -> dict | None:
+        """One processed frame (edge.pipeline.ProcessResult): its event when the policy makes one, then the
+        state when it is due. Returns the event (None when there was none) for the preview page."""
         self.last_frame = now
         self.camera = CAMERA_OK
-        if result.event is not None:
+        event = self.events.make(frame, result, now)
+        if event is not None:
             for publisher in self.publishers:
-                publisher.publish_event(result.event)
+                publisher.publish_event(event)
             self.events_published += 1
             if self._snapshots is not None:
-                self._snapshots.save(frame.image, result.event)
+                self._snapshots.save(frame.image, event)
         # The event's face dicts are those of this frame's tracks: reuse them rather than build them again.
-        faces = result.event["faces"] if result.event is not None else face_dicts(result.faces, self.labels)
-        self._offer_state(faces, now)
+        faces = event["faces"] if event is not None else face_dicts(result.faces, self.labels)
+        self._offer_state(faces, now, present=result.tracked > 0)
+        return event
 
     def no_frame(self, now: float) -> None:
         """No frame this time: after CAMERA_AWAY_S without one, the state shows nobody and the camera away
@@ -236,14 +265,15 @@ class Emitter:
                 now - self.last_frame,
                 " and no faces" if forgotten else "",
             )
-            self._offer_state([], now)
+            self._offer_state([], now, present=False)
         elif self.state_policy.sent_once:
-            self._offer_state(self._last_faces, now)  # only the heartbeat can make this one due
+            # Only the heartbeat can make this one due.
+            self._offer_state(self._last_faces, now, present=self._last_present)
 
-    def _offer_state(self, faces: list[dict], now: float) -> None:
-        state = build_state(self.device_id, self.labels, faces, self.camera, self._decimals)
+    def _offer_state(self, faces: list[dict], now: float, present: bool) -> None:
+        state = build_state(self.device_id, self.labels, faces, self.camera, self._decimals, present)
         if not self.state_policy.due(state, now):
             return
-        self._last_faces = faces
+        self._last_faces, self._last_present = faces, present
         for publisher in self.publishers:
             publisher.publish_state(state)

@@ -6,6 +6,7 @@ measured on the workstation is what the Pi runs.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
@@ -41,6 +42,21 @@ def _find_interpreter_class():
     )
 
 
+def _runtime_info(line: bytes) -> bool:
+    """TFLite's own INFO lines ("INFO: Created TensorFlow Lite XNNPACK delegate for CPU."): its C++ logger
+    prints them on every start, with no setting to turn them off. Its WARNING and ERROR lines are kept."""
+    return line.startswith(b"INFO: ")
+
+
+def _quiet_runtime():
+    """Loading without the runtime's INFO lines on stderr, unless the log level is DEBUG."""
+    if log.isEnabledFor(logging.DEBUG):
+        return contextlib.nullcontext()
+    from edge.logs import native_stderr_filtered
+
+    return native_stderr_filtered(_runtime_info)
+
+
 def backend_name() -> str:
     return _find_interpreter_class()[1]
 
@@ -57,8 +73,9 @@ def load_interpreter(model_path: str | os.PathLike, num_threads: int | None = No
         raise ModelLoadError(f"{path} is not a TFLite model (no TFL3 identifier)")
     interpreter_class, label = _find_interpreter_class()
     try:
-        interpreter = interpreter_class(model_path=path, num_threads=num_threads)
-        interpreter.allocate_tensors()
+        with _quiet_runtime():
+            interpreter = interpreter_class(model_path=path, num_threads=num_threads)
+            interpreter.allocate_tensors()
     except Exception as exc:
         raise ModelLoadError(f"{path} could not be loaded by {label}: {exc}") from None
     log.debug("loaded %s with %s (%s threads)", path, label, num_threads)

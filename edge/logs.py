@@ -16,6 +16,7 @@ import io
 import logging
 import os
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -146,6 +147,40 @@ def quiet_native_libraries(level: str) -> None:
         set_level = getattr(logging_module, "setLogLevel", None) or getattr(cv2, "setLogLevel", None)
         if set_level is not None:
             set_level(2)
+
+
+HELD_BYTES = 1 << 20  # what a block of native start-up may write to stderr; more is passed on unread
+
+
+@contextlib.contextmanager
+def native_stderr_filtered(drop: Callable[[bytes], bool]):
+    """Hold what is written to file descriptor 2 inside the block (C++ libraries write there directly, past
+    every Python logger), then pass it on without the lines `drop` picks: their start-up chatter, which no
+    setting of theirs silences. Their warnings and errors, and any line of ours written meanwhile, still
+    reach stderr, just after the block. Without a usable fd 2 it filters nothing."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    with tempfile.TemporaryFile() as held:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            sys.stderr.flush()
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            text = held.read(HELD_BYTES)
+            kept = b"".join(line for line in text.splitlines(keepends=True) if not drop(line))
+            with contextlib.suppress(OSError):
+                data = memoryview(kept)
+                while data:
+                    data = data[os.write(2, data) :]
 
 
 def install(stream: TextIO, level: str) -> StderrSink:

@@ -8,7 +8,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-PIPELINE_STAGES = ("detect", "classify", "track")  # what edge/pipeline.py times; `total` adds publish to them
+# What edge/pipeline.py times; `total` adds publish (making the event and handing it over) to them.
+PIPELINE_STAGES = ("detect", "classify", "track")
 
 
 @dataclass
@@ -17,6 +18,7 @@ class Step:
     result: object  # edge.pipeline.ProcessResult
     timings: dict[str, float]  # capture_wait, detect, classify, track, publish (with an emitter), total
     now: float  # the loop clock when the frame was taken
+    event: dict | None = None  # the event the emitter made of it (none without an emitter)
 
 
 class FrameLoop:
@@ -41,10 +43,11 @@ class FrameLoop:
         result = self.processor.process(frame)
         timings = dict(result.timings_ms, capture_wait=wait_ms)
         total = sum(result.timings_ms.get(stage, 0.0) for stage in PIPELINE_STAGES)
+        event = None
         if self.emitter is not None:
             started = self._timer()
-            self.emitter.frame(frame, result, self.now)
+            event = self.emitter.frame(frame, result, self.now)
             timings["publish"] = (self._timer() - started) * 1000
             total += timings["publish"]
         timings["total"] = total
-        return Step(frame, result, timings, self.now)
+        return Step(frame, result, timings, self.now, event)

@@ -1,18 +1,19 @@
-"""One frame in, one event out: detect faces, classify them, track and smooth; edge/emit.py's policy says
-whether the frame makes an event, and builds it (edge/schema/event.schema.json, schema_version 1). Odd frames (grayscale, BGRA,
-16-bit, tiny, huge, unusual channel counts) never crash the pipeline: what cannot hold a face yields none.
+"""One frame in, the faces in view out: detect faces, classify them, track and smooth. What the frame
+publishes (the event, edge/schema/event.schema.json) is edge/emit.py's, made from what `process` returns.
+Odd frames (grayscale, BGRA, 16-bit, tiny, huge, unusual channel counts) never crash the pipeline: what
+cannot hold a face yields none.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from edge.capture.sources import Frame
-from edge.emit import EventMaker, face_dicts
+from edge.capture.base import Frame
+from edge.emit import face_dicts
 from edge.preprocess import faces_to_batch
 from edge.track import FaceState, Tracker
 
@@ -21,10 +22,12 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ProcessResult:
-    event: dict | None  # None when the publish policy says there is nothing to publish
     faces: list[FaceState]  # the faces in view: tracks found on this frame
-    timings_ms: dict[str, float]  # detect, classify, track (event building included in track)
-    changes: list[dict] = field(default_factory=list)  # this frame's appeared/changed/left records
+    changes: list[dict]  # this frame's appeared/changed/left records
+    timings_ms: dict[str, float]  # detect, classify, track
+    # Faces tracked: those in view and those missed on the last frames but not yet declared left
+    # (tracking.max_missing_frames); the state's `present` is true while there is one.
+    tracked: int = 0
 
 
 def usable_image(image) -> np.ndarray | None:
@@ -41,7 +44,7 @@ def usable_image(image) -> np.ndarray | None:
 
 
 class FrameProcessor:
-    def __init__(self, config, classifier, detector, source_id: str, clock=time.monotonic):
+    def __init__(self, config, classifier, detector, source_id: str):
         self.config = config
         self.classifier = classifier
         self.detector = detector
@@ -50,8 +53,6 @@ class FrameProcessor:
         self.input_size = classifier.input_size
         self.crop_margin = float(classifier.contract.crop_margin)
         self.framing = classifier.contract.face_framing  # None: every face is cut by its box
-        # Box -> eyes of the last detections, for the frames in between that reuse those boxes.
-        self._eyes: dict[tuple, object] = {}
         tracking = config.tracking
         self.tracker = Tracker(
             self.labels,
@@ -63,13 +64,11 @@ class FrameProcessor:
         self.tta_flip = bool(tracking.tta_flip)
         self.every_n = max(1, int(config.detector.every_n_frames))
         self.roi_redetect = bool(config.detector.roi_redetect)
-        self.events = EventMaker(config, self.labels, source_id, clock)
         self._frames = 0
 
-    def _classify(self, image: np.ndarray, boxes: list) -> np.ndarray:
+    def _classify(self, image: np.ndarray, boxes: list, eyes: list) -> np.ndarray:
         if not boxes:
             return np.empty((0, len(self.labels)), np.float32)
-        eyes = [self._eyes.get(tuple(box)) for box in boxes]
         batch = faces_to_batch(image, boxes, self.input_size, self.crop_margin, eyes, self.framing)
         probs = self.classifier.classify(batch)
         if self.tta_flip:  # the mirrored face is another look at the same expression: average the two
@@ -84,11 +83,6 @@ class FrameProcessor:
             return self.detector.detect(image)
         return detect_roi(image, tracked)
 
-    def _found(self, detections: list) -> list:
-        """The detections' boxes; their eyes are kept by box for framing, also on frames that reuse the boxes."""
-        self._eyes = {tuple(d.box): d.eyes for d in detections}
-        return [d.box for d in detections]
-
     def process(self, frame: Frame) -> ProcessResult:
         start = time.perf_counter()
         image = usable_image(frame.image)
@@ -101,33 +95,27 @@ class FrameProcessor:
             log.warning(
                 "frame %d: unusable image %s; treated as no faces", frame.index, _describe(frame.image)
             )
-            boxes = []
+            found = []
         elif run_detector:
-            boxes = self._found(self.detector.detect(image))
+            found = [(d.box, d.eyes) for d in self.detector.detect(image)]
         elif self.roi_redetect:
-            boxes = self._found(self._redetect(image))
-        else:  # between detections, keep the faces where they were last seen (and their eyes)
-            boxes = self.tracker.visible_boxes()
-        boxes = [b for b in boxes if b[2] > 0 and b[3] > 0]
+            found = [(d.box, d.eyes) for d in self._redetect(image)]
+        else:  # between detections, keep the faces where they were last seen, with their eyes
+            found = [(track.box, track.eyes) for track in self.tracker.visible()]
+        found = [(box, eyes) for box, eyes in found if box[2] > 0 and box[3] > 0]
+        boxes, eyes = [box for box, _ in found], [eyes for _, eyes in found]
         detected = time.perf_counter()
-        probs = self._classify(image, boxes) if boxes else np.empty((0, len(self.labels)), np.float32)
+        probs = self._classify(image, boxes, eyes)
         classified = time.perf_counter()
-        changes = self.tracker.update(boxes, probs)
+        changes = self.tracker.update(boxes, probs, eyes)
         faces = self.tracker.visible()
-        event = self.events.make(frame, image, faces, changes)
         done = time.perf_counter()
         timings = {
             "detect": (detected - start) * 1000,
             "classify": (classified - detected) * 1000,
             "track": (done - classified) * 1000,
         }
-        if event is not None:
-            event["latency_ms"] = {
-                "detect": round(timings["detect"], 2),
-                "classify": round(timings["classify"], 2),
-                "total": round((done - start) * 1000, 2),
-            }
-        return ProcessResult(event, faces, timings, changes)
+        return ProcessResult(faces, changes, timings, len(self.tracker.tracks))
 
     def forget_faces(self) -> int:
         """The camera went away: nobody is known to be in view any more. Returns how many were tracked."""

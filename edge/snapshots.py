@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.model_contract import write_bytes_atomic
+from edge.files import write_bytes_atomic
 
 log = logging.getLogger(__name__)
 

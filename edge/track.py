@@ -35,6 +35,9 @@ class FaceState:
     label_index: int  # the label with hysteresis applied
     missing: int = 0  # consecutive frames without a matching detection
     age: int = 1  # frames since it appeared
+    # The eye centres of the detection last matched to it (None from box-only detectors): frames that reuse
+    # the track's box between detections are aligned from them too.
+    eyes: tuple | None = None
 
     @property
     def confidence(self) -> float:
@@ -103,16 +106,18 @@ class Tracker:
             }
         return None
 
-    def update(self, boxes: list[Box], probs: np.ndarray) -> list[dict]:
-        """One frame's detections (boxes + class probabilities) -> changes: appeared / changed / left."""
+    def update(self, boxes: list[Box], probs: np.ndarray, eyes: list | None = None) -> list[dict]:
+        """One frame's detections (boxes + class probabilities, and their eyes when the detector finds them)
+        -> changes: appeared / changed / left."""
         probs = np.asarray(probs, np.float32).reshape(len(boxes), len(self.labels))
+        eyes = list(eyes) if eyes is not None else [None] * len(boxes)
         changes: list[dict] = []
         matches = self._match(boxes)
         matched_t = {t for t, _ in matches}
         matched_d = {d for _, d in matches}
         for t, d in matches:
             track = self.tracks[t]
-            track.box, track.missing = tuple(int(v) for v in boxes[d]), 0
+            track.box, track.eyes, track.missing = tuple(int(v) for v in boxes[d]), eyes[d], 0
             track.age += 1
             change = self._smooth(track, probs[d])
             if change:
@@ -138,7 +143,7 @@ class Tracker:
             if d in matched_d:
                 continue
             label = int(np.argmax(probs[d]))
-            track = FaceState(self._next_id, tuple(int(v) for v in box), probs[d].copy(), label)
+            track = FaceState(self._next_id, tuple(int(v) for v in box), probs[d].copy(), label, eyes=eyes[d])
             self._next_id += 1
             self.tracks.append(track)
             changes.append(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-# Test helpers are imported as `tests.<module>` (tests/fakefaces.py, tests/tinymodel.py, ...): make that work
+# Test helpers are imported as `tests.<module>` (tests/support/fakefaces.py, tests/support/tinymodel.py, ...): make that work
 # however pytest is started (`python -m pytest` adds the cwd, the `pytest` script does not).
 _REPO_ROOT = str(Path(__file__).resolve().parent.parent)
 if _REPO_ROOT not in sys.path:
@@ -23,16 +23,16 @@ def tiny_model_path(tmp_path_factory):
 
     Needs no TensorFlow, so edge tests run in `make test-fast` and on a base install.
     """
-    from tests.tinymodel import checked_in_copy
+    from tests.support.tinymodel import checked_in_copy
 
     return checked_in_copy(tmp_path_factory.mktemp("tiny_model"))
 
 
 @pytest.fixture(scope="session")
 def trained_tiny_model_path(tmp_path_factory):
-    """The same recipe (tests/tinymodel.py) trained and converted now: needs TensorFlow, takes seconds."""
+    """The same recipe (tests/support/tinymodel.py) trained and converted now: needs TensorFlow, takes seconds."""
     pytest.importorskip("tensorflow")
-    from tests.tinymodel import tiny_tflite
+    from tests.support.tinymodel import tiny_tflite
 
     return tiny_tflite(tmp_path_factory.mktemp("tiny_model_trained"))
 
@@ -40,11 +40,11 @@ def trained_tiny_model_path(tmp_path_factory):
 # --- MQTT broker (daemon helper) ------------------------------------------------------------------------
 @pytest.fixture
 def mosquitto(tmp_path):
-    """A real Mosquitto broker on a free 127.0.0.1 port (tests/mosquitto.py), stopped after the test.
+    """A real Mosquitto broker on a free 127.0.0.1 port (testbed/mosquitto.py), stopped after the test.
 
     Skips only when the binary is not installed (`.ci/run` installs it): `apt install mosquitto`.
     """
-    from tests.mosquitto import MosquittoBroker, find_mosquitto
+    from testbed.mosquitto import MosquittoBroker, find_mosquitto
 
     binary = find_mosquitto()
     if binary is None:

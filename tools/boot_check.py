@@ -46,8 +46,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.daemonproc import MjpegServer  # noqa: E402
-from tests.mosquitto import MosquittoBroker, Subscriber, find_mosquitto, free_port  # noqa: E402
+from testbed.daemonproc import MjpegServer  # noqa: E402
+from testbed.mosquitto import MosquittoBroker, Subscriber, find_mosquitto, free_port  # noqa: E402
 
 DEFAULT_IMAGE = REPO / "build" / "image" / "emotion-edge-trixie-arm64.img.xz"
 DEFAULT_WORK = REPO / "build" / "boot-check"
@@ -56,7 +56,7 @@ MEMORY_MB = 2048  # a Pi 4's 2 GB model
 DEVICE_ID = "boot-check"
 HOSTNAME = "boot-check"
 MQTT_USER = "edge"
-MAX_EXPOSURE = 2.0  # tests/test_systemd_unit.py's bound, now inside the booted system
+MAX_EXPOSURE = 2.0  # tests/deploy/test_systemd_unit.py's bound, now inside the booted system
 SECTOR = 512
 
 # Generous: under qemu's emulation on a shared 2-core machine a boot takes minutes, the daemon's start

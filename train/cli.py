@@ -69,6 +69,10 @@ def main(argv=None) -> int:
         return 2
     if note:
         print(note, file=sys.stderr)
+    if os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow":
+        from train.tf_startup import quiet_tensorflow_startup
+
+        quiet_tensorflow_startup()
     try:
         if run_dir.exists() and not run_dir.is_dir():
             raise TrainError(f"--out {run_dir} exists and is not a directory")

@@ -28,7 +28,7 @@ import numpy as np
 
 from edge.capture.imagefile import ImageRefused, load_image
 from edge.config import SourceConfig
-from edge.model_contract import write_bytes_atomic
+from edge.files import write_bytes_atomic
 from edge.preprocess import face_to_input
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.model_contract import write_bytes_atomic
+from edge.files import write_bytes_atomic
 
 
 def classification_report(y_true, y_pred, labels) -> dict:

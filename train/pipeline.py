@@ -6,7 +6,8 @@ class weights) with the same augmentations:
 - train/pipeline_tf.py: tf.data, vectorised per batch; the faster one on the TensorFlow backend;
 - train/pipeline_numpy.py: a keras.utils.PyDataset in numpy/OpenCV, for Keras 3 on JAX or PyTorch, where
   TensorFlow may not be installed at all (a GPU machine with only JAX); its .keras file converts here.
-`make_train_dataset` picks one by the Keras backend. This module itself never imports TensorFlow.
+train/batches.py picks one by the Keras backend. This module holds what both share (the augmentation
+strengths, the settings, targets and weights) and never imports TensorFlow.
 """
 
 from __future__ import annotations
@@ -90,28 +91,6 @@ class PipelineSettings:
     degradations: Degradations = Degradations()  # camera degradations (train/degrade.py); off by default
 
 
-def make_train_dataset(
-    images: np.ndarray,
-    labels: np.ndarray,
-    settings: PipelineSettings,
-    targets: np.ndarray | None = None,
-    weights: np.ndarray | None = None,
-):
-    """Shuffled (reshuffled every epoch), augmented training batches for model.fit on the current backend.
-
-    `targets` (N, C) replace the one-hot labels (soft labels, train/softlabels.py); `weights` (N,) replace
-    the per-sample class weights (they already include them). Pass `epoch_callbacks(dataset)` to fit too:
-    the numpy pipeline takes its per-epoch shuffle from them.
-    """
-    if uses_tf_data():
-        from train.pipeline_tf import make_train_dataset as make_tf_dataset
-
-        return make_tf_dataset(images, labels, settings, targets, weights)
-    from train.pipeline_numpy import NumpyTrainBatches
-
-    return NumpyTrainBatches(images, labels, settings, targets=targets, weights=weights)
-
-
 def targets_and_weights(labels, settings: PipelineSettings, targets=None, weights=None):
     """float32 (N, C) targets (one-hot labels unless given) and (N,) sample weights (class weights unless
     given): what both pipelines shuffle and batch."""
@@ -123,10 +102,3 @@ def targets_and_weights(labels, settings: PipelineSettings, targets=None, weight
     if not len(labels) == len(targets) == len(weights):
         raise ValueError(f"{len(labels)} labels, {len(targets)} targets and {len(weights)} weights")
     return targets, weights
-
-
-def epoch_callbacks(dataset) -> list:
-    """Keras callbacks a training dataset needs during fit (the numpy pipeline's per-epoch reshuffle)."""
-    from train.pipeline_numpy import NumpyTrainBatches, ReshuffleEachEpoch
-
-    return [ReshuffleEachEpoch(dataset)] if isinstance(dataset, NumpyTrainBatches) else []

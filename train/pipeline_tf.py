@@ -2,7 +2,7 @@
 
 Work is done per batch (vectorised) in parallel map calls, which keeps both cores busy without Python in the
 loop; on the TensorFlow backend this is faster than the backend-neutral train/pipeline_numpy.py, which
-produces the same batches with the same augmentations. train/pipeline.py picks one of the two.
+produces the same batches with the same augmentations. train/batches.py picks one of the two.
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def make_train_dataset(
     images: np.ndarray, labels: np.ndarray, settings: PipelineSettings, targets=None, weights=None
 ) -> tf.data.Dataset:
     """(float32 images (B,H,W,1) in 0..255, targets (B,C), per-sample weights (B,)) batches; `targets` and
-    `weights` as train/pipeline.py's make_train_dataset takes them."""
+    `weights` as train/batches.py's make_train_dataset takes them."""
     s = settings
     strengths = s.strengths
     targets, weights = targets_and_weights(labels, s, targets, weights)

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from edge.align import DEFAULT_BOX_MARGIN, DEFAULT_FRAMING
-from edge.model_contract import ModelContract, save_contract, write_text_atomic
+from edge.files import write_text_atomic
+from edge.model_contract import ModelContract, save_contract
 from train.metrics import classification_report, format_report, plot_confusion, plot_history
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from edge.model_contract import write_bytes_atomic, write_text_atomic
+from edge.files import write_bytes_atomic, write_text_atomic
 
 EPOCH_WEIGHTS = re.compile(r"^epoch-(\d+)\.weights\.npz$")  # --average-last keeps these
 HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds", "val_seconds"]

@@ -245,7 +245,7 @@ def warm_start_model(config: TrainConfig, data: RunData):
 def prepare_run_dir(run_dir: Path, config: TrainConfig, resume: bool) -> None:
     """Only now the run directory is created, or a previous run in it replaced: bad data, a bad teacher or a
     bad --init left nothing behind, and destroyed nothing."""
-    from edge.model_contract import write_text_atomic
+    from edge.files import write_text_atomic
 
     if not resume:
         remove_run_files(run_dir)
@@ -304,7 +304,7 @@ def sample_weights(config: TrainConfig, data: RunData):
 
 def train_batches(config: TrainConfig, data: RunData, initial_epoch: int, teacher):
     """The training input pipeline for this config, starting at `initial_epoch`'s shuffle."""
-    from train.pipeline import make_train_dataset
+    from train.batches import make_train_dataset
 
     settings = pipeline_settings(config, data, initial_epoch, teacher)
     return make_train_dataset(
@@ -382,7 +382,7 @@ def open_model(config: TrainConfig, run_dir: Path, state, resume: bool, warm_mod
 
 def fit(model, config: TrainConfig, run_dir: Path, state, batches, validation, quiet: bool, callbacks=()):
     """model.fit with one checkpoint per epoch (train/runstate.py); returns that checkpoint callback."""
-    from train.pipeline import epoch_callbacks
+    from train.batches import epoch_callbacks
     from train.runstate import RunDirCheckpoint
 
     plateau = config.schedule == "plateau"

@@ -1,12 +1,10 @@
 """Frame sources (camera, V4L2, video, stream, image, folder) and the capture thread feeding the pipeline."""
 
+from edge.capture.base import Frame, Source, SourceError
 from edge.capture.sources import (
     IMAGE_EXTENSIONS,
-    Frame,
     ImageFileSource,
     ImageFolderSource,
-    Source,
-    SourceError,
     VideoCaptureSource,
     is_live_uri,
     open_source,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from edge.capture.sources import Frame, Source, SourceError
+from edge.capture.base import Frame, Source, SourceError
 
 
 class Picamera2Source(Source):

@@ -12,12 +12,13 @@ import logging
 import os
 import re
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from edge.capture.base import Frame, Source, SourceError
+from edge.capture.demo import DEFAULT_FPS, DEMO_URI, DemoSource
 from edge.capture.imagefile import (
     ImageRefused,
     ImageUnreadable,
@@ -27,7 +28,7 @@ from edge.capture.imagefile import (
     load_image,
 )
 from edge.config import SourceConfig
-from edge.model_contract import path_problem
+from edge.files import path_problem
 
 log = logging.getLogger(__name__)
 
@@ -42,37 +43,6 @@ _URL = re.compile(r"^(rtsp|rtsps|rtmp|http|https)://", re.IGNORECASE)
 _PICAMERA = re.compile(r"^picamera2(?::(\d+))?$")
 # Network streams: give up on a dead connection instead of blocking the capture thread for FFmpeg's 30 s.
 _STREAM_TIMEOUT_MS = 5000
-
-
-class SourceError(RuntimeError):
-    """A source cannot be opened or has failed; the message names the source and the reason."""
-
-
-@dataclass
-class Frame:
-    image: np.ndarray  # as decoded: BGR, gray, or BGRA
-    index: int  # 0-based, in order of the source
-    timestamp: float  # time.time() at capture
-    file: str | None = None  # file name (basename) for image files/folders, else None
-
-
-class Source:
-    """One open frame source. `read()` returns the next Frame, or None when a finite source has ended."""
-
-    source_id: str = ""
-    live: bool = False
-
-    def read(self) -> Frame | None:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 # The config's defaults, for callers that have no config (tests, scripts).
@@ -268,6 +238,12 @@ class VideoCaptureSource(Source):
             raise
 
     @property
+    def frame_rate(self) -> float | None:
+        """The frame rate the container announces (video files), or None when it gives none usable."""
+        rate = float(self._capture.get(cv2.CAP_PROP_FPS) or 0.0)
+        return rate if 0.1 <= rate <= 1000 else None
+
+    @property
     def frame_count(self) -> int:
         """Frames the container says it holds (video files); 0 when unknown."""
         return max(0, int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT)))
@@ -315,13 +291,40 @@ def is_live_uri(uri: str) -> bool:
     return bool(_PICAMERA.match(uri) or uri.isdigit() or _URL.match(uri) or uri.startswith("/dev/"))
 
 
-def open_source(uri: str, width=None, height=None, fps=None, image_limits=_DEFAULT_LIMITS) -> Source:
-    """Open a frame source from its URI (see the module map in README): camera, device, stream, file, folder.
-    `image_limits`: (max MB, max Mpx) of an image file, checked before it is decoded; the Mpx limit holds for
-    video frames too. A file is an image or a video by its content, not its name."""
+def open_source(
+    uri: str, width=None, height=None, fps=None, image_limits=_DEFAULT_LIMITS, realtime: bool = False
+) -> Source:
+    """Open a frame source from its URI (see the module map in README): camera, device, stream, file, folder,
+    or `demo` (the bundled samples as a camera, edge/capture/demo.py). `image_limits`: (max MB, max Mpx) of
+    an image file, checked before it is decoded; the Mpx limit holds for video frames too. A file is an
+    image or a video by its content, not its name. `realtime`: a file is read at its own pace (realtime_pace)."""
     uri = str(uri).strip()
     if not uri:
-        raise SourceError("source: empty URI (use picamera2, /dev/video0, 0, a file, a folder, or a URL)")
+        raise SourceError(
+            "source: empty URI (use picamera2, /dev/video0, 0, a file, a folder, a URL, or demo)"
+        )
+    if uri == DEMO_URI:
+        return DemoSource(fps, image_limits)
+    source = _open(uri, width, height, fps, image_limits)
+    if realtime and not source.live:
+        source.frame_interval = realtime_interval(source, fps)
+    return source
+
+
+# A picture of a file or folder played in real time stays on screen this long: photos have no frame rate.
+PICTURE_S = 1.0
+
+
+def realtime_interval(source: Source, fps: float | None) -> float:
+    """Seconds between a file's frames in real time: a video's own frame rate (source.fps when its header
+    gives none), PICTURE_S for images."""
+    if isinstance(source, VideoCaptureSource):
+        rate = source.frame_rate or fps or DEFAULT_FPS
+        return 1.0 / rate
+    return PICTURE_S
+
+
+def _open(uri: str, width, height, fps, image_limits) -> Source:
     max_mpx = image_limits[1]
     match = _PICAMERA.match(uri)
     if match:

@@ -2,7 +2,8 @@
 
 Live sources (camera, stream): only the newest frames are kept; older ones are dropped and counted, so
 the pipeline always works on the present. Finite sources (video file, photos): nothing is dropped; the
-capture side waits for the consumer, so every frame is processed. A failing live source is reopened with
+capture side waits for the consumer, so every frame is processed. A source with a `frame_interval` (the
+demo, a file in real time) is read at that pace. A failing live source is reopened with
 exponential backoff. Every wait checks the stop event at least every 0.1 s, so shutdown is prompt.
 
 `busy_for()` tells a hung source (a driver call that never returns) from one that is merely away (failing
@@ -17,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from edge.capture.sources import Frame, Source, SourceError
+from edge.capture.base import Frame, Source, SourceError
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +116,11 @@ class CaptureThread:
         """Sleep up to `seconds`; True when stop was requested meanwhile."""
         return self._stop.wait(seconds)
 
+    def _wait_until(self, due: float) -> bool:
+        """Sleep until the monotonic time `due`; True when stop was requested meanwhile."""
+        remaining = due - time.monotonic()
+        return remaining > 0 and self._wait(remaining)
+
     def _open(self) -> Source | None:
         """Open the source, retrying live sources with backoff. None means stop (or a finite source failed)."""
         while not self._stop.is_set():
@@ -182,7 +188,10 @@ class CaptureThread:
         source = None
         try:
             source = self._open()
+            due = None  # when a paced source's next frame is due (Source.frame_interval)
             while source is not None and not self._stop.is_set():
+                if due is not None and self._wait_until(due):
+                    break
                 try:
                     frame = self._call(source.read)
                     if frame is None and source.live:
@@ -192,7 +201,7 @@ class CaptureThread:
                         self.error = str(exc)
                         break
                     _close_quietly(source)
-                    source = None
+                    source, due = None, None
                     if self._failed_and_waited(exc, "reopening"):
                         break
                     source = self._open()
@@ -205,6 +214,7 @@ class CaptureThread:
                     continue
                 if frame is None:
                     break  # a finite source has ended
+                due = _next_due(due, getattr(source, "frame_interval", None))
                 self._delivered(source)
                 self.captured += 1
                 if not self._put(frame):
@@ -218,6 +228,18 @@ class CaptureThread:
             with self._cond:
                 self._ended = True
                 self._cond.notify_all()
+
+
+def _next_due(due: float | None, interval: float | None) -> float | None:
+    """When the frame after the one just read is due: one interval after this one's slot, or, when reading
+    fell behind by more than an interval (a slow consumer of a file), one interval from now: no burst to
+    catch up. None for a source read as fast as it gives frames."""
+    if not interval:
+        return None
+    now = time.monotonic()
+    if due is None or due + interval < now:
+        return now + interval
+    return due + interval
 
 
 def _close_quietly(source: Source) -> None:

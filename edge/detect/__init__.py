@@ -7,6 +7,7 @@ close faces), also with the eyes; `blazeface` is the short-range one alone; `haa
 cascades (a box only).
 """
 
-from edge.detect.base import Detection, Detector, DetectorError, describe, largest, make_detector
+from edge.detect.base import Detection, Detector, DetectorError, describe, largest
+from edge.detect.factory import make_detector
 
 __all__ = ["Detection", "Detector", "DetectorError", "describe", "largest", "make_detector"]

@@ -228,7 +228,7 @@ class BlazeFaceDetector:
 
 
 class FullRangeDetector:
-    """BlazeFace full range for faces from ~1/17 of the frame's width up (in colour; tests/test_detect.py), with
+    """BlazeFace full range for faces from ~1/17 of the frame's width up (in colour; tests/edge/test_detect.py), with
     the short-range model for faces too close for it.
 
     The full-range model misses faces filling most of the frame (a doorbell camera, a close-up photo such as

@@ -42,7 +42,7 @@ def normalise_contrast(gray: np.ndarray) -> np.ndarray:
     The cascade normalises each window by its own variance, yet in a very dark frame (a face a few dozen grey
     levels deep) it finds nothing. Histogram equalisation, which this detector once used, rescues those but
     reshapes the histogram: a plain wall filling most of the frame gets its few grey levels spread over the
-    whole range and the face in front of it crushed (tests/test_detect.py's plain-wall faces were all
+    whole range and the face in front of it crushed (tests/edge/test_detect.py's plain-wall faces were all
     missed). A linear stretch keeps the order and spacing of the levels.
     """
     low, high, _, _ = cv2.minMaxLoc(gray)

@@ -17,8 +17,8 @@ import hmac
 import os
 from pathlib import Path
 
-from edge.config import ConfigError, read_secret
-from edge.model_contract import path_problem
+from edge.config import ConfigError
+from edge.files import path_problem, read_secret
 from edge.preview.address import is_loopback
 
 CREDENTIAL_NAME = "preview_token"
@@ -27,7 +27,7 @@ MIN_TOKEN_CHARS = 12  # with no TLS and no lockout, a short password is a guessa
 
 def _read_token(path: Path, what: str) -> str | None:
     # An empty file (install.sh creates one for LoadCredential=) means no token.
-    return (read_secret(path, "preview.token_file", what) or "").strip() or None
+    return (read_secret(path, "preview.token_file", what, ConfigError) or "").strip() or None
 
 
 def load_token(cfg, environ: dict[str, str] | None = None) -> str | None:

@@ -97,13 +97,14 @@ class PreviewHub:
 
     # --- the processing loop's side: cheap, never blocks on a viewer -------------------------------------------
 
-    def offer(self, frame, result, stats, capture) -> None:
-        """One processed frame (its ProcessResult), the loop's StatsCollector and the capture thread."""
+    def offer(self, frame, result, stats, capture, event: dict | None = None) -> None:
+        """One processed frame (its ProcessResult), the loop's StatsCollector, the capture thread and the
+        event edge/emit.py made of the frame (None when it made none)."""
         now = self._clock()
         self._last_frame_at = now
-        if result.event is not None:
+        if event is not None:
             with self._lock:
-                self._events.append(result.event)
+                self._events.append(event)
         if self._viewers:
             faces = [
                 {

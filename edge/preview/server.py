@@ -368,8 +368,8 @@ class PreviewServer:
         self._thread.start()
         return self
 
-    def offer(self, frame, result, stats, capture) -> None:
-        self.hub.offer(frame, result, stats, capture)
+    def offer(self, frame, result, stats, capture, event: dict | None = None) -> None:
+        self.hub.offer(frame, result, stats, capture, event)
 
     def close(self) -> None:
         self.hub.close()

@@ -160,7 +160,10 @@ def discovery_messages(
 
 def _state_entities(state: str, labels, expire: dict) -> dict[tuple[str, str], dict[str, Any]]:
     """The entities on the retained state, by (component, object id)."""
-    present = "value_json.face_count > 0"
+    in_view = "value_json.face_count > 0"
+    # `present` rides out a few missed frames (edge/emit.py build_state); a state retained by a daemon from
+    # before it has none, and then a face in view is presence.
+    present = f"value_json.get('present', {in_view})"
     entities: dict[tuple[str, str], dict[str, Any]] = {
         ("binary_sensor", "presence"): {
             "name": "Presence",
@@ -199,7 +202,7 @@ def _state_entities(state: str, labels, expire: dict) -> dict[tuple[str, str], d
         entities[("sensor", f"score_{label_id(label)}")] = {
             "name": f"{label.capitalize()} score",
             "value_template": (
-                f"{{{{ (value_json.scores[{json.dumps(label)}] * 100) | round(1) if {present} else none }}}}"
+                f"{{{{ (value_json.scores[{json.dumps(label)}] * 100) | round(1) if {in_view} else none }}}}"
             ),
             **_percent("mdi:chart-bell-curve"),
             "enabled_by_default": False,  # seven graphs most users never open; each is one click away

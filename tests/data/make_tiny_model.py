@@ -3,7 +3,7 @@
     python tests/data/make_tiny_model.py        # needs TensorFlow (the [train] extra); seconds
 
 Edge tests use these files as they are, so they run where TensorFlow is not installed (a Pi, `make test-fast`).
-The model is tests/tinymodel.py's: a small int8 CNN trained on tests/fakefaces.py's generated faces, converted
+The model is tests/support/tinymodel.py's: a small int8 CNN trained on tests/support/fakefaces.py's generated faces, converted
 the way emotion-convert does. Rerun this only when that recipe changes, and commit both files together.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))  # `tests.` and `edge.` from the repository, however it is started
 
-from tests.tinymodel import CHECKED_IN, tiny_tflite  # noqa: E402
+from tests.support.tinymodel import CHECKED_IN, tiny_tflite  # noqa: E402
 
 
 def main() -> int:

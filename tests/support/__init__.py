@@ -1,0 +1,2 @@
+"""Helpers the tests share: generated faces (fakefaces), the tiny int8 model (tinymodel), fuzz inputs, a slow
+TCP link, throwaway TLS certificates, and the benchmark scripts as tests run them (benchscripts)."""
