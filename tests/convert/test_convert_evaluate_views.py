@@ -12,21 +12,10 @@ import numpy as np
 from convert.cli import main
 from edge.classify import EmotionClassifier
 from tests.support.fakefaces import FER_LABELS, write_folder_dataset
+from tests.support.ferplus import FERPLUS_COLUMNS as FERPLUS
 from train.data import load_dataset
 from train.degrade import small_face
 
-FERPLUS = [
-    "neutral",
-    "happiness",
-    "surprise",
-    "sadness",
-    "anger",
-    "disgust",
-    "fear",
-    "contempt",
-    "unknown",
-    "NF",
-]
 TO_FERPLUS = {"happy": "happiness", "sad": "sadness", "angry": "anger"}
 
 

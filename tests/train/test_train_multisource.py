@@ -9,6 +9,7 @@ import json
 import pytest
 
 from tests.support.fakefaces import write_folder_dataset
+from tests.support.ferplus import FERPLUS_COLUMNS
 from tests.train.test_train_photos import write_labelled_photos
 from train.config import TrainError, config_for_run
 
@@ -68,19 +69,7 @@ def test_a_run_saved_before_photos_existed_resumes_without_them(tmp_path):
 def write_votes(data, path):
     """FER+-style votes for every image of a generated data set: most say "neutral" (7 of 10), a third of
     the test faces tie (no majority)."""
-    header = [
-        "neutral",
-        "happiness",
-        "surprise",
-        "sadness",
-        "anger",
-        "disgust",
-        "fear",
-        "contempt",
-        "unknown",
-        "NF",
-    ]
-    lines = ["file," + ",".join(header)]
+    lines = ["file," + ",".join(FERPLUS_COLUMNS)]
     for i, file in enumerate(sorted(data.rglob("*.png"))):
         votes = [5, 5, 0, 0, 0, 0, 0, 0, 0, 0] if i % 3 == 0 else [7, 1, 0, 0, 0, 0, 0, 1, 1, 0]
         lines.append(file.relative_to(data).as_posix() + "," + ",".join(map(str, votes)))

@@ -8,22 +8,11 @@ import csv
 import numpy as np
 import pytest
 
+from tests.support.ferplus import FERPLUS_COLUMNS as FERPLUS
 from train.data import DataError
 from train.softlabels import load_soft_labels, majority_labels, training_targets
 
 LABELS = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
-FERPLUS = [
-    "neutral",
-    "happiness",
-    "surprise",
-    "sadness",
-    "anger",
-    "disgust",
-    "fear",
-    "contempt",
-    "unknown",
-    "NF",
-]
 
 
 def write_votes(path, rows, header=FERPLUS):
