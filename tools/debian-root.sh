@@ -1,5 +1,6 @@
-# Shared by tools/pi-check.sh and tools/image.sh (sourced, not run): the host tools they need, and a Debian
-# arm64 root built with mmdebstrap under qemu-user, cached as a folder keyed by everything that shapes it.
+# Shared by tools/pi-check.sh, tools/image.sh and tools/ha-check.sh (sourced, not run): the host tools they
+# need, and a Debian arm64 root built with mmdebstrap under qemu-user, cached as a folder keyed by everything
+# that shapes it (ha-check uses its mirror and mount helpers for its own amd64 root).
 #
 #   ensure_apt_tools CMD:PACKAGE ...     apt-get install the PACKAGE of each CMD that is not on PATH
 #   ensure_binfmt_aarch64                qemu-user's aarch64 binfmt handler registered with the F flag

@@ -67,44 +67,21 @@ for py in "$PYTHON" "$EDGE_PYTHON"; do
 done
 "$PYTHON" -c 'import selenium, websocket, paho.mqtt' 2>/dev/null || die "$PYTHON lacks the dev extra (selenium)"
 
-SUMMARY=()
-STEP="" STEP_START=0 STEP_OPEN=0
-begin() { STEP=$1; STEP_START=$(date +%s); STEP_OPEN=1; say "== $1: $2"; }
-done_step() {
-    SUMMARY+=("$(printf '%-6s ok   %4ss  %s' "$STEP" $(($(date +%s) - STEP_START)) "$1")")
-    STEP_OPEN=0
-}
-fail_step() {
-    SUMMARY+=("$(printf '%-6s FAIL %4ss  %s' "$STEP" $(($(date +%s) - STEP_START)) "$1")")
-    STEP_OPEN=0
-    exit 1
-}
-MOUNTS=()
-cleanup_mounts() {
-    local i
-    for ((i = ${#MOUNTS[@]} - 1; i >= 0; i--)); do umount -l "${MOUNTS[$i]}" 2>/dev/null || true; done
-    MOUNTS=()
-}
-mounts_under() { awk -v r="$1/" 'index($2, r) == 1 {print $2}' /proc/mounts | sort -r; }
+STEP_WIDTH=6
+# shellcheck source=tools/steps.sh
+source "$REPO/tools/steps.sh"
+# host_mirror, MOUNTS, cleanup_mounts, mounts_under
+# shellcheck source=tools/debian-root.sh
+source "$REPO/tools/debian-root.sh"
 print_summary() {
     local status=$?
-    if [ "$STEP_OPEN" = 1 ]; then
-        SUMMARY+=("$(printf '%-6s FAIL %4ss  %s' "$STEP" $(($(date +%s) - STEP_START)) "exit status $status")")
-    fi
+    close_open_step "$status"
     cleanup_mounts
     echo "ha-check $RELEASE, Home Assistant $HA_VERSION, commit $(git -C "$REPO" rev-parse --short=12 HEAD), $(date -u +%Y-%m-%dT%H:%MZ):"
     printf '  %s\n' "${SUMMARY[@]}"
     [ "$status" = 0 ] && echo "ha-check: PASS" || echo "ha-check: FAIL"
 }
 trap print_summary EXIT
-
-host_mirror() {
-    local uri
-    uri=$(grep -rhs '^URIs:' /etc/apt/sources.list.d/*.sources | awk '{print $2}' | grep -m1 '/debian/\?$' || true)
-    [ -n "$uri" ] || uri=$(grep -rhs '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list |
-        awk '{print $2}' | grep -m1 '/debian/\?$' || true)
-    echo "${uri:-http://deb.debian.org/debian}"
-}
 
 begin tools "mmdebstrap"
 if ! command -v mmdebstrap >/dev/null; then

@@ -90,23 +90,12 @@ COMMIT=$(git -C "$REPO" rev-parse HEAD)
 git -C "$REPO" diff --quiet HEAD -- edge systemd tools pyproject.toml ||
     say "warning: uncommitted changes are not in the image (it gets a clone of HEAD $COMMIT)"
 
-SUMMARY=()
-STEP="" STEP_START=0 STEP_OPEN=0 STARTED=$(date +%s)
-begin() { STEP=$1; STEP_START=$(date +%s); STEP_OPEN=1; say "== $1: $2"; }
-done_step() {
-    SUMMARY+=("$(printf '%-8s ok   %4ss  %s' "$STEP" $(($(date +%s) - STEP_START)) "$1")")
-    STEP_OPEN=0
-}
-fail_step() {
-    SUMMARY+=("$(printf '%-8s FAIL %4ss  %s' "$STEP" $(($(date +%s) - STEP_START)) "$1")")
-    STEP_OPEN=0
-    exit 1
-}
+# shellcheck source=tools/steps.sh
+source "$REPO/tools/steps.sh"
+STARTED=$(date +%s)
 print_summary() {
     local status=$?
-    if [ "$STEP_OPEN" = 1 ]; then
-        SUMMARY+=("$(printf '%-8s FAIL %4ss  %s' "$STEP" $(($(date +%s) - STEP_START)) "exit status $status")")
-    fi
+    close_open_step "$status"
     cleanup_mounts
     {
         echo "image $RELEASE, commit ${COMMIT:0:12}, $(date -u +%Y-%m-%dT%H:%MZ), $(($(date +%s) - STARTED)) s in all:"

@@ -61,25 +61,11 @@ COMMIT=$(git -C "$REPO" rev-parse HEAD)
 git -C "$REPO" diff --quiet HEAD -- edge systemd pyproject.toml README.md ||
     say "warning: uncommitted changes are not checked (the root gets a clone of HEAD $COMMIT)"
 
-SUMMARY=()
-STEP="" STEP_START=0
-STEP_OPEN=0  # 1 while a step runs without its summary line
-begin() { STEP=$1; STEP_START=$(date +%s); STEP_OPEN=1; say "== $1: $2"; }
-done_step() {
-    SUMMARY+=("$(printf '%-8s ok   %4ss  %s' "$STEP" $(($(date +%s) - STEP_START)) "$1")")
-    STEP_OPEN=0
-}
-fail_step() {
-    SUMMARY+=("$(printf '%-8s FAIL %4ss  %s' "$STEP" $(($(date +%s) - STEP_START)) "$1")")
-    STEP_OPEN=0
-    exit 1
-}
+# shellcheck source=tools/steps.sh
+source "$REPO/tools/steps.sh"
 print_summary() {
     local status=$?
-    # A command that failed under `set -e` ends the step without fail_step: still one line for it.
-    if [ "$STEP_OPEN" = 1 ]; then
-        SUMMARY+=("$(printf '%-8s FAIL %4ss  %s' "$STEP" $(($(date +%s) - STEP_START)) "exit status $status")")
-    fi
+    close_open_step "$status"
     cleanup_mounts
     echo "pi-check $RELEASE, commit ${COMMIT:0:12}, $(date -u +%Y-%m-%dT%H:%MZ):"
     printf '  %s\n' "${SUMMARY[@]}"
